@@ -1,0 +1,1 @@
+"""Knowledge base: documents, chunks, embeddings and search."""

@@ -1,0 +1,68 @@
+"""Keep django-cfg's side effects inside ``var/`` and off the network.
+
+Import this before anything imports ``django_cfg``. Each patch names the django-cfg
+behaviour it changes; re-check them when upgrading django-cfg (pinned in requirements.txt).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+from .env import load_env
+
+_LOGGER_MODULE = "django_cfg.modules.django_logging.django_logger"
+
+
+def _relocate_logs(module) -> None:
+    # DjangoLogger writes to Path(os.getcwd()) / "logs" (no setting for it); point that at var/.
+    real_path = module.Path
+    var_dir = load_env().var_dir
+
+    def path(*parts):
+        if len(parts) == 1 and str(parts[0]) == os.getcwd():
+            return var_dir
+        return real_path(*parts)
+
+    module.Path = path
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches the logger module the moment django-cfg's package init imports it."""
+
+    def find_spec(self, name, path, target=None):
+        if name != _LOGGER_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def patched_exec(module):
+            exec_module(module)
+            _relocate_logs(module)
+
+        spec.loader.exec_module = patched_exec
+        return spec
+
+
+def install() -> None:
+    load_env().var_dir.mkdir(exist_ok=True)
+    # django-cfg also mirrors every log line to /tmp/djangocfg/debug.log unless told not to.
+    os.environ.setdefault("DJANGO_LOG_TO_TMP", "false")
+    if _LOGGER_MODULE in sys.modules:
+        _relocate_logs(sys.modules[_LOGGER_MODULE])
+    elif not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
+def disable_network_and_codegen() -> None:
+    """Call after settings are generated."""
+    import django_cfg.startup.type_stubs as type_stubs
+    from django_cfg.core.integration.version_checker import VersionChecker
+
+    # The admin index asks pypi.org for django-cfg's latest version on every render.
+    VersionChecker.get_latest_version = lambda self: None
+    # In DEBUG it writes typings/ and pyrightconfig.json into the source tree.
+    type_stubs._is_dev_context = lambda: False

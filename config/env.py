@@ -1,0 +1,113 @@
+"""Every environment variable the project reads, parsed and validated in one place.
+
+Settings, management commands and the LLM client take their configuration from
+``load_env()``; nothing else in the project reads ``os.environ`` for configuration.
+A missing or malformed variable raises ``ConfigError`` with one line that names it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+Environment = Literal["development", "production", "test"]
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or invalid; the message names it."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _require_scheme(value: str | None, schemes: tuple[str, ...], what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"expected {what} ({' or '.join(s + '://' for s in schemes)}...)")
+    return value
+
+
+class Env(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=BASE_DIR / ".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    django_env: Environment = Field("production", description="development, production or test")
+    secret_key: SecretStr | None = None
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    openrouter_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    openai_base_url: str = "https://api.openai.com/v1"
+
+    admin_email: str = "admin@example.com"
+    admin_password: SecretStr | None = None
+
+    _split_hosts = field_validator("allowed_hosts", mode="before")(_split_csv)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return _require_scheme(value, ("postgres", "postgresql"), "a PostgreSQL URL")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _require_scheme(value, ("redis", "rediss"), "a Redis URL")
+
+    @field_validator("llm_base_url", "openrouter_base_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _require_scheme(value, ("http", "https"), "an http(s) URL")
+
+    @model_validator(mode="after")
+    def _production_requirements(self) -> Env:
+        if self.django_env != "production":
+            return self
+        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 50:
+            raise ConfigError("SECRET_KEY: required in production, at least 50 random characters")
+        if not self.allowed_hosts:
+            raise ConfigError("ALLOWED_HOSTS: required in production, comma-separated host names")
+        return self
+
+    @property
+    def debug(self) -> bool:
+        return self.django_env == "development"
+
+    @property
+    def var_dir(self) -> Path:
+        """Runtime files (database, logs, media, caches): git-ignored, never in the source tree."""
+        return BASE_DIR / "var"
+
+
+def _describe(error: dict) -> str:
+    name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+    message = error["msg"].removeprefix("Value error, ")
+    # Never echo the offending value: it may be a secret.
+    return f"{name}: {message}"
+
+
+@lru_cache(maxsize=1)
+def load_env() -> Env:
+    """The validated environment; raises ``ConfigError`` naming the first bad variable."""
+    try:
+        return Env()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None

