@@ -18,7 +18,11 @@ MIDDLEWARE = [
 ]
 
 
-def broker_settings(*, redis_url: str | None, database_url: str) -> dict[str, Any]:
+def broker_settings(*, redis_url: str | None, database_url: str, testing: bool = False) -> dict[str, Any]:
+    if testing:
+        # Tests run actors in-process on a StubBroker; end-to-end tests start real
+        # workers against the real brokers in their own processes.
+        return {"BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}, "MIDDLEWARE": MIDDLEWARE}
     if redis_url:
         return {
             "BROKER": "dramatiq.brokers.redis.RedisBroker",

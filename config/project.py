@@ -66,12 +66,21 @@ class ProjectConfig(DjangoConfig):
 
     def get_additional_settings(self) -> dict[str, Any]:
         env = self._env
-        return {
+        extra = {}
+        if env.django_env == "test":
+            # Production's manifest storage needs `collectstatic`, which tests do not run.
+            extra["STORAGES"] = {
+                "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+            }
+        return extra | {
             "BASE_DIR": BASE_DIR,
             "VAR_DIR": env.var_dir,
             "STATICFILES_DIRS": [BASE_DIR / "static"],
             "CACHES": {"default": _cache(env)},
-            "DRAMATIQ_BROKER": broker_settings(redis_url=env.redis_url, database_url=self._database_url),
+            "DRAMATIQ_BROKER": broker_settings(
+                redis_url=env.redis_url, database_url=self._database_url, testing=env.django_env == "test"
+            ),
             "DRAMATIQ_TASKS_DATABASE": "default",
             "DRAMATIQ_AUTODISCOVER_MODULES": ["tasks"],
             "DRAMATIQ_CRONTAB": {"REDIS_URL": env.redis_url},

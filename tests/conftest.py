@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from config import embedded_postgres
+from config.env import BASE_DIR, load_env
+
+ENV = load_env()
+# Settings start the embedded server on import; remember whether this session did it.
+_EMBEDDED_WAS_RUNNING = ENV.database_url is None and embedded_postgres.running_server(ENV.var_dir / "pgdata") is not None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if ENV.database_url is None and not _EMBEDDED_WAS_RUNNING:
+        embedded_postgres.stop(ENV.var_dir / "pgdata")
+
+
+@pytest.fixture
+def test_database_url(django_db_blocker) -> str:
+    """A DSN of the test database, for processes started by a test."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    auth = quote(s["USER"]) + (f":{quote(s['PASSWORD'])}" if s["PASSWORD"] else "")
+    host = s["HOST"]
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{s['NAME']}?host={quote(host)}&port={s['PORT']}"
+    return f"postgresql://{auth}@{host}:{s['PORT']}/{s['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ManagedProcess:
+    """A child process in its own process group, with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = log
+        self._log_file = open(log, "wb")
+        self.popen = subprocess.Popen(
+            args, cwd=BASE_DIR, env=env, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> int:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, 9)
+                self.popen.wait()
+        self._log_file.close()
+        return self.popen.returncode
+
+
+@pytest.fixture
+def start_process(tmp_path) -> Iterator[Callable[..., ManagedProcess]]:
+    """Start ``manage.py`` commands (or any argv) as real processes; all are stopped at teardown."""
+    started: list[ManagedProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, name: str = "process") -> ManagedProcess:
+        argv = [sys.executable, "manage.py", *args] if args[0] != sys.executable else list(args)
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        process = ManagedProcess(argv, child_env, tmp_path / f"{name}-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
