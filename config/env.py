@@ -7,6 +7,7 @@ A missing or malformed variable raises ``ConfigError`` with one line that names 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,9 +41,7 @@ def _require_scheme(value: str | None, schemes: tuple[str, ...], what: str) -> s
 
 
 class Env(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=BASE_DIR / ".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
 
     django_env: Environment = Field("production", description="development, production or test")
     secret_key: SecretStr | None = None
@@ -61,6 +60,12 @@ class Env(BaseSettings):
     admin_password: SecretStr | None = None
 
     _split_hosts = field_validator("allowed_hosts", mode="before")(_split_csv)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, values: dict) -> dict:
+        # `OPENAI_API_KEY=` in a .env file means "not set", not "an empty key".
+        return {key: value for key, value in values.items() if value != ""}
 
     @field_validator("database_url")
     @classmethod
@@ -107,7 +112,9 @@ def _describe(error: dict) -> str:
 @lru_cache(maxsize=1)
 def load_env() -> Env:
     """The validated environment; raises ``ConfigError`` naming the first bad variable."""
+    # Tests must not pick up a developer's keys or database from .env.
+    env_file = None if os.environ.get("DJANGO_ENV") == "test" else BASE_DIR / ".env"
     try:
-        return Env()
+        return Env(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None

@@ -11,21 +11,11 @@ from urllib.parse import quote
 
 import pytest
 
-from config import embedded_postgres
-from config.env import BASE_DIR, load_env
-
-ENV = load_env()
-# Settings start the embedded server on import; remember whether this session did it.
-_EMBEDDED_WAS_RUNNING = ENV.database_url is None and embedded_postgres.running_server(ENV.var_dir / "pgdata") is not None
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if ENV.database_url is None and not _EMBEDDED_WAS_RUNNING:
-        embedded_postgres.stop(ENV.var_dir / "pgdata")
+from config.env import BASE_DIR
 
 
 @pytest.fixture
-def test_database_url(django_db_blocker) -> str:
+def test_database_url(django_db_setup) -> str:
     """A DSN of the test database, for processes started by a test."""
     from django.db import connection
 
