@@ -77,7 +77,7 @@ class ProjectConfig(DjangoConfig):
             "BASE_DIR": BASE_DIR,
             "VAR_DIR": env.var_dir,
             "STATICFILES_DIRS": [BASE_DIR / "static"],
-            "CACHES": {"default": _cache(env)},
+            "CACHES": {"default": _cache(env, "default"), "llm": _cache(env, "llm", max_entries=1000)},
             "DRAMATIQ_BROKER": broker_settings(
                 redis_url=env.redis_url, database_url=self._database_url, testing=env.django_env == "test"
             ),
@@ -105,10 +105,13 @@ LOGGING = {
 }
 
 
-def _cache(env: Env) -> dict[str, Any]:
+def _cache(env: Env, alias: str, max_entries: int = 300) -> dict[str, Any]:
+    """Redis when configured, else files under var/cache: both are shared across processes."""
     if env.redis_url:
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.redis_url}
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.redis_url,
+                "KEY_PREFIX": alias}
     return {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(env.var_dir / "cache" / "default"),
+        "LOCATION": str(env.var_dir / "cache" / alias),
+        "OPTIONS": {"MAX_ENTRIES": max_entries},
     }

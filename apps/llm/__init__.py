@@ -1,1 +1,52 @@
-"""LLM client library and accounting."""
+"""LLM client library and accounting.
+
+    from apps.llm import LLMClient
+    client = LLMClient()
+    r = client.chat_completion(messages=[{"role": "user", "content": "Hi"}], model="openai/gpt-4o-mini")
+    r.content, r.usage, r.cost, r.cached
+
+The names below are imported on first use: Django imports this package while it loads its
+apps, before models can be imported.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "LLMClient": "client",
+    "ChatStream": "streaming",
+    "ChatResponse": "types",
+    "EmbeddingResponse": "types",
+    "Usage": "types",
+    "UsageStats": "types",
+    "CacheInfo": "cache",
+    "LLMCache": "cache",
+    "ModelPricing": "pricing",
+    "ModelsCache": "models_cache",
+    "calculate_chat_cost": "costs",
+    "calculate_cost": "costs",
+    "Tokenizer": "tokenizer",
+    "JSONExtractor": "extractor",
+    "RetryPolicy": "retry",
+    "LLMError": "errors",
+    "ConfigurationError": "errors",
+    "NoProviderConfigured": "errors",
+    "AuthenticationError": "errors",
+    "QuotaExceeded": "errors",
+    "RateLimitError": "errors",
+    "LLMTimeoutError": "errors",
+    "ProviderConnectionError": "errors",
+    "ServerError": "errors",
+    "BadRequestError": "errors",
+    "ModelNotFound": "errors",
+    "ContextLengthExceeded": "errors",
+    "ContentFiltered": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

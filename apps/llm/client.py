@@ -1,0 +1,428 @@
+"""``LLMClient``: one typed API over OpenRouter, OpenAI and OpenAI-compatible servers.
+
+The client picks a provider, maps the model name, checks the cache, sends the request with
+bounded retries and fallback, prices the answer from the price table and reports every call
+(success, failure, cache hit) to its recorders.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import openai
+
+from . import errors
+from .cache import LLMCache, cache_key, file_cache
+from .costs import calculate_chat_cost, calculate_cost
+from .embeddings import EmbeddingBatcher
+from .models_cache import ModelsCache
+from .providers import COMPATIBLE, LOCAL, OPENAI, OPENROUTER, PROVIDER_ORDER, Provider
+from .recording import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
+from .responses import chat_response_from_completion, usage_from_sdk
+from .retry import RetryPolicy
+from .streaming import ChatStream
+from .tokenizer import Tokenizer
+from .types import ChatResponse, EmbeddingResponse, Usage, UsageStats
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_CHAT_MODEL = "openai/gpt-4o-mini"
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+
+# Request parameters that change the answer, and so belong in the cache key.
+_ANSWER_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools",
+                  "tool_choice", "response_format", "seed", "frequency_penalty", "presence_penalty",
+                  "logit_bias", "n", "reasoning_effort", "parallel_tool_calls")
+
+
+class LLMClient:
+    """Chat completions and embeddings with cost, caching, retries and fallback.
+
+    Keys not passed here come from the environment (``OPENROUTER_API_KEY``,
+    ``OPENAI_API_KEY``, ``LLM_BASE_URL``/``LLM_API_KEY``) unless ``configure_from_env=False``.
+    """
+
+    def __init__(
+        self,
+        apikey_openrouter: str | None = None,
+        apikey_openai: str | None = None,
+        cache_dir: Path | str | None = None,
+        cache_ttl: int = 3600,
+        max_cache_size: int = 1000,
+        models_cache_ttl: int = 86400,
+        *,
+        base_url: str | None = None,
+        apikey_compatible: str | None = None,
+        openrouter_base_url: str | None = None,
+        openai_base_url: str | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        cache_backend: Any = None,
+        models_cache: ModelsCache | None = None,
+        recorders: Iterable[Recorder] = (),
+        configure_from_env: bool = True,
+    ):
+        if configure_from_env:
+            from config.env import load_env
+
+            env = load_env()
+            apikey_openrouter = apikey_openrouter or _secret(env.openrouter_api_key)
+            apikey_openai = apikey_openai or _secret(env.openai_api_key)
+            base_url = base_url or env.llm_base_url
+            apikey_compatible = apikey_compatible or _secret(env.llm_api_key)
+            openrouter_base_url = openrouter_base_url or env.openrouter_base_url
+            openai_base_url = openai_base_url or env.openai_base_url
+
+        self.providers: dict[str, Provider] = {}
+        if apikey_openrouter:
+            self.providers[OPENROUTER] = Provider(
+                OPENROUTER, openrouter_base_url or "https://openrouter.ai/api/v1", apikey_openrouter, timeout,
+                # OpenRouter's app attribution headers.
+                default_headers={"X-Title": "LLM Platform"},
+            )
+        if apikey_openai:
+            self.providers[OPENAI] = Provider(OPENAI, openai_base_url or "https://api.openai.com/v1", apikey_openai, timeout)
+        if base_url:
+            self.providers[COMPATIBLE] = Provider(COMPATIBLE, base_url, apikey_compatible, timeout)
+
+        self.retry = retry or RetryPolicy()
+        if cache_backend is None:
+            cache_backend = file_cache(Path(cache_dir), ttl=cache_ttl, max_entries=max_cache_size) if cache_dir else "llm"
+        self.cache = LLMCache(cache_backend, ttl=cache_ttl, max_size=max_cache_size)
+        self.models_cache = models_cache or ModelsCache(ttl_seconds=models_cache_ttl)
+        self.tokenizer = Tokenizer()
+        self.tally = UsageTally()
+        self.recorders: list[Recorder] = [self.tally, *recorders]
+        self._embeddings = EmbeddingBatcher(self.tokenizer)
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def primary_provider(self) -> str | None:
+        return next((name for name in PROVIDER_ORDER if name in self.providers), None)
+
+    def chat_completion(
+        self,
+        messages: list[dict[str, Any]],
+        model: str = DEFAULT_CHAT_MODEL,
+        *,
+        provider: str | None = None,
+        stream: bool = False,
+        cache: bool = True,
+        user: Any = None,
+        feature: str = "",
+        **params: Any,
+    ) -> ChatResponse | ChatStream:
+        """Send a chat completion; ``stream=True`` returns a ``ChatStream`` of text deltas."""
+        if stream:
+            return self.chat_completion_stream(messages, model, provider=provider, cache=cache, user=user,
+                                               feature=feature, **params)
+        providers = self._route(model, provider)
+        key = self._chat_cache_key(providers[0], model, messages, params)
+        started = time.perf_counter()
+        attempts = 0
+
+        def call() -> dict:
+            nonlocal attempts
+            (completion, used), attempts = self._send(
+                providers, model,
+                lambda p, name: p.client.chat.completions.create(
+                    model=name, messages=messages, **self._extra_body(p), **params
+                ),
+            )
+            response = chat_response_from_completion(completion, provider=used.name, requested_model=model)
+            return response.model_dump(mode="json") | {"cost": self._price(used.name, response.model, model, response.usage)}
+
+        try:
+            if cache:
+                payload, hit = self.cache.get_or_call(key, call)
+            else:
+                payload, hit = call(), False
+        except errors.LLMError as error:
+            self._record_failure("chat", providers[0], model, error, started, attempts, key, user, feature)
+            raise
+        response = self._finish_chat(payload, hit, started, attempts)
+        self._record_chat("chat", providers[0], response, key, user, feature, messages)
+        return response
+
+    def chat_completion_stream(
+        self,
+        messages: list[dict[str, Any]],
+        model: str = DEFAULT_CHAT_MODEL,
+        *,
+        provider: str | None = None,
+        cache: bool = True,
+        user: Any = None,
+        feature: str = "",
+        **params: Any,
+    ) -> ChatStream:
+        """Yields text deltas; ``stream.response`` holds usage and cost once it is consumed."""
+        providers = self._route(model, provider)
+        key = self._chat_cache_key(providers[0], model, messages, params)
+        started = time.perf_counter()
+        if cache and (payload := self.cache.get(key)) is not None:
+            response = self._finish_chat(payload, True, started, 0)
+            self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
+            return ChatStream.from_response(response)
+
+        def open_stream():
+            return self._send(
+                providers, model,
+                lambda p, name: p.client.chat.completions.create(
+                    model=name, messages=messages, stream=True, stream_options={"include_usage": True},
+                    **self._extra_body(p), **params,
+                ),
+            )
+
+        def finished(response: ChatResponse) -> ChatResponse:
+            response = response.model_copy(update={
+                "cost": self._price(response.provider, response.model, model, response.usage),
+                "latency_ms": _elapsed_ms(started),
+            })
+            if cache:
+                self.cache.set(key, response.model_dump(mode="json"))
+            self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
+            return response
+
+        def failed(error: errors.LLMError, attempts: int) -> None:
+            self._record_failure("chat.stream", providers[0], model, error, started, attempts, key, user, feature)
+
+        return ChatStream(open_stream, requested_model=model, started=started, on_finish=finished, on_error=failed)
+
+    def generate_embedding(
+        self,
+        text: str | list[str],
+        model: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        provider: str | None = None,
+        cache: bool = True,
+        user: Any = None,
+        feature: str = "",
+        **params: Any,
+    ) -> EmbeddingResponse:
+        """Embed one text or a list of texts (split into requests within the provider's limits)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise errors.BadRequestError("generate_embedding needs at least one text", model=model)
+        started = time.perf_counter()
+        local = model.startswith("local/") or provider == LOCAL
+        route = [] if local else self._route(model, provider)
+        provider_name = LOCAL if local else route[0].name
+        keys = [cache_key({"kind": "embedding", "provider": provider_name, "model": model, "text": t, **params})
+                for t in texts]
+        found = self.cache.backend.get_many(keys) if cache else {}
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        vectors: dict[int, list[float]] = {i: found[keys[i]]["embedding"] for i in range(len(texts)) if keys[i] in found}
+        usage = Usage()
+        requests = 0
+        attempts = 0
+        served_model = model
+        try:
+            if missing:
+                if local:
+                    batch = self._embeddings.local(model, [texts[i] for i in missing])
+                else:
+                    batch = self._embeddings.remote(
+                        lambda chunk: self._send(
+                            route, model,
+                            lambda p, name: p.client.embeddings.create(model=name, input=chunk, **params),
+                        ),
+                        model, [texts[i] for i in missing],
+                    )
+                    attempts = batch.attempts
+                    if batch.model:
+                        served_model = batch.model
+                for i, vector in zip(missing, batch.vectors, strict=True):
+                    vectors[i] = vector
+                usage, requests = batch.usage, batch.requests
+                if cache:
+                    self.cache.backend.set_many({keys[i]: {"embedding": vectors[i]} for i in missing}, self.cache.ttl)
+        except errors.LLMError as error:
+            self._record_failure("embeddings", _named(provider_name, route), model, error, started, attempts,
+                                 "", user, feature)
+            raise
+        self.cache._count(hit=not missing)
+        cost = Decimal(0) if local else self._price(provider_name, served_model, model, usage)
+        response = EmbeddingResponse(
+            embeddings=[vectors[i] for i in range(len(texts))],
+            model=served_model, provider=provider_name, usage=usage, cost=cost, cached=not missing,
+            latency_ms=_elapsed_ms(started), requests=requests,
+        )
+        self._emit(CallRecord(
+            endpoint="embeddings", provider=provider_name, requested_model=model, model=served_model,
+            status=SUCCESS, usage=usage, cost=cost, cached=not missing, latency_ms=response.latency_ms,
+            attempts=attempts, key_fingerprint=_fingerprint(provider_name, route),
+            user_id=_user_id(user), feature=feature,
+        ))
+        return response
+
+    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, *,
+                      provider: str | None = None) -> Decimal | None:
+        """The price of a call of this size, before making it (``None``: price unknown)."""
+        provider = provider or self.primary_provider
+        name = self.providers[provider].model_name(model) if provider in self.providers else model
+        return calculate_chat_cost(name, input_tokens, output_tokens, self.models_cache, provider=provider)
+
+    def count_tokens(self, messages: list[dict[str, Any]], model: str = DEFAULT_CHAT_MODEL) -> int:
+        return self.tokenizer.count_messages_tokens(messages, model)
+
+    def get_usage_stats(self) -> UsageStats:
+        return self.tally.stats()
+
+    def get_client_info(self) -> dict[str, Any]:
+        """What this client is configured with: never a key, only its fingerprint."""
+        return {
+            "providers": [
+                {"name": p.name, "base_url": p.base_url, "key_fingerprint": p.key_fingerprint, "timeout": p.timeout}
+                for p in self.providers.values()
+            ],
+            "primary_provider": self.primary_provider,
+            "fallback_order": [name for name in PROVIDER_ORDER if name in self.providers],
+            "retry": {"max_attempts": self.retry.max_attempts, "total_timeout": self.retry.total_timeout},
+            "cache": self.cache.get_cache_info().model_dump(),
+            "local_embeddings": True,
+        }
+
+    def close(self) -> None:
+        for p in self.providers.values():
+            p.close()
+
+    # -- routing, retries and fallback -----------------------------------------------------
+
+    def _route(self, model: str, provider: str | None) -> list[Provider]:
+        """The providers to try for ``model``, the chosen or primary one first."""
+        if not self.providers:
+            raise errors.NoProviderConfigured()
+        if provider is not None:
+            if provider not in self.providers:
+                raise errors.ConfigurationError(
+                    f"Provider {provider!r} is not configured; configured: {', '.join(self.providers)}"
+                )
+            first = self.providers[provider]
+        else:
+            first = next((p for p in self.providers.values() if p.serves(model)), None)
+            if first is None:
+                raise errors.ConfigurationError(f"No configured provider serves {model!r}", model=model)
+        return [first, *(p for p in self.providers.values() if p is not first and p.serves(model))]
+
+    def _send(self, providers: list[Provider], model: str, request: Callable[[Provider, str], T]) -> tuple[tuple[T, Provider], int]:
+        """``request`` on each provider in turn, retrying retryable errors with backoff.
+
+        Returns ``((result, provider used), attempts)``. Bounded by ``retry.max_attempts`` per
+        provider and ``retry.total_timeout`` overall.
+        """
+        policy = self.retry
+        deadline = time.monotonic() + policy.total_timeout
+        attempts = 0
+        error: errors.LLMError | None = None
+        for provider in providers:
+            name = provider.model_name(model)
+            for attempt in range(1, policy.max_attempts + 1):
+                attempts += 1
+                try:
+                    return (request(provider, name), provider), attempts
+                except openai.OpenAIError as exc:
+                    error = errors.from_openai(exc, provider=provider.name, model=name, secrets=self._secrets())
+                error.attempts = attempts
+                if isinstance(error, errors.BadRequestError):
+                    raise error from None  # the same request fails everywhere
+                if not policy.should_retry(error, attempt):
+                    break  # next provider: its key, quota and health are its own
+                delay = policy.delay(error, attempt)
+                if time.monotonic() + delay > deadline:
+                    raise error from None
+                logger.warning("LLM call failed (%s); retry %d in %.2fs", error, attempt, delay)
+                time.sleep(delay)
+            if time.monotonic() > deadline:
+                break
+        assert error is not None
+        raise error from None
+
+    def _secrets(self) -> list[str]:
+        return [p.api_key for p in self.providers.values() if p.api_key]
+
+    @staticmethod
+    def _extra_body(provider: Provider) -> dict[str, Any]:
+        # OpenRouter reports what it charged (usage.cost) when asked to.
+        return {"extra_body": {"usage": {"include": True}}} if provider.name == OPENROUTER else {}
+
+    # -- pricing, caching and recording ----------------------------------------------------
+
+    def _chat_cache_key(self, provider: Provider, model: str, messages: list, params: dict) -> str:
+        answer_params = {k: params[k] for k in _ANSWER_PARAMS if k in params}
+        unknown = {k: v for k, v in params.items() if k not in answer_params and k not in ("timeout", "extra_headers")}
+        return cache_key({"kind": "chat", "provider": provider.name, "model": provider.model_name(model),
+                          "messages": messages, **answer_params, **unknown})
+
+    def _price(self, provider: str, served_model: str, requested_model: str, usage: Usage) -> Decimal | None:
+        pricing = self.models_cache.get(served_model, provider) or self.models_cache.get(requested_model, provider)
+        if pricing is None:
+            logger.warning("No price known for model %r (provider %s): cost not computed", served_model, provider)
+            return None
+        return calculate_cost(pricing, usage).total
+
+    def _finish_chat(self, payload: dict, hit: bool, started: float, attempts: int) -> ChatResponse:
+        response = ChatResponse.model_validate(payload)
+        if hit:
+            return response.model_copy(update={
+                "cached": True, "saved_cost": response.cost, "cost": Decimal(0), "provider_cost": None,
+                "latency_ms": _elapsed_ms(started), "attempts": 0, "time_to_first_token_ms": None,
+            })
+        return response.model_copy(update={"latency_ms": _elapsed_ms(started), "attempts": attempts})
+
+    def _record_chat(self, endpoint: str, provider: Provider, response: ChatResponse, key: str,
+                     user: Any, feature: str, messages: list) -> None:
+        self._emit(CallRecord(
+            endpoint=endpoint, provider=response.provider, requested_model=response.requested_model,
+            model=response.model, status=SUCCESS, usage=response.usage, cost=response.cost,
+            provider_cost=response.provider_cost, saved_cost=response.saved_cost, cached=response.cached,
+            latency_ms=response.latency_ms, time_to_first_token_ms=response.time_to_first_token_ms,
+            attempts=response.attempts, cache_key=key, key_fingerprint=provider.key_fingerprint,
+            request_id=response.request_id, user_id=_user_id(user), feature=feature,
+            prompt=messages, response_text=response.content,
+        ))
+
+    def _record_failure(self, endpoint: str, provider: Provider | None, model: str, error: errors.LLMError,
+                        started: float, attempts: int, key: str, user: Any, feature: str) -> None:
+        self._emit(CallRecord(
+            endpoint=endpoint, provider=error.provider or (provider.name if provider else ""),
+            requested_model=model, model=error.model or model, status=ERROR,
+            latency_ms=_elapsed_ms(started), attempts=getattr(error, "attempts", attempts), cache_key=key,
+            error_type=type(error).__name__, error_message=str(error),
+            key_fingerprint=provider.key_fingerprint if provider else "",
+            request_id=error.request_id, user_id=_user_id(user), feature=feature,
+        ))
+
+    def _emit(self, record: CallRecord) -> None:
+        for recorder in self.recorders:
+            try:
+                recorder.record(record)
+            except Exception:  # accounting must never break the call it accounts for
+                logger.exception("Recorder %r failed", recorder)
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _user_id(user: Any) -> int | None:
+    return getattr(user, "pk", user) if user is not None else None
+
+
+def _named(provider_name: str, route: list[Provider]) -> Provider | None:
+    return route[0] if route else None
+
+
+def _fingerprint(provider_name: str, route: list[Provider]) -> str:
+    return route[0].key_fingerprint if route else ""

@@ -1,0 +1,118 @@
+"""Typed results of the LLM client (Pydantic 2), readable as attributes or as a mapping.
+
+``r.content`` and ``r["content"]`` / ``r.get("cost", 0)`` give the same value, so code written
+against the dict-returning wrappers of old keeps working.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MappingAccess(BaseModel):
+    """Adds read-only ``obj["field"]``, ``obj.get()``, ``in`` and ``keys()`` to a model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # dict semantics: a field that is None stays None (an unknown cost is not 0).
+        return getattr(self, key) if key in type(self).model_fields else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in type(self).model_fields
+
+    def keys(self) -> list[str]:
+        return list(type(self).model_fields)
+
+
+class Usage(MappingAccess):
+    """Token counts as the provider reported them.
+
+    ``cached_tokens`` and ``cache_write_tokens`` are part of ``prompt_tokens``;
+    ``reasoning_tokens`` are part of ``completion_tokens`` (the OpenAI convention).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    # What the provider says the call cost (OpenRouter's usage.cost), when it says so.
+    provider_cost: Decimal | None = None
+
+
+class ChatResponse(MappingAccess):
+    """One chat completion, from the provider or from the cache."""
+
+    content: str
+    #: The model that answered, as the provider named it (OpenRouter: its canonical slug).
+    model: str
+    requested_model: str
+    provider: str
+    usage: Usage = Usage()
+    #: Our cost in USD from the price table; ``None`` for a model without a known price.
+    #: A cache hit costs 0 and reports what it saved in ``saved_cost``.
+    cost: Decimal | None = None
+    provider_cost: Decimal | None = None
+    saved_cost: Decimal | None = None
+    cached: bool = False
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    latency_ms: float = 0.0
+    time_to_first_token_ms: float | None = None
+    attempts: int = 1
+    request_id: str | None = None
+
+    def json(self, *, strict: bool = False, schema: Any = None) -> Any:
+        """The JSON value in ``content`` (see ``JSONExtractor``)."""
+        from .extractor import JSONExtractor
+
+        return JSONExtractor().extract_json_from_response(self.content, strict=strict, schema=schema)
+
+
+class EmbeddingResponse(MappingAccess):
+    """Embeddings of one text (``embedding``) or of a batch (``embeddings``, in input order)."""
+
+    embeddings: list[list[float]]
+    model: str
+    provider: str
+    usage: Usage = Usage()
+    cost: Decimal | None = None
+    saved_cost: Decimal | None = None
+    cached: bool = False
+    latency_ms: float = 0.0
+    #: Provider requests made: a large batch is split to the provider's limits.
+    requests: int = 1
+
+    @property
+    def embedding(self) -> list[float]:
+        return self.embeddings[0]
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.embeddings[0]) if self.embeddings else 0
+
+    def __getitem__(self, key: str) -> Any:
+        if key in ("embedding", "dimensions"):
+            return getattr(self, key)
+        return super().__getitem__(key)
+
+
+class UsageStats(MappingAccess):
+    total_requests: int = 0
+    total_tokens: int = 0
+    total_cost: Decimal = Field(default=Decimal(0))
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_hit_rate: float = 0.0
+    models_used: list[str] = Field(default_factory=list)
+    errors: int = 0
