@@ -18,6 +18,7 @@ import openai
 
 from . import errors
 from .cache import LLMCache, cache_key, file_cache
+from .context import current_context
 from .costs import calculate_chat_cost, calculate_cost
 from .embeddings import EmbeddingBatcher
 from .models_cache import ModelsCache
@@ -120,10 +121,16 @@ class LLMClient:
         feature: str = "",
         **params: Any,
     ) -> ChatResponse | ChatStream:
-        """Send a chat completion; ``stream=True`` returns a ``ChatStream`` of text deltas."""
+        """Send a chat completion; ``stream=True`` returns a ``ChatStream`` of text deltas.
+
+        ``user`` and ``feature`` attribute the call in the request log (default: the
+        ``llm_context`` in force); ``cache=False`` bypasses the response cache; other keyword
+        arguments (temperature, max_tokens, tools, response_format, seed, ...) go to the API.
+        """
         if stream:
             return self.chat_completion_stream(messages, model, provider=provider, cache=cache, user=user,
                                                feature=feature, **params)
+        user, feature = _attribution(user, feature)
         providers = self._route(model, provider)
         key = self._chat_cache_key(providers[0], model, messages, params)
         started = time.perf_counter()
@@ -164,6 +171,7 @@ class LLMClient:
         **params: Any,
     ) -> ChatStream:
         """Yields text deltas; ``stream.response`` holds usage and cost once it is consumed."""
+        user, feature = _attribution(user, feature)
         providers = self._route(model, provider)
         key = self._chat_cache_key(providers[0], model, messages, params)
         started = time.perf_counter()
@@ -208,6 +216,7 @@ class LLMClient:
         **params: Any,
     ) -> EmbeddingResponse:
         """Embed one text or a list of texts (split into requests within the provider's limits)."""
+        user, feature = _attribution(user, feature)
         texts = [text] if isinstance(text, str) else list(text)
         if not texts:
             raise errors.BadRequestError("generate_embedding needs at least one text", model=model)
@@ -406,6 +415,11 @@ class LLMClient:
                 recorder.record(record)
             except Exception:  # accounting must never break the call it accounts for
                 logger.exception("Recorder %r failed", recorder)
+
+
+def _attribution(user: Any, feature: str) -> tuple[Any, str]:
+    context = current_context()
+    return (user if user is not None else context.user), (feature or context.feature)
 
 
 def _secret(value) -> str | None:
