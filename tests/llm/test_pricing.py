@@ -1,0 +1,459 @@
+"""Price catalogs -> ``ModelPricing`` -> ``ModelPrice`` rows -> ``ModelsCache`` lookups, on real data.
+
+The catalogs are real OpenRouter snapshots in three formats (tests/fixtures/pricing/SOURCES.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from apps.llm.models import ModelPrice
+from apps.llm.models_cache import ModelsCache
+from apps.llm.pricing import (
+    PRICE_COMPONENTS,
+    ModelPricing,
+    PriceTier,
+    parse_openrouter_catalog,
+    parse_price_table,
+)
+from apps.llm.pricing_store import BUNDLED_FILES, DATA_DIR, apply_prices, load_bundled_prices
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pricing"
+
+DEC_2025 = "openrouter-models-2025-12-18.json"
+JAN_2026 = "openrouter-models-2026-01-29.json"
+AUG_2026 = "openrouter-models-2026-08-18.json"
+EMBEDDINGS = "openrouter-embeddings-models-2025-12-14.json"
+FETCHED = datetime(2026, 8, 18, 20, 1, 54, tzinfo=UTC)
+
+ROUTERS_2025 = {"openrouter/auto", "openrouter/bodybuilder"}
+ROUTERS_2026_08 = ROUTERS_2025 | {"openrouter/auto-beta", "openrouter/fusion", "openrouter/pareto-code"}
+
+
+@functools.cache
+def raw_catalog(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def parse(name: str):
+    return parse_openrouter_catalog(raw_catalog(name), source=name, fetched_at=FETCHED)
+
+
+@functools.cache
+def parsed(name: str) -> dict[str, ModelPricing]:
+    return {p.model_id: p for p in parse(name).accepted}
+
+
+def entry(model_id: str = "test/model", **pricing) -> dict:
+    return {"id": model_id, "name": model_id, "context_length": 1000, "pricing": pricing}
+
+
+# -- the parser on real catalogs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "rejected"),
+    [
+        (DEC_2025, 349, ROUTERS_2025),
+        (JAN_2026, 347, ROUTERS_2025),
+        (AUG_2026, 414, ROUTERS_2026_08),
+        (EMBEDDINGS, 21, set()),
+    ],
+)
+def test_parses_every_catalog_format(name, total, rejected):
+    result = parse(name)
+    assert len(raw_catalog(name)["data"]) == total
+    assert len(result.accepted) == total - len(rejected)
+    assert {r.model_id for r in result.rejected} == rejected
+    # The routers' "-1" means "whatever the chosen model costs": not a price we can use.
+    assert all("-1" in r.reason and "variable price" in r.reason for r in result.rejected)
+    assert all(p.provider == "openrouter" and p.source == name and p.fetched_at == FETCHED for p in result.accepted)
+
+
+@pytest.mark.parametrize("name", [DEC_2025, JAN_2026, AUG_2026, EMBEDDINGS])
+def test_every_price_is_the_catalog_string_exactly(name):
+    """Each price is Decimal(the catalog's string), component by component, tiers and extras too."""
+    models = parsed(name)
+    checked = 0
+    for raw in raw_catalog(name)["data"]:
+        if raw["id"] not in models:
+            continue
+        pricing = models[raw["id"]]
+        for key, text in raw["pricing"].items():
+            if key == "overrides":
+                for tier, raw_tier in zip(pricing.tiers, text, strict=True):
+                    assert tier.to_catalog() == {k: v if isinstance(v, int) else _plain(v) for k, v in raw_tier.items()}
+                continue
+            value = getattr(pricing, key) if key in PRICE_COMPONENTS else pricing.extra_prices[key]
+            assert type(value) is Decimal and value == Decimal(text), (raw["id"], key)
+            checked += 1
+        for component in PRICE_COMPONENTS:
+            if component not in raw["pricing"]:
+                assert getattr(pricing, component) == 0  # a missing key means 0
+    assert checked > 2 * len(models)
+
+
+def _plain(text: str) -> str:
+    return format(Decimal(text), "f")
+
+
+def test_float_printed_prices_keep_every_digit():
+    jan = parsed(JAN_2026)["google/gemini-3-flash-preview"]
+    assert jan.input_cache_write == Decimal("0.00000008333333333333334")
+    assert jan.input_cache_write != Decimal(8.333333333333334e-8)  # what a float detour would give
+    aug = parsed(AUG_2026)["google/gemini-3.7-flash"]
+    assert str(aug.input_cache_write) == "2.08333333333333E-8"
+
+
+def test_missing_key_means_zero_across_formats():
+    """deepseek-chat lists request/image/web_search/internal_reasoning as "0" in 2025, omits them in 2026."""
+    old, new = parsed(DEC_2025)["deepseek/deepseek-chat"], parsed(JAN_2026)["deepseek/deepseek-chat"]
+    assert set(raw_pricing(DEC_2025, "deepseek/deepseek-chat")) > set(raw_pricing(JAN_2026, "deepseek/deepseek-chat"))
+    for component in PRICE_COMPONENTS:
+        assert getattr(old, component) == getattr(new, component)
+    assert new.request == new.image == new.internal_reasoning == new.web_search == Decimal(0)
+
+
+def raw_pricing(name: str, model_id: str) -> dict:
+    return next(m["pricing"] for m in raw_catalog(name)["data"] if m["id"] == model_id)
+
+
+def test_new_price_keys_are_kept_as_extra_prices():
+    models = parsed(AUG_2026)
+    extra_keys = {key for p in models.values() for key in p.extra_prices}
+    assert extra_keys == {"audio", "input_audio_cache", "input_cache_write_1h", "image_output", "audio_output"}
+    assert models["anthropic/claude-sonnet-4.5"].extra_prices == {"input_cache_write_1h": Decimal("0.000006")}
+    assert models["openai/gpt-audio"].extra_prices == {
+        "audio": Decimal("0.000032"),
+        "audio_output": Decimal("0.000064"),
+    }
+    assert models["google/gemini-3-pro-image"].extra_prices["image_output"] == Decimal("0.00012")
+    # A key not seen in any snapshot yet (the 2026-08 API documents image_token) is stored too.
+    payload = {"data": [entry(prompt="0.000001", completion="0.000002", image_token="0.00000003")]}
+    result = parse_openrouter_catalog(payload, source="t", fetched_at=None)
+    assert result.accepted[0].extra_prices == {"image_token": Decimal("0.00000003")}
+
+
+def test_overrides_tiers_apply_by_prompt_size():
+    models = parsed(AUG_2026)
+    assert sum(1 for p in models.values() if p.tiers) == 61
+    sonnet = models["anthropic/claude-sonnet-4.5"]
+    assert sonnet.tiers == [
+        PriceTier(min_prompt_tokens=200000, prompt="0.000006", completion="0.0000225", input_cache_read="0.0000006",
+                  input_cache_write="0.0000075", extra_prices={"input_cache_write_1h": "0.000012"})
+    ]
+    assert sonnet.for_prompt_tokens(199_999) is sonnet
+    large = sonnet.for_prompt_tokens(200_000)
+    assert (large.prompt, large.completion, large.input_cache_read, large.input_cache_write) == (
+        Decimal("0.000006"), Decimal("0.0000225"), Decimal("0.0000006"), Decimal("0.0000075"))
+    assert large.extra_prices == {"input_cache_write_1h": Decimal("0.000012")}
+    assert large.web_search == sonnet.web_search and large.tiers == []
+
+    qwen = models["qwen/qwen3-max"]  # two tiers: the highest one reached applies
+    prompt_prices = [qwen.for_prompt_tokens(n).prompt for n in (31_999, 32_000, 127_999, 128_000, 10**6)]
+    assert prompt_prices == [Decimal(p) for p in ("0.00000078", "0.00000156", "0.00000156", "0.00000195", "0.00000195")]
+    assert qwen.for_prompt_tokens(128_000).input_cache_write == Decimal("0.0000024375")
+
+
+def test_reasoning_follows_the_tier_output_price():
+    # gemini-2.5-pro lists internal_reasoning = completion; its >=200K tier restates only completion.
+    pro = parsed(AUG_2026)["google/gemini-2.5-pro"]
+    assert pro.internal_reasoning == pro.completion == Decimal("0.00001")
+    assert pro.for_prompt_tokens(200_000).internal_reasoning == Decimal("0.000015")
+
+
+def test_time_of_day_tiers_are_stored_not_applied():
+    v4 = parsed(AUG_2026)["deepseek/deepseek-v4-pro"]
+    assert [(t.utc_start, t.utc_end) for t in v4.tiers] == [(1000, 100), (100, 400), (400, 600), (600, 1000)]
+    assert v4.for_prompt_tokens(10**6) is v4
+
+
+def test_every_output_modality_is_stored():
+    for name in (DEC_2025, JAN_2026, AUG_2026, EMBEDDINGS):
+        models = parsed(name)
+        for raw in raw_catalog(name)["data"]:
+            if raw["id"] in models:
+                pricing = models[raw["id"]]
+                assert pricing.output_modalities == raw["architecture"]["output_modalities"]
+                assert pricing.input_modalities == raw["architecture"]["input_modalities"]
+                assert pricing.modality == raw["architecture"]["modality"]
+    assert {m for p in parsed(AUG_2026).values() for m in p.output_modalities} == {"text", "image", "audio"}
+    assert {m for p in parsed(EMBEDDINGS).values() for m in p.output_modalities} == {"embeddings"}
+
+
+def test_embeddings_catalog():
+    models = parsed(EMBEDDINGS)
+    small = models["openai/text-embedding-3-small"]
+    assert (small.prompt, small.completion, small.modality) == (Decimal("0.00000002"), 0, "text->embeddings")
+    assert models["openai/text-embedding-3-large"].prompt == Decimal("0.00000013")
+    assert models["qwen/qwen3-embedding-8b"].prompt == Decimal("0.00000001")
+
+
+# -- the parser on bad data ------------------------------------------------------------------------
+
+
+def test_invalid_entries_are_rejected_with_reasons():
+    good = entry("good/model", prompt="0.000001", completion="0.000002")
+    payload = {
+        "data": [
+            good,
+            entry("router/auto", prompt="-1", completion="-1"),
+            entry("neg/model", prompt="-0.000001", completion="0.000002"),
+            entry("huge/per-million", prompt="3", completion="15"),
+            entry("huge/request", prompt="0", completion="0", request="250"),
+            entry("float/model", prompt=0.000001, completion="0.000002"),
+            entry("text/model", prompt="free", completion="0"),
+            entry("nan/model", prompt="NaN", completion="0"),
+            entry("precise/model", prompt="0.0000000000000000000000001", completion="0"),
+            entry("tier/no-condition", prompt="0.000001", completion="0.000002", overrides=[{"prompt": "0.000002"}]),
+            entry("tier/bad-price", prompt="0.000001", completion="0.000002",
+                  overrides=[{"min_prompt_tokens": 1000, "prompt": "-1"}]),
+            entry("extra/bad", prompt="0.000001", completion="0.000002", input_cache_write_1h="-5"),
+            {"name": "no id", "pricing": {"prompt": "0"}},
+            {"id": "no/pricing"},
+            "not an object",
+            dict(good),
+        ]
+    }
+    result = parse_openrouter_catalog(payload, source="test", fetched_at=None)
+    assert [p.model_id for p in result.accepted] == ["good/model"]
+    reasons = dict(result.rejected)
+    expected = {
+        "router/auto": "variable price",
+        "neg/model": "negative price",
+        "huge/per-million": "above the sanity limit of 0.01",
+        "huge/request": "above the sanity limit of 100",
+        "float/model": "got float",
+        "text/model": "not a number",
+        "nan/model": "not a finite number",
+        "precise/model": "more than 24 decimal places",
+        "tier/no-condition": "needs min_prompt_tokens",
+        "tier/bad-price": "pricing.overrides[0]: prompt: -1",
+        "extra/bad": "input_cache_write_1h: negative price",
+        "<entry 12>": "id",
+        "no/pricing": "pricing",
+        "<entry 14>": "valid dictionary",
+        "good/model": "duplicate id",
+    }
+    assert reasons.keys() == expected.keys()
+    for model_id, fragment in expected.items():
+        assert fragment in reasons[model_id], (model_id, reasons[model_id])
+
+
+def test_a_payload_that_is_not_a_catalog_raises():
+    with pytest.raises(ValueError, match="not an OpenRouter catalog"):
+        parse_openrouter_catalog({"error": {"code": 500}}, source="t", fetched_at=None)
+
+
+def test_parse_keeps_decimals_from_json_parsed_with_parse_float():
+    payload = json.loads('{"data": [{"id": "a/b", "pricing": {"prompt": 0.0000003, "completion": "0"}}]}',
+                         parse_float=Decimal)
+    assert parse_openrouter_catalog(payload, source="t", fetched_at=None).accepted[0].prompt == Decimal("0.0000003")
+
+
+def test_fetched_at_must_be_aware():
+    with pytest.raises(ValueError):
+        ModelPricing(provider="openrouter", model_id="a/b", fetched_at=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        parse_openrouter_catalog(raw_catalog(EMBEDDINGS), source="t", fetched_at=datetime(2026, 1, 1))
+
+
+# -- the bundled OpenAI table ------------------------------------------------------------------------
+
+
+def test_openai_table():
+    table = json.loads((DATA_DIR / "openai-prices.json").read_text())
+    assert "litellm==1.110.2" in table["source"] and table["as_of"] == "2026-11-26"
+    result = parse_price_table(table, provider="openai", source="t", fetched_at=FETCHED)
+    assert result.rejected == []
+    models = {p.model_id: p for p in result.accepted}
+    required = {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-5", "gpt-5-mini", "gpt-5-nano",
+                "o1", "o3", "o3-mini", "o4-mini", "gpt-3.5-turbo", "gpt-4", "text-embedding-3-small",
+                "text-embedding-3-large", "text-embedding-ada-002"}
+    assert required <= models.keys()
+    gpt4o = models["gpt-4o"]
+    assert (gpt4o.prompt, gpt4o.completion, gpt4o.input_cache_read) == (
+        Decimal("0.0000025"), Decimal("0.00001"), Decimal("0.00000125"))
+    assert models["gpt-5-mini"].input_cache_read == Decimal("0.000000025")
+    assert models["text-embedding-3-small"].prompt == Decimal("0.00000002")
+    # OpenAI's long-context price applies above 272K prompt tokens.
+    gpt54 = models["gpt-5.4"]
+    assert gpt54.for_prompt_tokens(272_000).prompt == Decimal("0.0000025")
+    assert gpt54.for_prompt_tokens(272_001).prompt == Decimal("0.000005")
+
+
+def test_price_table_rejects_bad_rows():
+    table = {"models": {"ok": {"prompt": "0.000001"}, "typo": {"promt": "0.000001"}, "neg": {"prompt": "-1"}}}
+    result = parse_price_table(table, provider="openai", source="t", fetched_at=None)
+    assert [p.model_id for p in result.accepted] == ["ok"]
+    assert {r.model_id for r in result.rejected} == {"typo", "neg"}
+
+
+# -- the database -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_migration_loaded_the_bundled_prices():
+    current = ModelPrice.objects.current()
+    table = json.loads((DATA_DIR / "openai-prices.json").read_text())["models"]
+    assert current.filter(provider="openrouter").count() == 409 + 21
+    assert current.filter(provider="openai").count() == len(table) == 42
+    assert set(current.values_list("source", flat=True)) == {b.source for b in BUNDLED_FILES}
+    assert not ModelPrice.objects.filter(valid_to__isnull=False).exists()
+    chat = ModelPrice.objects.get(provider="openrouter", model_id="anthropic/claude-sonnet-4.5")
+    assert chat.valid_from == chat.fetched_at == FETCHED
+    assert ModelPrice.objects.get(provider="openai", model_id="gpt-4o-mini").prompt == Decimal("0.00000015")
+    embedding = ModelPrice.objects.get(provider="openrouter", model_id="openai/text-embedding-3-small")
+    assert embedding.output_modalities == ["embeddings"]
+    outputs = {m for row in current.values_list("output_modalities", flat=True) for m in row}
+    assert outputs == {"text", "image", "audio", "embeddings"}
+
+
+@pytest.mark.django_db
+def test_rows_give_back_exactly_the_parsed_pricing():
+    """numeric(32, 24) and the JSON columns keep every price, tier and extra exactly."""
+    for bundled in BUNDLED_FILES:
+        expected = bundled.read().accepted
+        rows = {r.model_id: r for r in ModelPrice.objects.current().filter(source=bundled.source)}
+        assert len(rows) == len(expected)
+        for pricing in expected:
+            assert rows[pricing.model_id].to_pricing() == pricing, pricing.model_id
+
+
+@pytest.mark.django_db
+def test_apply_prices_keeps_history():
+    ModelPrice.objects.filter(provider="openrouter").delete()
+    december = parse(DEC_2025).accepted
+    first = apply_prices(ModelPrice, december, now=datetime(2025, 12, 18, 16, tzinfo=UTC))
+    assert len(first.created) == 347
+
+    january = parse_openrouter_catalog(raw_catalog(JAN_2026), source=JAN_2026, fetched_at=FETCHED).accepted
+    switch = datetime(2026, 1, 29, 5, tzinfo=UTC)
+    second = apply_prices(ModelPrice, january, now=switch)
+    assert "deepseek/deepseek-r1" in second.changed
+    # Zero-valued keys dropped in 2026-01 are not a price change.
+    assert "deepseek/deepseek-chat" in second.unchanged
+    assert len(second.created) + len(second.changed) + len(second.unchanged) == 345
+
+    old, new = ModelPrice.objects.filter(provider="openrouter", model_id="deepseek/deepseek-r1").order_by("valid_from")
+    assert (old.prompt, old.valid_to) == (Decimal("0.0000003"), switch)
+    assert (new.prompt, new.valid_from, new.valid_to) == (Decimal("0.0000007"), switch, None)
+    # Models gone from the catalog are the sync's decision: apply_prices leaves them current.
+    assert ModelPrice.objects.current().filter(provider="openrouter").count() == 345 + 347 - len(
+        {p.model_id for p in december} & {p.model_id for p in january})
+
+    again = apply_prices(ModelPrice, january, now=switch + timedelta(hours=1))
+    assert again.created == again.changed == [] and len(again.unchanged) == 345
+
+
+@pytest.mark.django_db
+def test_load_bundled_prices_never_overrides_newer_prices():
+    synced_at = datetime(2026, 11, 27, tzinfo=UTC)
+    ModelPrice.objects.filter(provider="openai", model_id="gpt-4o").update(valid_to=synced_at)
+    ModelPrice.objects.create(provider="openai", model_id="gpt-4o", prompt=Decimal("0.000002"), source="sync",
+                              valid_from=synced_at)
+    result = load_bundled_prices(ModelPrice)
+    assert result.created == []
+    assert ModelPrice.objects.current().get(provider="openai", model_id="gpt-4o").source == "sync"
+
+
+@pytest.mark.django_db
+def test_one_current_row_per_model():
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelPrice.objects.create(provider="openai", model_id="gpt-4o-mini", source="duplicate")
+    # A closed row may sit next to the current one.
+    ModelPrice.objects.create(provider="openai", model_id="gpt-4o-mini", source="old",
+                              valid_from=FETCHED - timedelta(days=30), valid_to=FETCHED - timedelta(days=1))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelPrice.objects.create(provider="openai", model_id="x", source="t", prompt=Decimal("-1"))
+
+
+# -- ModelsCache ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("model", "provider", "expected"),
+    [
+        # Exact ids.
+        ("anthropic/claude-sonnet-4.5", "openrouter", ("openrouter", "anthropic/claude-sonnet-4.5")),
+        ("anthropic/claude-sonnet-4.5", None, ("openrouter", "anthropic/claude-sonnet-4.5")),
+        ("gpt-4o-mini", "openai", ("openai", "gpt-4o-mini")),
+        # OpenRouter answers with canonical slugs; :batch variants share them but are not what ran.
+        ("anthropic/claude-4.5-sonnet-20250929", "openrouter", ("openrouter", "anthropic/claude-sonnet-4.5")),
+        ("openai/gpt-5-mini-2025-08-07", "openrouter", ("openrouter", "openai/gpt-5-mini")),
+        ("openai/gpt-5-mini-2025-08-07", None, ("openrouter", "openai/gpt-5-mini")),
+        # Bare OpenAI names.
+        ("gpt-4o-mini", None, ("openai", "gpt-4o-mini")),
+        ("gpt-4o-mini", "openrouter", ("openrouter", "openai/gpt-4o-mini")),
+        # The provider's prefix.
+        ("openai/gpt-4o-mini", "openai", ("openai", "gpt-4o-mini")),
+        ("openai/gpt-4o-mini", None, ("openrouter", "openai/gpt-4o-mini")),
+        # Dated OpenAI snapshots: their own row when they have one, else the base model's.
+        ("gpt-4o-mini-2024-07-18", "openai", ("openai", "gpt-4o-mini")),
+        ("gpt-4.1-nano-2025-04-14", None, ("openai", "gpt-4.1-nano")),
+        ("gpt-4o-2024-05-13", "openai", ("openai", "gpt-4o-2024-05-13")),
+        # Not in our OpenAI table: OpenRouter's pass-through price of the same model.
+        ("gpt-5.1-codex-max", "openai", ("openrouter", "openai/gpt-5.1-codex-max")),
+        # Embeddings.
+        ("text-embedding-3-small", "openai", ("openai", "text-embedding-3-small")),
+        ("openai/text-embedding-3-small", "openrouter", ("openrouter", "openai/text-embedding-3-small")),
+    ],
+)
+def test_models_cache_resolves(model, provider, expected):
+    pricing = ModelsCache().get(model, provider)
+    assert pricing is not None and (pricing.provider, pricing.model_id) == expected
+
+
+@pytest.mark.django_db
+def test_models_cache_slug_prefers_paid_base_model():
+    # z-ai/glm-5.2 has :batch and :free variants under the same slug.
+    assert ModelsCache().get("z-ai/glm-5.2-20260616", "openrouter").model_id == "z-ai/glm-5.2"
+    assert ModelsCache().get("z-ai/glm-5.2:free", "openrouter").model_id == "z-ai/glm-5.2:free"
+
+
+@pytest.mark.django_db
+def test_models_cache_unknown_and_free_models():
+    cache = ModelsCache()
+    assert cache.get("no-such/model", "openrouter") is None
+    assert cache.get("gpt-99", None) is None
+    assert cache.get("llama3", "compatible") is None
+    for model, provider in [("local/all-minilm-l6-v2", None), ("anything", "local"), ("gpt-4o", "simulator")]:
+        free = cache.get(model, provider)
+        assert free is not None and free.prices() == {} and free.model_id == model
+
+
+@pytest.mark.django_db
+def test_models_cache_ttl_and_invalidate():
+    now = [0.0]
+    cache = ModelsCache(ttl_seconds=60, clock=lambda: now[0])
+    count = ModelPrice.objects.current().count()
+    assert len(cache) == count == len(cache.all())
+
+    ModelPrice.objects.create(provider="openai", model_id="gpt-new", prompt=Decimal("0.000001"), source="test")
+    now[0] = 59.9
+    assert cache.get("gpt-new", "openai") is None  # the snapshot is still fresh
+    now[0] = 60.0
+    assert cache.get("gpt-new", "openai").prompt == Decimal("0.000001")
+    assert len(cache) == count + 1
+
+    ModelPrice.objects.filter(model_id="gpt-new").update(is_active=False)
+    assert cache.get("gpt-new", "openai") is not None
+    cache.invalidate()
+    assert cache.get("gpt-new", "openai") is None
+
+
+@pytest.mark.django_db
+def test_admin_lists_prices(admin_client):
+    response = admin_client.get("/admin/llm/modelprice/", {"period": "current", "provider": "openai", "q": "gpt-4o"})
+    assert response.status_code == 200
+    assert b"gpt-4o-mini" in response.content and b"0.15" in response.content  # $/M
+    row = ModelPrice.objects.get(provider="openai", model_id="gpt-4o-mini")
+    assert admin_client.get(f"/admin/llm/modelprice/{row.pk}/change/").status_code == 200
