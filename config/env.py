@@ -56,6 +56,13 @@ class Env(BaseSettings):
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     openai_base_url: str = "https://api.openai.com/v1"
 
+    # The request log: "async" (background writer with a spool file), "sync" (in the
+    # calling thread; tests) or "off". Prompt/response text is stored only if allowed.
+    llm_request_log: Literal["async", "sync", "off"] | None = None
+    llm_store_text: bool | None = None
+    llm_text_limit: int = Field(20_000, ge=0)
+    llm_retention_days: int = Field(90, ge=1)
+
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
 
@@ -95,6 +102,17 @@ class Env(BaseSettings):
     @property
     def debug(self) -> bool:
         return self.django_env == "development"
+
+    @property
+    def llm(self) -> dict:
+        """The ``LLM`` Django setting, with the defaults that depend on the environment."""
+        return {
+            "REQUEST_LOG": self.llm_request_log or ("sync" if self.django_env == "test" else "async"),
+            "STORE_TEXT": self.llm_store_text if self.llm_store_text is not None else self.django_env != "production",
+            "TEXT_LIMIT": self.llm_text_limit,
+            "RETENTION_DAYS": self.llm_retention_days,
+            "SPOOL_DIR": self.var_dir / "spool" / "llm-requests",
+        }
 
     @property
     def var_dir(self) -> Path:

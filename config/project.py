@@ -36,6 +36,8 @@ class ProjectConfig(DjangoConfig):
     startup_info_mode: StartupInfoMode = StartupInfoMode.NONE
     show_ai_hints: bool = False
     project_apps: list[str] = PROJECT_APPS
+    # Attributes LLM calls made during a request to its user (after authentication).
+    custom_middleware: list[str] = ["apps.llm.middleware.LLMContextMiddleware"]
     # django-axes would lock out the admin account used by tests and `make run`.
     axes: AxesConfig = AxesConfig(enabled=False)
     unfold: UnfoldConfig = UnfoldConfig(site_title="LLM Platform", site_header="LLM Platform")
@@ -85,6 +87,7 @@ class ProjectConfig(DjangoConfig):
             "DRAMATIQ_AUTODISCOVER_MODULES": ["tasks"],
             "DRAMATIQ_CRONTAB": {"REDIS_URL": env.redis_url},
             "LOGGING": LOGGING,
+            "LLM": env.llm,
             "AXES_VERBOSE": False,
         }
 

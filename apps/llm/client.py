@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,16 +20,18 @@ import openai
 from . import errors
 from .cache import LLMCache, cache_key, file_cache
 from .context import current_context
-from .costs import calculate_chat_cost, calculate_cost
+from .costs import CostBreakdown, calculate_chat_cost, calculate_cost
 from .embeddings import EmbeddingBatcher
 from .models_cache import ModelsCache
 from .providers import COMPATIBLE, LOCAL, OPENAI, OPENROUTER, PROVIDER_ORDER, Provider
 from .recording import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
+from .request_log import default_recorder
 from .responses import chat_response_from_completion, usage_from_sdk
 from .retry import RetryPolicy
 from .streaming import ChatStream
 from .tokenizer import Tokenizer
 from .types import ChatResponse, EmbeddingResponse, Usage, UsageStats
+from .usage import usage_stats
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class LLMClient:
         retry: RetryPolicy | None = None,
         cache_backend: Any = None,
         models_cache: ModelsCache | None = None,
-        recorders: Iterable[Recorder] = (),
+        recorders: Iterable[Recorder] | None = None,
         configure_from_env: bool = True,
     ):
         if configure_from_env:
@@ -100,6 +103,8 @@ class LLMClient:
         self.models_cache = models_cache or ModelsCache(ttl_seconds=models_cache_ttl)
         self.tokenizer = Tokenizer()
         self.tally = UsageTally()
+        if recorders is None:  # the request log the LLM setting configures
+            recorders = [r for r in [default_recorder()] if r is not None]
         self.recorders: list[Recorder] = [self.tally, *recorders]
         self._embeddings = EmbeddingBatcher(self.tokenizer)
 
@@ -145,7 +150,7 @@ class LLMClient:
                 ),
             )
             response = chat_response_from_completion(completion, provider=used.name, requested_model=model)
-            return response.model_dump(mode="json") | {"cost": self._price(used.name, response.model, model, response.usage)}
+            return self._priced(response).model_dump(mode="json")
 
         try:
             if cache:
@@ -190,10 +195,7 @@ class LLMClient:
             )
 
         def finished(response: ChatResponse) -> ChatResponse:
-            response = response.model_copy(update={
-                "cost": self._price(response.provider, response.model, model, response.usage),
-                "latency_ms": _elapsed_ms(started),
-            })
+            response = self._priced(response).model_copy(update={"latency_ms": _elapsed_ms(started)})
             if cache:
                 self.cache.set(key, response.model_dump(mode="json"))
             self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
@@ -258,15 +260,18 @@ class LLMClient:
                                  "", user, feature)
             raise
         self.cache._count(hit=not missing)
-        cost = Decimal(0) if local else self._price(provider_name, served_model, model, usage)
+        breakdown = None if local else self._price(provider_name, served_model, model, usage)
+        cost = Decimal(0) if local else (breakdown.total if breakdown else None)
+        price_id = breakdown.pricing.price_id if breakdown else None
         response = EmbeddingResponse(
             embeddings=[vectors[i] for i in range(len(texts))],
             model=served_model, provider=provider_name, usage=usage, cost=cost, cached=not missing,
-            latency_ms=_elapsed_ms(started), requests=requests,
+            latency_ms=_elapsed_ms(started), requests=requests, price_id=price_id,
         )
         self._emit(CallRecord(
             endpoint="embeddings", provider=provider_name, requested_model=model, model=served_model,
-            status=SUCCESS, usage=usage, cost=cost, cached=not missing, latency_ms=response.latency_ms,
+            status=SUCCESS, usage=usage, cost=cost, price_id=price_id, cached=not missing,
+            latency_ms=response.latency_ms,
             attempts=attempts, key_fingerprint=_fingerprint(provider_name, route),
             user_id=_user_id(user), feature=feature,
         ))
@@ -282,7 +287,18 @@ class LLMClient:
     def count_tokens(self, messages: list[dict[str, Any]], model: str = DEFAULT_CHAT_MODEL) -> int:
         return self.tokenizer.count_messages_tokens(messages, model)
 
-    def get_usage_stats(self) -> UsageStats:
+    def get_usage_stats(self, *, days: int = 30, start: date | None = None, end: date | None = None,
+                        user: Any = None, feature: str | None = None, model: str | None = None,
+                        provider: str | None = None) -> UsageStats:
+        """Usage recorded in the database (every client and process) over a window of days."""
+        for recorder in self.recorders:
+            if hasattr(recorder, "flush"):
+                recorder.flush()
+        return usage_stats(days=days, start=start, end=end, user=user, feature=feature, model=model,
+                           provider=provider)
+
+    def session_stats(self) -> UsageStats:
+        """Usage of this client object since it was made (no database involved)."""
         return self.tally.stats()
 
     def get_client_info(self) -> dict[str, Any]:
@@ -370,12 +386,18 @@ class LLMClient:
         return cache_key({"kind": "chat", "provider": provider.name, "model": provider.model_name(model),
                           "messages": messages, **answer_params, **unknown})
 
-    def _price(self, provider: str, served_model: str, requested_model: str, usage: Usage) -> Decimal | None:
+    def _price(self, provider: str, served_model: str, requested_model: str, usage: Usage) -> CostBreakdown | None:
         pricing = self.models_cache.get(served_model, provider) or self.models_cache.get(requested_model, provider)
         if pricing is None:
             logger.warning("No price known for model %r (provider %s): cost not computed", served_model, provider)
             return None
-        return calculate_cost(pricing, usage).total
+        return calculate_cost(pricing, usage)
+
+    def _priced(self, response: ChatResponse) -> ChatResponse:
+        breakdown = self._price(response.provider, response.model, response.requested_model, response.usage)
+        if breakdown is None:
+            return response
+        return response.model_copy(update={"cost": breakdown.total, "price_id": breakdown.pricing.price_id})
 
     def _finish_chat(self, payload: dict, hit: bool, started: float, attempts: int) -> ChatResponse:
         response = ChatResponse.model_validate(payload)
@@ -391,7 +413,8 @@ class LLMClient:
         self._emit(CallRecord(
             endpoint=endpoint, provider=response.provider, requested_model=response.requested_model,
             model=response.model, status=SUCCESS, usage=response.usage, cost=response.cost,
-            provider_cost=response.provider_cost, saved_cost=response.saved_cost, cached=response.cached,
+            provider_cost=response.provider_cost, saved_cost=response.saved_cost, price_id=response.price_id,
+            cached=response.cached,
             latency_ms=response.latency_ms, time_to_first_token_ms=response.time_to_first_token_ms,
             attempts=response.attempts, cache_key=key, key_fingerprint=provider.key_fingerprint,
             request_id=response.request_id, user_id=_user_id(user), feature=feature,

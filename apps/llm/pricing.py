@@ -226,6 +226,8 @@ class ModelPricing(_Prices):
     tiers: list[PriceTier] = Field(default_factory=list)
     source: str = ""
     fetched_at: AwareDatetime | None = None
+    #: The ``ModelPrice`` row this sheet was read from (None for a parsed catalog entry).
+    price_id: int | None = None
 
     @classmethod
     def free(cls, model_id: str, provider: str, *, source: str = "free") -> ModelPricing:

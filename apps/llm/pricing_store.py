@@ -114,6 +114,7 @@ def pricing_from_row(row: Any) -> ModelPricing:
         output_modalities=getattr(row, "output_modalities", None) or [],
         source=row.source,
         fetched_at=row.fetched_at,
+        price_id=row.pk,
     )
 
 

@@ -30,6 +30,7 @@ class CallRecord:
     cost: Decimal | None = None
     provider_cost: Decimal | None = None
     saved_cost: Decimal | None = None
+    price_id: int | None = None
     cached: bool = False
     latency_ms: float = 0.0
     time_to_first_token_ms: float | None = None

@@ -64,6 +64,8 @@ class ChatResponse(MappingAccess):
     cost: Decimal | None = None
     provider_cost: Decimal | None = None
     saved_cost: Decimal | None = None
+    #: The ``ModelPrice`` row ``cost`` was computed from: the audit trail of the price.
+    price_id: int | None = None
     cached: bool = False
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -88,6 +90,7 @@ class EmbeddingResponse(MappingAccess):
     usage: Usage = Usage()
     cost: Decimal | None = None
     saved_cost: Decimal | None = None
+    price_id: int | None = None
     cached: bool = False
     latency_ms: float = 0.0
     #: Provider requests made: a large batch is split to the provider's limits.
@@ -111,6 +114,7 @@ class UsageStats(MappingAccess):
     total_requests: int = 0
     total_tokens: int = 0
     total_cost: Decimal = Field(default=Decimal(0))
+    saved_cost: Decimal = Field(default=Decimal(0))
     cache_hits: int = 0
     cache_misses: int = 0
     cache_hit_rate: float = 0.0

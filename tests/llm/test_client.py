@@ -255,7 +255,7 @@ def test_failures_are_recorded(make_client, sim):
     client = openai_client(make_client, sim)
     with pytest.raises(errors.ServerError):
         client.chat_completion(messages=HELLO, model="gpt-4o-mini")
-    stats = client.get_usage_stats()
+    stats = client.session_stats()
     assert (stats.total_requests, stats.errors, stats.cache_misses) == (1, 1, 0)
 
 
@@ -297,7 +297,7 @@ def test_error_inside_a_stream_is_typed_and_recorded(make_client, sim):
     stream = client.chat_completion_stream(HELLO, record.request_body["model"])
     with pytest.raises(errors.LLMError, match="Token limit reached"):
         stream.text()
-    assert client.get_usage_stats().errors == 1
+    assert client.session_stats().errors == 1
 
 
 # -- cache ----------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_file_cache_under_cache_dir_is_shared_between_clients(make_client, sim, 
 
 def test_eight_threads_hammering_one_client(make_client, sim):
     sim.latency = 0.05  # duplicates arrive while the first call is in flight
-    client = openai_client(make_client, sim)
+    client = openai_client(make_client, sim, recorders=[])  # the database log has its own tests
     barrier = threading.Barrier(8)
     failures = []
 
@@ -347,7 +347,7 @@ def test_eight_threads_hammering_one_client(make_client, sim):
     assert failures == []
     assert sim.count(CHAT) == 10
     assert all(r == results[0] for r in results) and len(set(results[0])) == 10
-    stats = client.get_usage_stats()
+    stats = client.session_stats()
     assert (stats.total_requests, stats.cache_hits, stats.cache_misses, stats.errors) == (80, 70, 10, 0)
     info = client.cache.get_cache_info()
     assert (info.hits, info.misses) == (70, 10)
