@@ -20,8 +20,9 @@ import openai
 from . import errors
 from .cache import LLMCache, cache_key, file_cache
 from .context import current_context
-from .costs import CostBreakdown, calculate_chat_cost, calculate_cost
-from .embeddings import EmbeddingBatcher
+from .budgets import BudgetGuard
+from .costs import CostBreakdown, calculate_chat_cost, calculate_cost, calculate_embedding_cost
+from .embeddings import EmbeddingBatch, EmbeddingBatcher
 from .models_cache import ModelsCache
 from .providers import COMPATIBLE, LOCAL, OPENAI, OPENROUTER, PROVIDER_ORDER, Provider
 from .recording import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
@@ -39,6 +40,8 @@ T = TypeVar("T")
 
 DEFAULT_CHAT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+#: Output tokens assumed by budget checks when the call sets no max_tokens.
+OUTPUT_TOKENS_ESTIMATE = 1024
 
 # Request parameters that change the answer, and so belong in the cache key.
 _ANSWER_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools",
@@ -102,6 +105,7 @@ class LLMClient:
         self.cache = LLMCache(cache_backend, ttl=cache_ttl, max_size=max_cache_size)
         self.models_cache = models_cache or ModelsCache(ttl_seconds=models_cache_ttl)
         self.tokenizer = Tokenizer()
+        self.budgets = BudgetGuard()
         self.tally = UsageTally()
         if recorders is None:  # the request log the LLM setting configures
             recorders = [r for r in [default_recorder()] if r is not None]
@@ -143,14 +147,21 @@ class LLMClient:
 
         def call() -> dict:
             nonlocal attempts
-            (completion, used), attempts = self._send(
-                providers, model,
-                lambda p, name: p.client.chat.completions.create(
-                    model=name, messages=messages, **self._extra_body(p), **params
-                ),
-            )
-            response = chat_response_from_completion(completion, provider=used.name, requested_model=model)
-            return self._priced(response).model_dump(mode="json")
+            reservation = self._reserve(providers[0], model, messages, params, user, feature)
+            response = None
+            try:
+                (completion, used), attempts = self._send(
+                    providers, model,
+                    lambda p, name: p.client.chat.completions.create(
+                        model=name, messages=messages, **self._extra_body(p), **params
+                    ),
+                )
+                response = self._priced(
+                    chat_response_from_completion(completion, provider=used.name, requested_model=model)
+                )
+            finally:
+                self.budgets.settle(reservation, response.cost if response else None)
+            return response.model_dump(mode="json")
 
         try:
             if cache:
@@ -185,7 +196,11 @@ class LLMClient:
             self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
             return ChatStream.from_response(response)
 
+        reservation = None
+
         def open_stream():
+            nonlocal reservation
+            reservation = self._reserve(providers[0], model, messages, params, user, feature)
             return self._send(
                 providers, model,
                 lambda p, name: p.client.chat.completions.create(
@@ -196,12 +211,14 @@ class LLMClient:
 
         def finished(response: ChatResponse) -> ChatResponse:
             response = self._priced(response).model_copy(update={"latency_ms": _elapsed_ms(started)})
+            self.budgets.settle(reservation, response.cost)
             if cache:
                 self.cache.set(key, response.model_dump(mode="json"))
             self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
             return response
 
         def failed(error: errors.LLMError, attempts: int) -> None:
+            self.budgets.settle(reservation, None)
             self._record_failure("chat.stream", providers[0], model, error, started, attempts, key, user, feature)
 
         return ChatStream(open_stream, requested_model=model, started=started, on_finish=finished, on_error=failed)
@@ -235,33 +252,30 @@ class LLMClient:
         requests = 0
         attempts = 0
         served_model = model
+        breakdown = None
         try:
             if missing:
+                todo = [texts[i] for i in missing]
                 if local:
-                    batch = self._embeddings.local(model, [texts[i] for i in missing])
+                    batch = self._embeddings.local(model, todo)
                 else:
-                    batch = self._embeddings.remote(
-                        lambda chunk: self._send(
-                            route, model,
-                            lambda p, name: p.client.embeddings.create(model=name, input=chunk, **params),
-                        ),
-                        model, [texts[i] for i in missing],
-                    )
+                    batch, breakdown = self._embed_remote(route, model, todo, params, user, feature)
                     attempts = batch.attempts
-                    if batch.model:
-                        served_model = batch.model
+                    served_model = batch.model or model
                 for i, vector in zip(missing, batch.vectors, strict=True):
                     vectors[i] = vector
                 usage, requests = batch.usage, batch.requests
                 if cache:
                     self.cache.backend.set_many({keys[i]: {"embedding": vectors[i]} for i in missing}, self.cache.ttl)
         except errors.LLMError as error:
-            self._record_failure("embeddings", _named(provider_name, route), model, error, started, attempts,
+            self._record_failure("embeddings", route[0] if route else None, model, error, started, attempts,
                                  "", user, feature)
             raise
         self.cache._count(hit=not missing)
-        breakdown = None if local else self._price(provider_name, served_model, model, usage)
-        cost = Decimal(0) if local else (breakdown.total if breakdown else None)
+        if local or not missing:
+            cost = Decimal(0)
+        else:
+            cost = breakdown.total if breakdown else None
         price_id = breakdown.pricing.price_id if breakdown else None
         response = EmbeddingResponse(
             embeddings=[vectors[i] for i in range(len(texts))],
@@ -272,10 +286,32 @@ class LLMClient:
             endpoint="embeddings", provider=provider_name, requested_model=model, model=served_model,
             status=SUCCESS, usage=usage, cost=cost, price_id=price_id, cached=not missing,
             latency_ms=response.latency_ms,
-            attempts=attempts, key_fingerprint=_fingerprint(provider_name, route),
+            attempts=attempts, key_fingerprint=route[0].key_fingerprint if route else "",
             user_id=_user_id(user), feature=feature,
         ))
         return response
+
+    def _embed_remote(self, route: list[Provider], model: str, texts: list[str], params: dict, user: Any,
+                      feature: str) -> tuple[EmbeddingBatch, CostBreakdown | None]:
+        """Embed ``texts`` in requests within the provider's limits, held against the budgets."""
+        reservation = self.budgets.reserve(
+            user_id=_user_id(user), feature=feature,
+            estimate=lambda: calculate_embedding_cost(
+                model, sum(self.tokenizer.count_tokens(t, model) for t in texts), self.models_cache,
+                provider=route[0].name),
+        )
+        breakdown = None
+        try:
+            batch = self._embeddings.remote(
+                lambda chunk: self._send(
+                    route, model, lambda p, name: p.client.embeddings.create(model=name, input=chunk, **params)
+                ),
+                model, texts,
+            )
+            breakdown = self._price(route[0].name, batch.model or model, model, batch.usage)
+        finally:
+            self.budgets.settle(reservation, breakdown.total if breakdown else None)
+        return batch, breakdown
 
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, *,
                       provider: str | None = None) -> Decimal | None:
@@ -386,6 +422,17 @@ class LLMClient:
         return cache_key({"kind": "chat", "provider": provider.name, "model": provider.model_name(model),
                           "messages": messages, **answer_params, **unknown})
 
+    def _reserve(self, provider: Provider, model: str, messages: list, params: dict, user: Any, feature: str):
+        """Hold the call's estimated cost against the budgets that apply (raises BudgetExceeded)."""
+
+        def estimate() -> Decimal | None:
+            prompt = self.tokenizer.count_messages_tokens(messages, model, tools=params.get("tools"))
+            output = params.get("max_completion_tokens") or params.get("max_tokens") or OUTPUT_TOKENS_ESTIMATE
+            return calculate_chat_cost(provider.model_name(model), prompt, output, self.models_cache,
+                                       provider=provider.name)
+
+        return self.budgets.reserve(user_id=_user_id(user), feature=feature, estimate=estimate)
+
     def _price(self, provider: str, served_model: str, requested_model: str, usage: Usage) -> CostBreakdown | None:
         pricing = self.models_cache.get(served_model, provider) or self.models_cache.get(requested_model, provider)
         if pricing is None:
@@ -457,9 +504,3 @@ def _user_id(user: Any) -> int | None:
     return getattr(user, "pk", user) if user is not None else None
 
 
-def _named(provider_name: str, route: list[Provider]) -> Provider | None:
-    return route[0] if route else None
-
-
-def _fingerprint(provider_name: str, route: list[Provider]) -> str:
-    return route[0].key_fingerprint if route else ""

@@ -66,6 +66,17 @@ class NoProviderConfigured(ConfigurationError):
         )
 
 
+class BudgetExceeded(LLMError):
+    """Sending the call would take a budget past its hard limit; nothing was sent."""
+
+    def __init__(self, message: str, *, budget: str, limit, spent, estimate, **kwargs):
+        super().__init__(message, **kwargs)
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.estimate = estimate
+
+
 class AuthenticationError(LLMError):
     """The key was refused (401) or lacks permission (403)."""
 

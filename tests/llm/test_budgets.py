@@ -1,0 +1,129 @@
+"""Budgets: refused before sending at the hard limit, warned at the soft one, exact under concurrency."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.core.cache.backends.locmem import LocMemCache
+from django.db import connection
+from django.db.models import Sum
+
+from apps.llm import errors
+from apps.llm.client import LLMClient
+from apps.llm.models import Budget, BudgetSpend, LLMRequest
+from apps.llm.request_log import SyncDatabaseRecorder
+from apps.llm.simulator import CHAT, OpenAISimulator
+
+
+@pytest.fixture
+def sim():
+    with OpenAISimulator() as simulator:
+        yield simulator
+
+
+def make_client(sim) -> LLMClient:
+    client = LLMClient(apikey_openai="sk-test-budget-000000", openai_base_url=sim.base_url, configure_from_env=False,
+                       cache_backend=LocMemCache(f"budget-{uuid.uuid4()}", {}), recorders=[SyncDatabaseRecorder()])
+    client.budgets.refresh_seconds = 0  # see budget edits at once
+    return client
+
+
+def ask(client, n: int, **kwargs):
+    return client.chat_completion([{"role": "user", "content": f"question {n}"}], "gpt-4o-mini", max_tokens=50,
+                                  **kwargs)
+
+
+@pytest.mark.django_db
+def test_hard_limit_refuses_before_sending(sim):
+    client = make_client(sim)
+    one_call = client.estimate_cost("gpt-4o-mini", 20, 50)
+    Budget.objects.create(name="daily", period="day", hard_limit=one_call * Decimal("2.5"))
+    ask(client, 1)
+    ask(client, 2)
+    with pytest.raises(errors.BudgetExceeded) as excinfo:
+        for n in range(3, 10):
+            sent = sim.count(CHAT)
+            ask(client, n)
+    assert sim.count(CHAT) == sent  # the refused call was never sent
+    refused = LLMRequest.objects.filter(error_type="BudgetExceeded")
+    assert refused.count() == 1 and refused.get().attempts == 0
+    assert "would be exceeded" in str(excinfo.value) and excinfo.value.budget == "daily"
+    spend = BudgetSpend.objects.get()
+    assert spend.reserved == 0
+    assert spend.spent == LLMRequest.objects.filter(status="success").aggregate(s=Sum("cost"))["s"]
+    assert spend.spent <= Budget.objects.get().hard_limit
+    # A cache hit costs nothing and is never refused.
+    assert ask(client, 1).cached
+
+
+@pytest.mark.django_db
+def test_refused_call_never_reaches_the_provider(sim):
+    client = make_client(sim)
+    Budget.objects.create(name="zero", period="month", hard_limit=Decimal("0"))
+    with pytest.raises(errors.BudgetExceeded):
+        ask(client, 1)
+    assert sim.count(CHAT) == 0
+
+
+@pytest.mark.django_db
+def test_scopes(sim, admin_user, django_user_model):
+    other = django_user_model.objects.create_user(email="other@example.com", password="x", username="other")
+    client = make_client(sim)
+    Budget.objects.create(name="admin", scope="user", user=admin_user, period="day", hard_limit=Decimal(0))
+    Budget.objects.create(name="search", scope="feature", feature="search", period="day", hard_limit=Decimal(0))
+    with pytest.raises(errors.BudgetExceeded, match="'admin'"):
+        ask(client, 1, user=admin_user)
+    with pytest.raises(errors.BudgetExceeded, match="'search'"):
+        ask(client, 2, user=other, feature="search")
+    assert ask(client, 3, user=other, feature="chat").cost > 0
+    assert sim.count(CHAT) == 1
+
+
+@pytest.mark.django_db
+def test_soft_limit_warns_once(sim, caplog):
+    client = make_client(sim)
+    budget = Budget.objects.create(name="soft", period="month", soft_limit=Decimal("0.0000001"))
+    with caplog.at_level(logging.WARNING, logger="apps.llm.budgets"):
+        ask(client, 1)
+        ask(client, 2)
+    assert caplog.text.count("Budget 'soft' passed its soft limit") == 1
+    assert BudgetSpend.objects.get(budget=budget).soft_warned_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_calls_never_admit_past_the_hard_limit(sim):
+    sim.latency = 0.02
+    client = make_client(sim)
+    estimate = client.estimate_cost("gpt-4o-mini", 20, 50)
+    budget = Budget.objects.create(name="tight", period="day", hard_limit=estimate * 6)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker(t: int) -> None:
+        barrier.wait()
+        for i in range(5):
+            try:
+                ask(client, t * 100 + i)
+                result = "ok"
+            except errors.BudgetExceeded:
+                result = "refused"
+            with lock:
+                outcomes.append(result)
+        connection.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spend = BudgetSpend.objects.get(budget=budget)
+    successes = LLMRequest.objects.filter(status="success")
+    assert len(outcomes) == 40 and outcomes.count("ok") == successes.count() == sim.count(CHAT)
+    assert outcomes.count("refused") == LLMRequest.objects.filter(error_type="BudgetExceeded").count() > 0
+    assert spend.reserved == 0
+    assert spend.spent == successes.aggregate(s=Sum("cost"))["s"] <= budget.hard_limit
