@@ -1,0 +1,28 @@
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+
+from apps.llm.models import LLMRequest, LLMUsageDaily
+from apps.llm.recording import SUCCESS, CallRecord
+from apps.llm.request_log import write_records
+from apps.llm.retention import delete_old_requests
+from apps.llm.types import Usage
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+
+
+@pytest.mark.django_db
+def test_old_rows_go_in_batches_and_rollups_stay():
+    records = [
+        CallRecord(endpoint="chat", provider="openai", requested_model="m", model="m", status=SUCCESS,
+                   usage=Usage(total_tokens=10), cost=Decimal("0.5"), created_at=NOW - timedelta(days=age))
+        for age in [1, 5, 29, 31, 45, 60, 100]
+    ]
+    write_records(records)
+    assert delete_old_requests(days=30, batch_size=2, now=NOW) == 4
+    assert sorted((NOW - r.created_at).days for r in LLMRequest.objects.all()) == [1, 5, 29]
+    totals = LLMUsageDaily.objects.aggregate(n=Sum("requests"), cost=Sum("cost"))
+    assert totals == {"n": 7, "cost": Decimal("3.5")}
+    assert delete_old_requests(days=30, now=NOW) == 0
