@@ -63,6 +63,16 @@ class Env(BaseSettings):
     llm_text_limit: int = Field(20_000, ge=0)
     llm_retention_days: int = Field(90, ge=1)
 
+    # Knowledge base. The embedding model defaults to OpenAI's when a key is set, else the
+    # local MiniLM model (no key, no network).
+    knowledge_embedding_model: str | None = None
+    knowledge_answer_model: str = "openai/gpt-4o-mini"
+    knowledge_chunk_tokens: int = Field(512, ge=16)
+    knowledge_chunk_overlap: int = Field(64, ge=0)
+    knowledge_max_upload_mb: int = Field(25, ge=1)
+    knowledge_ef_search: int = Field(40, ge=1, le=1000)
+    knowledge_processing_timeout: int = Field(900, ge=30, description="seconds before a stuck document is retried")
+
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
 
@@ -112,6 +122,21 @@ class Env(BaseSettings):
             "TEXT_LIMIT": self.llm_text_limit,
             "RETENTION_DAYS": self.llm_retention_days,
             "SPOOL_DIR": self.var_dir / "spool" / "llm-requests",
+        }
+
+    @property
+    def knowledge(self) -> dict:
+        """The ``KNOWLEDGE`` Django setting."""
+        remote = self.openai_api_key or self.openrouter_api_key
+        return {
+            "EMBEDDING_MODEL": self.knowledge_embedding_model
+            or ("text-embedding-3-small" if remote else "local/all-minilm-l6-v2"),
+            "ANSWER_MODEL": self.knowledge_answer_model,
+            "CHUNK_TOKENS": self.knowledge_chunk_tokens,
+            "CHUNK_OVERLAP": self.knowledge_chunk_overlap,
+            "MAX_UPLOAD_BYTES": self.knowledge_max_upload_mb * 1024 * 1024,
+            "EF_SEARCH": self.knowledge_ef_search,
+            "PROCESSING_TIMEOUT": self.knowledge_processing_timeout,
         }
 
     @property

@@ -88,6 +88,8 @@ class ProjectConfig(DjangoConfig):
             "DRAMATIQ_CRONTAB": {"REDIS_URL": env.redis_url},
             "LOGGING": LOGGING,
             "LLM": env.llm,
+            "KNOWLEDGE": env.knowledge,
+            "DATA_UPLOAD_MAX_MEMORY_SIZE": 10 * 1024 * 1024,
             "AXES_VERBOSE": False,
         }
 

@@ -8,6 +8,7 @@ bounded retries and fallback, prices the answer from the price table and reports
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import date
@@ -504,3 +505,16 @@ def _user_id(user: Any) -> int | None:
     return getattr(user, "pk", user) if user is not None else None
 
 
+
+
+_default_client: LLMClient | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> LLMClient:
+    """The process-wide client configured from the environment (shared: it is thread-safe)."""
+    global _default_client
+    with _default_lock:
+        if _default_client is None:
+            _default_client = LLMClient()
+        return _default_client
