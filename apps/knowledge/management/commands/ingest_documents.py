@@ -1,0 +1,59 @@
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...documents import DuplicateDocument, add_document, check_upload
+from ...extraction import ExtractionError
+
+
+class Command(BaseCommand):
+    help = ("Add files (or every supported file under folders) to the knowledge base; workers on the "
+            "'knowledge' queue embed them. --wait processes them here instead.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="+", type=Path)
+        parser.add_argument("--wait", action="store_true", help="Process the documents in this process.")
+
+    def handle(self, *args, paths: list[Path], wait: bool, **options) -> None:
+        files = self._files(paths)
+        if not files:
+            raise CommandError("No files found in: " + ", ".join(map(str, paths)))
+        added, skipped = [], 0
+        for number, path in enumerate(files, 1):
+            self._progress(number, len(files), path.name)
+            try:
+                check_upload(path.name, path.stat().st_size)
+                added.append(add_document(name=path.name, data=path.read_bytes()))
+            except (ExtractionError, DuplicateDocument) as problem:
+                skipped += 1
+                self.stderr.write(f"\n  skipped: {problem}")
+        self.stdout.write(f"\nAdded {len(added)} documents, skipped {skipped}.")
+        if wait:
+            from ...pipeline import process_document
+
+            for number, document in enumerate(added, 1):
+                self._progress(number, len(added), f"embedding {document.title}")
+                result = process_document(document.pk)
+                if result is not None and result.status != result.Status.READY:
+                    self.stderr.write(f"\n  {document.title}: {result.status}: {result.error_message}")
+            self.stdout.write("\nDone.")
+        else:
+            self.stdout.write("Queued for the workers (queue 'knowledge').")
+
+    def _files(self, paths: list[Path]) -> list[Path]:
+        files: list[Path] = []
+        for path in paths:
+            if not path.exists():
+                raise CommandError(f"{path}: no such file or folder")
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+        return files
+
+    def _progress(self, done: int, total: int, label: str) -> None:
+        width = 30
+        filled = width * done // total
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]:<40}"
+        if sys.stdout.isatty():
+            self.stdout.write(line, ending="")
+        elif done == total or done % max(1, total // 10) == 0:
+            self.stdout.write(line.strip())

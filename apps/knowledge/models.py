@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.indexes import OpClass
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Cast
+from pgvector.django import HnswIndex, VectorField
+
+from apps.llm.pricing import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
+
+from .embedding_models import EMBEDDING_MODELS
+
+
+class Document(models.Model):
+    """An uploaded file and the state of its way into the vector store."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        READY = "ready"
+        FAILED = "failed"
+
+    title = models.CharField(max_length=255)
+    file = models.FileField(upload_to="documents/%Y/%m/")
+    content_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the file: one copy per content.")
+    mime_type = models.CharField(max_length=100, blank=True, default="")
+    size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error_message = models.TextField(blank=True, default="")
+    warnings = models.JSONField(default=list, blank=True, help_text="What extraction had to repair.")
+    chunk_count = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0, help_text="Embedded so far, while processing.")
+    token_count = models.PositiveIntegerField(default=0)
+    embedding_model = models.CharField(max_length=100, blank=True, default="")
+    embedding_cost = models.DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES,
+                                         null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="knowledge_documents")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "processing_started_at"], name="knowledge_doc_status")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def progress(self) -> float:
+        return self.chunks_done / self.chunk_count if self.chunk_count else 0.0
+
+
+def _hnsw_index(model) -> HnswIndex:
+    # One partial index per embedding model: pgvector indexes need a fixed dimension, and
+    # search must only ever compare vectors of the same model.
+    return HnswIndex(
+        OpClass(Cast("embedding", VectorField(dimensions=model.dimensions)), name="vector_cosine_ops"),
+        name=model.index_name,
+        condition=Q(embedding_model=model.name),
+        m=16,
+        ef_construction=64,
+    )
+
+
+class Chunk(models.Model):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    text = models.TextField()
+    token_count = models.PositiveIntegerField()
+    start_char = models.PositiveIntegerField(default=0)
+    end_char = models.PositiveIntegerField(default=0)
+    embedding_model = models.CharField(max_length=100)
+    embedding = VectorField()
+
+    class Meta:
+        ordering = ["document", "index"]
+        constraints = [models.UniqueConstraint(fields=["document", "index"], name="knowledge_chunk_position")]
+        indexes = [_hnsw_index(model) for model in EMBEDDING_MODELS.values()]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.index}"
