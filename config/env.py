@@ -71,6 +71,7 @@ class Env(BaseSettings):
     knowledge_chunk_overlap: int = Field(64, ge=0)
     knowledge_max_upload_mb: int = Field(25, ge=1)
     knowledge_ef_search: int = Field(40, ge=1, le=1000)
+    knowledge_embed_batch: int = Field(64, ge=1, le=2048, description="chunks per embedding call (progress step)")
     knowledge_processing_timeout: int = Field(900, ge=30, description="seconds before a stuck document is retried")
 
     admin_email: str = "admin@example.com"
@@ -136,6 +137,7 @@ class Env(BaseSettings):
             "CHUNK_OVERLAP": self.knowledge_chunk_overlap,
             "MAX_UPLOAD_BYTES": self.knowledge_max_upload_mb * 1024 * 1024,
             "EF_SEARCH": self.knowledge_ef_search,
+            "EMBED_BATCH": self.knowledge_embed_batch,
             "PROCESSING_TIMEOUT": self.knowledge_processing_timeout,
         }
 

@@ -120,7 +120,7 @@ class _Chunker:
         self.budget = target - self.base  # tokens left for text in one chunk
         if self.budget < 1:
             raise ValueError(
-                f"max_tokens={target} leaves no room for text: the tokenizer counts {self.base} tokens for empty text"
+                f"chunks of {target} tokens leave no room for text: the tokenizer counts {self.base} for empty text"
             )
         # At most half of a chunk repeats the previous one, or chunks would mostly be copies.
         self.overlap = min(overlap, self.budget // 2)
@@ -253,7 +253,7 @@ class _Chunker:
             middle = (start + end) // 2
         if middle <= start:
             raise ValueError(
-                f"max_tokens={self.target} is too small: {self.text[start:end]!r} alone is {cost + self.base} tokens"
+                f"chunks of {self.target} tokens cannot hold {self.text[start:end]!r}: it alone is {cost + self.base} tokens"
             )
         self._add_piece(start, middle)
         self._add_piece(middle, end)

@@ -599,6 +599,8 @@ def _docx_text(data: bytes, max_bytes: int, warnings: list[str]) -> tuple[str, s
             raise _Refused("encrypted", "the document is password-protected; remove the password and upload it again")
         raise _Refused("corrupt", "this is a legacy Word file (.doc), not .docx; save it as .docx and upload it again")
     if not zipfile.is_zipfile(io.BytesIO(data)):
+        if data.startswith(b"PK"):
+            raise _Refused("corrupt", "not a .docx file (a damaged or truncated ZIP archive)")
         what = _looks_like(data)
         raise _Refused("corrupt", f"not a .docx file (not a ZIP archive{f'; this is {what}' if what else ''})")
     try:

@@ -30,11 +30,6 @@ from .models import Chunk, Document
 
 logger = logging.getLogger(__name__)
 
-#: Chunks per embedding call: the unit of progress. The client splits further to the
-#: provider's request limits.
-EMBED_GROUP = 64
-
-
 class LeaseLost(Exception):
     """Another worker claimed the document after this one (this one took too long)."""
 
@@ -108,7 +103,8 @@ def _embed(document: Document, model: EmbeddingModel, texts: list[str], client: 
            ) -> tuple[list[list[float]], Decimal | None]:
     vectors: list[list[float]] = []
     cost: Decimal | None = Decimal(0)
-    for group in batched(texts, EMBED_GROUP):
+    # Chunks per call: the unit of progress (the client splits further to the provider's limits).
+    for group in batched(texts, settings.KNOWLEDGE["EMBED_BATCH"]):
         response = client.generate_embedding(list(group), model=model.name, feature="knowledge.embed",
                                              user=document.uploaded_by_id)
         vectors.extend(response.embeddings)

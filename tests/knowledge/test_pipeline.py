@@ -19,7 +19,7 @@ from apps.knowledge.documents import DuplicateDocument, add_document
 from apps.knowledge.embedding_models import LOCAL_MINILM, OPENAI_SMALL
 from apps.knowledge.extraction import ExtractionError, extract_text
 from apps.knowledge.models import Chunk, Document
-from apps.knowledge.pipeline import EMBED_GROUP, claim, process_document
+from apps.knowledge.pipeline import claim, process_document
 from apps.knowledge.search import nearest_chunks, search
 from apps.llm import errors
 from apps.llm.client import LLMClient
@@ -62,7 +62,7 @@ def stdlib_text(*modules) -> str:
     return "\n\n".join(textwrap.dedent(inspect.getdoc(m) or "") for m in modules)
 
 
-def test_a_document_becomes_chunks_with_vectors(local_client, django_capture_on_commit_callbacks):
+def test_a_document_becomes_chunks_with_vectors(local_client, django_capture_on_commit_callbacks, settings):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         document = add("json.md", JSON_DOC)
     assert document.status == "pending" and len(callbacks) == 1  # the worker is asked once, on commit
@@ -76,14 +76,14 @@ def test_a_document_becomes_chunks_with_vectors(local_client, django_capture_on_
     assert all(text[c.start_char:c.end_char] == c.text for c in chunks)
     assert done.token_count == sum(c.token_count for c in chunks) and done.embedding_cost == 0
     logged = LLMRequest.objects.filter(feature="knowledge.embed")
-    assert logged.count() == math.ceil(done.chunk_count / EMBED_GROUP) and logged.first().provider == "local"
+    batches = math.ceil(done.chunk_count / settings.KNOWLEDGE["EMBED_BATCH"])
+    assert logged.count() == batches and logged.first().provider == "local"
 
 
-def test_remote_embeddings_are_batched_costed_and_logged(sim, settings, monkeypatch):
-    monkeypatch.setattr("apps.knowledge.pipeline.EMBED_GROUP", 8)
+def test_remote_embeddings_are_batched_costed_and_logged(sim, settings):
     group = 8
     settings.KNOWLEDGE = {**settings.KNOWLEDGE, "EMBEDDING_MODEL": OPENAI_SMALL.name, "CHUNK_TOKENS": 64,
-                          "CHUNK_OVERLAP": 8}
+                          "CHUNK_OVERLAP": 8, "EMBED_BATCH": group}
     client = remote_client(sim)
     document = add("stdlib.md", stdlib_text(json, inspect, textwrap, math))
     done = process_document(document.pk, client=client)
