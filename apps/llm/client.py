@@ -314,6 +314,16 @@ class LLMClient:
             self.budgets.settle(reservation, breakdown.total if breakdown else None)
         return batch, breakdown
 
+    def list_models(self, provider: str | None = None) -> list[str]:
+        """The model ids a provider serves (``GET /models``), with the client's retries."""
+        name = provider or self.primary_provider
+        if name is None:
+            raise errors.NoProviderConfigured()
+        if name not in self.providers:
+            raise errors.ConfigurationError(f"Provider {name!r} is not configured")
+        (page, _), _ = self._send([self.providers[name]], "", lambda p, _: p.client.models.list())
+        return sorted(model.id for model in page)
+
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, *,
                       provider: str | None = None) -> Decimal | None:
         """The price of a call of this size, before making it (``None``: price unknown)."""

@@ -162,6 +162,14 @@ def test_client_info_never_contains_a_key(make_client, sim):
     assert info["cache"]["max_size"] == 1000
 
 
+def test_list_models(make_client, sim):
+    client = openai_client(make_client, sim)
+    models = client.list_models()
+    assert "gpt-4o-mini" in models and models == sorted(models)
+    with pytest.raises(errors.NoProviderConfigured):
+        make_client().list_models()
+
+
 # -- failures, retries and fallback ---------------------------------------------------------
 
 
