@@ -474,7 +474,9 @@ class LLMClient:
             provider_cost=response.provider_cost, saved_cost=response.saved_cost, price_id=response.price_id,
             cached=response.cached,
             latency_ms=response.latency_ms, time_to_first_token_ms=response.time_to_first_token_ms,
-            attempts=response.attempts, cache_key=key, key_fingerprint=provider.key_fingerprint,
+            attempts=response.attempts, cache_key=key,
+            # The provider that answered, which is not the first one tried after a fallback.
+            key_fingerprint=self.providers.get(response.provider, provider).key_fingerprint,
             request_id=response.request_id, user_id=_user_id(user), feature=feature,
             prompt=messages, response_text=response.content,
         ))
