@@ -94,3 +94,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -
 
     test = settings.DATABASES["default"].setdefault("TEST", {})
     test["NAME"] = f"{test.get('NAME') or 'test_' + settings.DATABASES['default']['NAME']}_{os.getpid()}"
+
+
+@pytest.fixture
+def price_table(transactional_db) -> None:
+    """The bundled prices, for transactional tests: their teardown empties every table,
+    including the rows the data migration loaded."""
+    from apps.llm.models import ModelPrice
+    from apps.llm.pricing_store import load_bundled_prices
+
+    if not ModelPrice.objects.exists():
+        load_bundled_prices(ModelPrice)

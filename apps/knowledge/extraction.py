@@ -262,18 +262,18 @@ def _decode(data: bytes, warnings: list[str], declared: str | None = None) -> st
 
     escaped = data.decode("utf-8", errors="surrogateescape")
     invalid = len(_LONE_SURROGATE.findall(escaped))
-    valid_non_ascii = sum(1 for ch in escaped if ch > "\x7f") - invalid
+    valid_non_ascii = len(escaped) - len(escaped.encode("ascii", "ignore")) - invalid
     # Valid multi-byte sequences almost never occur by chance in 8-bit text: if there are as many
     # as there are bad bytes, this is UTF-8 with damage, and guessing another encoding would
     # garble every correct character to save a few wrong ones.
     if valid_non_ascii < invalid:
-        encoding = _detect_legacy_encoding(data)
-        if encoding is not None:
-            text = data.decode(encoding, errors="replace")
-            warnings.append(f"not valid UTF-8; decoded as {encoding} (detected)")
+        legacy = _detect_legacy_encoding(data)
+        if legacy is not None:
+            text = data.decode(legacy, errors="replace")
+            warnings.append(f"not valid UTF-8; decoded as {legacy} (detected)")
             bad = text.count("\ufffd")
             if bad:
-                warnings.append(f"invalid {encoding} replaced ({_plural(bad, 'character')})")
+                warnings.append(f"invalid {legacy} replaced ({_plural(bad, 'character')})")
             return text
     text = escaped.translate(_SURROGATE_ESCAPES)
     if invalid > 0.1 * len(text):

@@ -95,7 +95,7 @@ def test_soft_limit_warns_once(sim, caplog):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_calls_never_admit_past_the_hard_limit(sim):
+def test_concurrent_calls_never_admit_past_the_hard_limit(sim, price_table):
     sim.latency = 0.02
     client = make_client(sim)
     estimate = client.estimate_cost("gpt-4o-mini", 20, 50)
