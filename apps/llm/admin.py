@@ -1,9 +1,13 @@
 from decimal import Decimal
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
 from unfold.admin import ModelAdmin
 
-from .models import ModelPrice
+from .models import ModelPrice, PricingSyncRun
 from .pricing import PRICE_COMPONENTS
 
 MILLION = Decimal(1_000_000)
@@ -54,3 +58,62 @@ class ModelPriceAdmin(ModelAdmin):
     @admin.display(description="Completion $/M", ordering="completion")
     def completion_per_million(self, obj: ModelPrice) -> str:
         return f"{(obj.completion * MILLION).normalize():f}"
+
+    # -- "Sync now" and the last sync runs (templates/admin/llm/modelprice/change_list.html) ----
+
+    def get_urls(self):
+        sync_now = path("sync-now/", self.admin_site.admin_view(self.sync_now_view), name="llm_modelprice_sync_now")
+        return [sync_now, *super().get_urls()]
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        """Who may refresh prices: those who may change price rows (withdraw a model)."""
+        return self.has_change_permission(request)
+
+    def sync_now_view(self, request: HttpRequest) -> HttpResponse:
+        """Queue the pricing sync for a worker; the page shows its run once it has finished."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_sync_permission(request):
+            raise PermissionDenied
+        # Imported here: the actor module declares its queue on the broker when imported.
+        from .tasks import sync_model_pricing
+
+        sync_model_pricing.send(trigger="admin")
+        self.message_user(
+            request, "Pricing sync queued: a worker runs it shortly; reload this page for the result.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:llm_modelprice_changelist"))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "pricing_sync_runs": PricingSyncRun.latest_per_provider(),
+            "pricing_sync_url": reverse("admin:llm_modelprice_sync_now") if self.has_sync_permission(request) else "",
+        }
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(PricingSyncRun)
+class PricingSyncRunAdmin(ModelAdmin):
+    """The history of pricing syncs; written by the sync only, so read-only here."""
+
+    list_display = ["started_at", "provider", "trigger", "status", "added", "changed", "deactivated", "reactivated",
+                    "rejected", "duration_ms"]
+    list_filter = ["status", "provider", "trigger"]
+    ordering = ["-started_at"]
+    fields = ["provider", "trigger", "status", "started_at", "finished_at", "duration_ms", "source", "added",
+              "changed", "deactivated", "reactivated", "unchanged", "rejected", "error", "summary_text"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: PricingSyncRun | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: PricingSyncRun | None = None) -> bool:
+        return False
+
+    @admin.display(description="Summary")
+    def summary_text(self, obj: PricingSyncRun) -> str:
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', obj.summary)

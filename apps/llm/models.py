@@ -344,3 +344,59 @@ class BudgetSpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget} from {self.period_start}: {self.spent}"
+
+
+class PricingSyncRun(models.Model):
+    """One run of the model-pricing sync (scheduled, from the admin or the command).
+
+    Kept so that the admin can show when prices were last refreshed and what changed, and
+    so that a sync that keeps failing (network, a refused catalog) is visible, not silent.
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        FAILED = "failed", "Failed"
+
+    provider = models.CharField(max_length=50)
+    trigger = models.CharField(max_length=20, help_text='"schedule", "admin" or "command".')
+    status = models.CharField(max_length=10, choices=Status.choices)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    source = models.TextField(blank=True, default="", help_text="The catalog URLs or files read.")
+
+    added = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    deactivated = models.PositiveIntegerField(default=0)
+    reactivated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+
+    summary = models.TextField(blank=True, default="", help_text="The report as the command prints it.")
+    error = models.TextField(blank=True, default="", help_text="Why the run failed; nothing was written then.")
+    report = models.JSONField(null=True, blank=True, help_text="The full report: model ids and old/new prices.")
+
+    class Meta:
+        verbose_name = "pricing sync run"
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["provider", "-started_at"], name="llm_pricingsync_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.status} {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == self.Status.OK
+
+    def set_report(self, report) -> None:
+        """Copy a ``pricing_sync.SyncReport`` into the counts, summary and JSON columns."""
+        for name, value in report.counts().items():
+            setattr(self, name, value)
+        self.source = report.source()
+        self.summary = report.format()
+        self.report = report.model_dump(mode="json")
+
+    @classmethod
+    def latest_per_provider(cls) -> list[PricingSyncRun]:
+        """The most recent run of each provider, for the price list's status panel."""
+        return list(cls.objects.order_by("provider", "-started_at").distinct("provider"))

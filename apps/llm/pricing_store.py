@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
 from django.utils import timezone
 
 from .pricing import (
@@ -203,3 +203,126 @@ def load_bundled_prices(model: type[models.Model]) -> ApplyResult:
         result.created += applied.created
         have.update((p.provider, p.model_id) for p in missing)
     return result
+
+
+# -- a full sync: apply a catalog and withdraw what it no longer lists ---------------------------
+
+
+#: Per component: (old, new). Prices are Decimals (a component missing from a sheet is 0);
+#: the ``"tiers"`` entry, when tiers changed, holds the two lists of tiers in catalog form.
+PriceDiff = dict[str, tuple[Any, Any]]
+
+
+@dataclass
+class SyncResult:
+    """What ``sync_prices`` did, by model id.
+
+    ``changed`` maps each repriced model to its per-component differences. A withdrawn model
+    that is listed again is in ``reactivated``, and also in ``changed`` if it comes back at a
+    different price; ``unchanged`` holds only models that were current, active and kept their
+    price. ``active_before`` is how many current, active rows the sync was authoritative for,
+    so a caller can judge the share of ``deactivated``.
+    """
+
+    added: list[str] = field(default_factory=list)
+    changed: dict[str, PriceDiff] = field(default_factory=dict)
+    deactivated: list[str] = field(default_factory=list)
+    reactivated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    active_before: int = 0
+
+
+def price_differences(old: ModelPricing, new: ModelPricing) -> PriceDiff:
+    """The components whose price differs between two sheets, as ``{component: (old, new)}``.
+
+    A component absent from a sheet costs 0, so a key the catalog stopped sending because it
+    is zero is not a difference. Tiers are compared as a whole (a tier restates its condition
+    with its prices, so a per-component diff would not say which tier changed).
+    """
+    diff: PriceDiff = {}
+    for component in PRICE_COMPONENTS:
+        before, after = getattr(old, component), getattr(new, component)
+        if before != after:
+            diff[component] = (before, after)
+    zero = Decimal(0)
+    for key in sorted(old.extra_prices.keys() | new.extra_prices.keys()):
+        before, after = old.extra_prices.get(key, zero), new.extra_prices.get(key, zero)
+        if before != after:
+            diff[key] = (before, after)
+    if old.tiers != new.tiers:
+        diff["tiers"] = ([tier.to_catalog() for tier in old.tiers], [tier.to_catalog() for tier in new.tiers])
+    return diff
+
+
+def sync_prices(
+    model: type[models.Model],
+    pricings: Iterable[ModelPricing],
+    *,
+    provider: str,
+    now: datetime | None = None,
+    listed: Iterable[str] = (),
+    scope: models.Q | None = None,
+) -> SyncResult:
+    """Make ``pricings`` the complete current price list of ``provider``, in one transaction.
+
+    Prices are applied as ``apply_prices`` does (a change closes the old row at ``now`` and
+    starts a new one, so past calls keep the price they were charged). In addition, current
+    rows of ``provider`` that ``pricings`` does not list are withdrawn (``is_active=False``;
+    never deleted, never closed, so a model listed again at the same price is reactivated in
+    place). Ids in ``listed`` count as listed without being applied: the catalog named them
+    but their entries were rejected, so their stored prices stay as they are. ``scope``
+    narrows the rows this list is authoritative for (e.g. only embedding models when only
+    the embeddings catalog was read); rows outside it are never withdrawn.
+
+    Concurrent syncs of one provider are serialised by a transaction-scoped advisory lock, so
+    two of them cannot both insert the new row of a model.
+    """
+    now = now or timezone.now()
+    pricings = list(pricings)
+    others = {p.provider for p in pricings} - {provider}
+    if others:
+        raise ValueError(f"sync_prices({provider!r}) was given prices of {sorted(others)}")
+    present = {p.model_id for p in pricings} | set(listed)
+    database = router.db_for_write(model)
+    result = SyncResult()
+    with transaction.atomic(using=database):
+        _lock_provider(database, provider)
+        current_rows: Iterable[Any] = model.objects.filter(provider=provider, valid_to__isnull=True)
+        current = {row.model_id: row for row in current_rows}
+        authoritative = model.objects.filter(provider=provider, valid_to__isnull=True, is_active=True)
+        if scope is not None:
+            authoritative = authoritative.filter(scope)
+        result.active_before = authoritative.count()
+        diffs = {
+            p.model_id: price_differences(pricing_from_row(current[p.model_id]), p)
+            for p in pricings
+            if p.model_id in current
+        }
+        result.reactivated = [p.model_id for p in pricings if p.model_id in current and not current[p.model_id].is_active]
+
+        applied = apply_prices(model, pricings, now=now)
+
+        result.added = applied.created
+        for model_id in applied.changed:
+            # Only zero-valued extras present on one side and absent on the other can make
+            # apply_prices see a change that costs nothing; report them rather than hide it.
+            result.changed[model_id] = diffs[model_id] or _extras_presence(current[model_id], model_id, pricings)
+        reactivated = set(result.reactivated)
+        result.unchanged = [model_id for model_id in applied.unchanged if model_id not in reactivated]
+        withdrawn = authoritative.exclude(model_id__in=present)
+        result.deactivated = sorted(withdrawn.values_list("model_id", flat=True))
+        withdrawn.update(is_active=False)
+    return result
+
+
+def _extras_presence(row: Any, model_id: str, pricings: list[ModelPricing]) -> PriceDiff:
+    new = next(p for p in pricings if p.model_id == model_id)
+    old = row.extra_prices or {}
+    return {"extra_prices": (dict(old), {k: decimal_text(v) for k, v in new.extra_prices.items()})}
+
+
+def _lock_provider(database: str, provider: str) -> None:
+    connection = connections[database]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"llm.sync_prices:{provider}"])

@@ -26,3 +26,12 @@ def test_old_rows_go_in_batches_and_rollups_stay():
     totals = LLMUsageDaily.objects.aggregate(n=Sum("requests"), cost=Sum("cost"))
     assert totals == {"n": 7, "cost": Decimal("3.5")}
     assert delete_old_requests(days=30, now=NOW) == 0
+
+
+def test_upkeep_jobs_are_scheduled():
+    from dramatiq_crontab import scheduler
+
+    import apps.llm.tasks  # noqa: F401  (what `manage.py crontab` imports)
+
+    names = {job.name for job in scheduler.get_jobs()}
+    assert {"llm.delete_old_requests", "llm.replay_request_spool", "llm.sync_model_pricing"} <= names

@@ -1,0 +1,89 @@
+"""Background jobs of the LLM app, run by the Dramatiq workers (``manage.py rundramatiq``).
+
+Each actor is a thin wrapper: the work lives in a module of its own (``pricing_sync``...),
+so it can be run and tested without a broker. Scheduled actors carry their dramatiq_crontab
+decorator here; ``manage.py crontab`` imports this module to register them.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq_crontab import cron
+
+from .pricing_sync import OPENAI, OPENROUTER, SyncError, SyncFailed, SyncRequest, record_sync
+
+# -- model-pricing sync ------------------------------------------------------------------------
+
+#: Daily, at an odd minute so it does not join the on-the-hour crowd at OpenRouter.
+PRICING_SYNC_SCHEDULE = "17 3 * * *"
+#: The scheduled sync refreshes both price lists: OpenRouter's live catalog, and our OpenAI
+#: table, so that a deploy with an updated data/openai-prices.json takes effect without a step.
+PRICING_SYNC_PROVIDERS = (OPENROUTER, OPENAI)
+#: Transient failures (network, timeouts, HTTP 5xx/429) are retried this many times, from 5
+#: minutes apart to an hour; a refused or malformed catalog is not (it would fail the same way).
+PRICING_SYNC_RETRIES = 3
+
+
+def _retry_transient(retries: int, exception: BaseException) -> bool:
+    return retries < PRICING_SYNC_RETRIES and isinstance(exception, SyncError) and exception.transient
+
+
+@cron(PRICING_SYNC_SCHEDULE)
+@dramatiq.actor(
+    actor_name="llm.sync_model_pricing",
+    queue_name="default",
+    time_limit=5 * 60 * 1000,
+    retry_when=_retry_transient,
+    min_backoff=5 * 60 * 1000,
+    max_backoff=60 * 60 * 1000,
+)
+def sync_model_pricing(
+    providers: list[str] | None = None, base_url: str | None = None, trigger: str = "schedule"
+) -> None:
+    """Sync the model prices and record each provider's run as a ``PricingSyncRun``.
+
+    ``base_url`` replaces ``OPENROUTER_BASE_URL`` for this run (tests point it at a loopback
+    server; no API key is sent there). Each provider is synced and recorded on its own, so an
+    OpenRouter outage does not hold back the OpenAI table; the message then fails with every
+    error, and is retried if any of them was transient.
+    """
+    errors: list[SyncError] = []
+    for provider in providers or PRICING_SYNC_PROVIDERS:
+        request = SyncRequest(provider=provider, base_url=base_url if provider == OPENROUTER else None)
+        try:
+            record_sync(request, trigger=trigger)
+        except SyncError as exc:
+            errors.append(exc)
+    if errors:
+        raise SyncFailed(errors)
+
+
+# -- request log upkeep --------------------------------------------------------------------------
+
+
+@cron("41 2 * * *")
+@dramatiq.actor(actor_name="llm.delete_old_requests", queue_name="default", max_retries=3, time_limit=60 * 60 * 1000)
+def delete_old_requests() -> None:
+    """Keeps the raw request log to ``LLM_RETENTION_DAYS`` (the daily rollups are kept)."""
+    from django.conf import settings
+
+    from .retention import delete_old_requests as delete
+
+    deleted = delete(days=settings.LLM["RETENTION_DAYS"])
+    delete_old_requests.logger.info("Deleted %d request-log rows older than %d days", deleted,
+                                    settings.LLM["RETENTION_DAYS"])
+
+
+@cron("*/5 * * * *")
+@dramatiq.actor(actor_name="llm.replay_request_spool", queue_name="default", max_retries=0)
+def replay_request_spool() -> None:
+    """Writes the request records that processes which died before writing them left behind."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from .request_log import replay_spool
+
+    files, rows = replay_spool(Path(settings.LLM["SPOOL_DIR"]), store_text=settings.LLM["STORE_TEXT"])
+    if files:
+        replay_request_spool.logger.warning("Replayed %d spool files: %d records were missing", files, rows)
