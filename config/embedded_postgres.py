@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ def ensure_running(pgdata: Path) -> EmbeddedServer:
     server = running_server(pgdata)
     if server is None:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _stop_orphans(pgdata)
         _remove_stale_locks(pgdata)
         handle = _server_module().get_server(pgdata, cleanup_mode=None)
         # get_server() caches one handle per data dir: after a crash it must start again.
@@ -77,6 +79,32 @@ def ensure_running(pgdata: Path) -> EmbeddedServer:
         server = EmbeddedServer(pgdata=pgdata, socket_dir=info.socket_dir, port=info.port)
     _ensure_database(server)
     return server
+
+
+def _stop_orphans(pgdata: Path, timeout: float = 10.0) -> None:
+    """Wait for, then stop, backends left running by a killed server.
+
+    They still hold its shared memory, and a new server refuses to start until they are gone.
+    Postgres processes run with the data directory as their working directory.
+    """
+    import psutil
+
+    def orphans() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["name"]):
+            try:
+                if process.info["name"] == "postgres" and Path(process.cwd()) == pgdata:
+                    found.append(process)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    deadline = time.monotonic() + timeout
+    while (left := orphans()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # they notice the postmaster's death by themselves, usually at once
+    for process in left:
+        process.kill()
+    psutil.wait_procs(left, timeout=5)
 
 
 def _remove_stale_locks(pgdata: Path) -> None:
