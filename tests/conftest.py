@@ -88,12 +88,28 @@ def start_process(tmp_path) -> Iterator[Callable[..., ManagedProcess]]:
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, django_db_blocker) -> None:
     """One test database per pytest process, so concurrent runs on one server never collide."""
     from django.conf import settings
 
     test = settings.DATABASES["default"].setdefault("TEST", {})
-    test["NAME"] = f"{test.get('NAME') or 'test_' + settings.DATABASES['default']['NAME']}_{os.getpid()}"
+    base = test.get("NAME") or "test_" + settings.DATABASES["default"]["NAME"]
+    test["NAME"] = f"{base}_{os.getpid()}"
+    with django_db_blocker.unblock():
+        _drop_test_databases_of_dead_runs(base)
+
+
+def _drop_test_databases_of_dead_runs(base: str) -> None:
+    """A killed run cannot drop its database: the next run does."""
+    import psutil
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{base}\\_%"])
+        for (name,) in cursor.fetchall():
+            pid = name.removeprefix(f"{base}_")
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -105,3 +121,15 @@ def price_table(transactional_db) -> None:
 
     if not ModelPrice.objects.exists():
         load_bundled_prices(ModelPrice)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_stray_connections(django_db_setup, django_db_blocker):
+    """Threads (live server, writers) can leave connections open; the test database can
+    only be dropped at the end once they are gone."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
