@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import PrivateAttr
-from django_cfg import AxesConfig, DatabaseConfig, DjangoConfig, StartupInfoMode, UnfoldConfig
+from django_cfg import (
+    AxesConfig,
+    DatabaseConfig,
+    DjangoConfig,
+    NavigationItem,
+    NavigationSection,
+    StartupInfoMode,
+    UnfoldConfig,
+)
 from django_cfg.core.types.enums import EnvironmentMode
 
 from .broker import broker_settings
@@ -40,7 +48,21 @@ class ProjectConfig(DjangoConfig):
     custom_middleware: list[str] = ["apps.llm.middleware.LLMContextMiddleware"]
     # django-axes would lock out the admin account used by tests and `make run`.
     axes: AxesConfig = AxesConfig(enabled=False)
-    unfold: UnfoldConfig = UnfoldConfig(site_title="LLM Platform", site_header="LLM Platform")
+    # django-cfg puts its own sections first and appends these (UnfoldConfig.to_django_settings).
+    unfold: UnfoldConfig = UnfoldConfig(
+        site_title="LLM Platform",
+        site_header="LLM Platform",
+        navigation=[
+            NavigationSection(title="LLM usage", open=True, items=[
+                NavigationItem(title="Cost dashboard", icon="monitoring", link="admin:llm_dashboard",
+                               permission="apps.llm.admin_usage.can_view_dashboard"),
+                NavigationItem(title="Request log", icon="receipt_long", link="admin:llm_llmrequest_changelist"),
+                NavigationItem(title="Budgets", icon="savings", link="admin:llm_budget_changelist"),
+                NavigationItem(title="Daily usage", icon="calendar_month", link="admin:llm_llmusagedaily_changelist"),
+                NavigationItem(title="Model prices", icon="sell", link="admin:llm_modelprice_changelist"),
+            ]),
+        ],
+    )
 
     _env: Env = PrivateAttr()
     _database_url: str = PrivateAttr()

@@ -117,3 +117,6 @@ class PricingSyncRunAdmin(ModelAdmin):
     @admin.display(description="Summary")
     def summary_text(self, obj: PricingSyncRun) -> str:
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', obj.summary)
+
+
+from . import admin_usage  # noqa: E402,F401  (request log, budgets, daily usage, cost dashboard)

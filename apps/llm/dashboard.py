@@ -1,0 +1,762 @@
+"""The cost and usage dashboard's figures: pure functions of ``DashboardFilters``.
+
+Everything is computed from the daily rollups (``LLMUsageDaily``), whose size grows with
+days x models x users x features, not with the number of calls. Only the two request tables
+(the most expensive calls, the latest failures) read the raw log; both are LIMITed to a few
+rows inside the chosen period, pick their index from the counts the rollups already gave, and
+run under a statement timeout, so a 10M-row log cannot make the page slow.
+
+A render costs a fixed number of queries whatever the period: one GROUP BY (day, provider,
+model) over the period and the one before it (headline figures, daily charts, models table and
+latency histograms all come from it), one per breakdown (users, features), one for the filter
+choices, one for budgets, and at most two on the raw log.
+
+Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timestamps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import (
+    Case,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import LATENCY_BUCKETS_MS, Budget, BudgetSpend, LLMRequest, LLMUsageDaily
+from .pricing import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
+
+logger = logging.getLogger(__name__)
+
+#: Period choices: name -> number of days ending today (inclusive).
+PERIODS: dict[str, int] = {"today": 1, "7d": 7, "30d": 30, "90d": 90}
+PERIOD_LABELS: dict[str, str] = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days",
+                                 "90d": "Last 90 days", "custom": "Custom range"}
+DEFAULT_PERIOD = "30d"
+#: Longest custom range: the daily charts and the (day x model) query stay small.
+MAX_DAYS = 366
+#: Models drawn separately in the spend chart; the rest are summed into "Other".
+CHART_MODELS = 6
+#: Rows in each "top" table and breakdown chart.
+TOP_ROWS = 10
+#: Users offered in the user filter (the biggest spenders of the period).
+MAX_USER_CHOICES = 300
+
+#: Filter values that select calls *without* a user / feature ("" and absent mean "all").
+NO_USER = "none"
+NO_FEATURE = "-"
+OTHER = "Other"
+
+#: Below this many matching calls (known from the rollups) the most-expensive query reads the
+#: matching rows through the time/dimension indexes and sorts them; above it, matches are dense
+#: enough that walking the partial index on -cost finds ten of them almost at once.
+RANGE_SCAN_MAX = 20_000
+#: Hard bound on each raw-log query; a timed-out table says so instead of hanging the page.
+RAW_LOG_TIMEOUT_MS = 2_000
+
+_MONEY = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
+_ZERO = Decimal(0)
+_SUMS = ("requests", "failures", "cache_hits", "prompt_tokens", "cached_tokens", "completion_tokens",
+         "total_tokens", "cost", "saved_cost", "latency_ms_sum")
+_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
+
+
+def rollup_today() -> date:
+    """Today as the rollups count days (UTC), whatever time zone the request activated."""
+    return datetime.now(UTC).date()
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+
+def parse_user(value: str | None) -> tuple[int | None, bool] | None:
+    """A user filter value: ``(user_id, False)``, ``(None, True)`` for "no user", None for "all"."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value == NO_USER:
+        return None, True
+    return (int(value), False) if value.isdigit() else None
+
+
+def parse_feature(value: str | None) -> str | None:
+    """A feature filter value: the feature, ``""`` for "no feature", None for "all"."""
+    if value is None or value == "":
+        return None
+    return "" if value == NO_FEATURE else value
+
+
+@dataclass(frozen=True)
+class DashboardFilters:
+    """The period (inclusive UTC days) and the dimensions the dashboard is narrowed to."""
+
+    start: date
+    end: date
+    period: str = DEFAULT_PERIOD
+    provider: str = ""
+    model: str = ""
+    user_id: int | None = None
+    #: Only calls attributed to no user (``user_id`` is then None).
+    without_user: bool = False
+    #: None: every feature; "": calls without a feature.
+    feature: str | None = None
+
+    @classmethod
+    def for_period(cls, period: str = DEFAULT_PERIOD, *, today: date | None = None, **dims: Any) -> DashboardFilters:
+        today = today or rollup_today()
+        days = PERIODS.get(period) or PERIODS[DEFAULT_PERIOD]
+        return cls(start=today - timedelta(days=days - 1), end=today, period=period, **dims)
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str], *, today: date | None = None) -> DashboardFilters:
+        """Read the dashboard's querystring; values that do not parse fall back to the defaults."""
+        today = today or rollup_today()
+        dims: dict[str, Any] = {"provider": (query.get("provider") or "").strip(),
+                                "model": (query.get("model") or "").strip(),
+                                "feature": parse_feature(query.get("feature"))}
+        user = parse_user(query.get("user"))
+        if user is not None:
+            dims["user_id"], dims["without_user"] = user
+        period = query.get("period") or DEFAULT_PERIOD
+        if period == "custom":
+            start, end = _parse_date(query.get("start")), _parse_date(query.get("end"))
+            if start or end:
+                start, end = start or end, end or start
+                if start > end:
+                    start, end = end, start
+                # Clamped so that a typo ("0202-01-01") cannot ask for centuries of days.
+                start = max(start, end - timedelta(days=MAX_DAYS - 1))
+                return cls(start=start, end=end, period="custom", **dims)
+            period = DEFAULT_PERIOD
+        if period not in PERIODS:
+            period = DEFAULT_PERIOD
+        return cls.for_period(period, today=today, **dims)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def day_list(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range(self.days)]
+
+    def previous(self) -> DashboardFilters:
+        """The period of the same length just before this one, same dimensions."""
+        return dataclasses.replace(self, start=self.start - timedelta(days=self.days),
+                                   end=self.start - timedelta(days=1), period="custom")
+
+    def narrowed(self, **dims: Any) -> DashboardFilters:
+        return dataclasses.replace(self, **dims)
+
+    @property
+    def user_param(self) -> str:
+        return NO_USER if self.without_user else ("" if self.user_id is None else str(self.user_id))
+
+    @property
+    def feature_param(self) -> str:
+        return "" if self.feature is None else (self.feature or NO_FEATURE)
+
+    def dimension_params(self) -> dict[str, str]:
+        """The dimensions as querystring values; the request-log filters read the same names."""
+        params = {"provider": self.provider, "model": self.model, "user": self.user_param,
+                  "feature": self.feature_param}
+        return {k: v for k, v in params.items() if v}
+
+    def query_params(self) -> dict[str, str]:
+        """This dashboard's own querystring."""
+        params = {"period": self.period}
+        if self.period == "custom":
+            params |= {"start": self.start.isoformat(), "end": self.end.isoformat()}
+        return params | self.dimension_params()
+
+    def dimensions_q(self) -> Q:
+        """The dimensions, for either table (both name them alike)."""
+        q = Q()
+        if self.provider:
+            q &= Q(provider=self.provider)
+        if self.model:
+            q &= Q(model=self.model)
+        if self.without_user:
+            q &= Q(user__isnull=True)
+        elif self.user_id is not None:
+            q &= Q(user_id=self.user_id)
+        if self.feature is not None:
+            q &= Q(feature=self.feature)
+        return q
+
+    def rollup_q(self) -> Q:
+        return Q(date__gte=self.start, date__lte=self.end) & self.dimensions_q()
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        """The period as a half-open UTC interval: a plain range on the created_at indexes."""
+        return (datetime.combine(self.start, time.min, tzinfo=UTC),
+                datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=UTC))
+
+    def request_log_q(self) -> Q:
+        since, until = self.window
+        return Q(created_at__gte=since, created_at__lt=until) & self.dimensions_q()
+
+
+def _parse_date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat((value or "").strip())
+    except ValueError:
+        return None
+
+
+# -- latency percentiles from histograms ----------------------------------------------------------
+
+
+def percentile(histogram: Sequence[int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of a latency histogram, in ms; None when it is empty.
+
+    Calls are assumed spread evenly inside their bucket (linear interpolation between its
+    bounds), so the answer lies in the bucket the exact value is in. The last bucket has no
+    upper bound: a quantile falling there is reported as its lower bound.
+    """
+    total = sum(histogram)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            lower = LATENCY_BUCKETS_MS[index - 1] if index else 0
+            if index >= len(LATENCY_BUCKETS_MS):
+                return float(lower)
+            return lower + (LATENCY_BUCKETS_MS[index] - lower) * (rank - seen) / count
+        seen += count
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+def _add_histograms(into: list[int], other: Sequence[int]) -> None:
+    for i, n in enumerate(other):
+        into[i] += n
+
+
+# -- results --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    """Sums of rollup rows. Tokens are those billed: cache hits spent none (their cost is in saved)."""
+
+    requests: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: Decimal = _ZERO
+    saved_cost: Decimal = _ZERO
+    latency_ms_sum: int = 0
+    latency_histogram: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
+
+    def add(self, other: Totals | Mapping[str, Any]) -> None:
+        get = other.get if isinstance(other, Mapping) else lambda name: getattr(other, name)
+        for name in _SUMS:
+            setattr(self, name, getattr(self, name) + (get(name) or 0))
+        _add_histograms(self.latency_histogram, get("latency_histogram"))
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens read at the full price (cache reads are cheaper and counted apart)."""
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def cache_misses(self) -> int:
+        # A failed call neither hit nor missed the cache (as in usage_stats).
+        return self.requests - self.cache_hits - self.failures
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        looked_up = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked_up if looked_up else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.requests if self.requests else None
+
+    @property
+    def avg_cost(self) -> Decimal | None:
+        return self.cost / self.requests if self.requests else None
+
+    @property
+    def p50_ms(self) -> float | None:
+        return percentile(self.latency_histogram, 0.5)
+
+    @property
+    def p95_ms(self) -> float | None:
+        return percentile(self.latency_histogram, 0.95)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One headline number with its value over the previous period of the same length."""
+
+    key: str
+    label: str
+    value: Decimal | int | float | None
+    previous: Decimal | int | float | None
+    #: "money", "count", "rate" (a fraction) or "ms".
+    kind: str
+    #: Whether a fall is good news (spend, errors, latency), a rise (cache hits), or neither.
+    lower_is_better: bool | None = None
+
+    @property
+    def change(self) -> float | None:
+        """Relative change; for rates the difference in points (0.02 = 2 points)."""
+        if self.value is None or self.previous is None:
+            return None
+        if self.kind == "rate":
+            return float(self.value) - float(self.previous)
+        if not self.previous:
+            return None
+        return float((self.value - self.previous) / self.previous)
+
+
+def headline(current: Totals, previous: Totals) -> list[Figure]:
+    return [
+        Figure("spend", "Spend", current.cost, previous.cost, "money", True),
+        Figure("requests", "Requests", current.requests, previous.requests, "count"),
+        Figure("tokens", "Tokens", current.total_tokens, previous.total_tokens, "count"),
+        Figure("cache_hit_rate", "Cache hit rate", current.cache_hit_rate, previous.cache_hit_rate, "rate", False),
+        Figure("saved", "Saved by the cache", current.saved_cost, previous.saved_cost, "money", False),
+        Figure("error_rate", "Error rate", current.error_rate, previous.error_rate, "rate", True),
+        Figure("p50", "Median latency", current.p50_ms, previous.p50_ms, "ms", True),
+        Figure("p95", "p95 latency", current.p95_ms, previous.p95_ms, "ms", True),
+    ]
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    """One value per day of the period (days without calls included, as zeros)."""
+
+    days: list[date]
+    requests: list[int]
+    failures: list[int]
+    cost: list[Decimal]
+    input_tokens: list[int]
+    cached_tokens: list[int]
+    output_tokens: list[int]
+    p50_ms: list[float | None]
+    p95_ms: list[float | None]
+    #: Spend per day of the top models, then "Other": (label, filters of that series, values).
+    cost_by_model: list[tuple[str, DashboardFilters | None, list[Decimal]]]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One model, user or feature over the period; ``filters`` select exactly its calls."""
+
+    label: str
+    filters: DashboardFilters
+    requests: int
+    failures: int
+    cache_hits: int
+    tokens: int
+    cost: Decimal
+    saved_cost: Decimal
+
+    @property
+    def avg_cost(self) -> Decimal | None:
+        return self.cost / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    """A budget's use in its current period ("reached": settled spend at or past the limit)."""
+
+    budget_id: int
+    name: str
+    scope: str
+    target: str
+    period: str
+    period_start: date
+    spent: Decimal
+    reserved: Decimal
+    soft_limit: Decimal | None
+    hard_limit: Decimal | None
+
+    @staticmethod
+    def _share(amount: Decimal, limit: Decimal | None) -> float | None:
+        return float(amount / limit) if limit else None
+
+    @property
+    def soft_share(self) -> float | None:
+        return self._share(self.spent, self.soft_limit)
+
+    @property
+    def hard_share(self) -> float | None:
+        return self._share(self.spent, self.hard_limit)
+
+    @property
+    def soft_reached(self) -> bool:
+        return self.soft_limit is not None and self.spent >= self.soft_limit
+
+    @property
+    def hard_reached(self) -> bool:
+        return self.hard_limit is not None and self.spent >= self.hard_limit
+
+    @property
+    def status(self) -> str:
+        return "hard" if self.hard_reached else "soft" if self.soft_reached else "ok"
+
+
+@dataclass(frozen=True)
+class LoggedCall:
+    """A row of the raw log, without its prompt and answer (never loaded for the tables)."""
+
+    id: UUID
+    created_at: datetime
+    provider: str
+    model: str
+    status: str
+    feature: str
+    user_id: int | None
+    total_tokens: int
+    cost: Decimal | None
+    latency_ms: float
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True)
+class RawTable:
+    rows: list[LoggedCall]
+    #: The query hit RAW_LOG_TIMEOUT_MS: the table is empty for that reason, not for lack of data.
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """What the filters offer: the values seen in the period's rollups."""
+
+    providers: list[str]
+    models: list[tuple[str, str]]
+    features: list[str]
+    #: (filter value, label), biggest spenders first.
+    users: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    filters: DashboardFilters
+    previous_filters: DashboardFilters
+    current: Totals
+    previous: Totals
+    figures: list[Figure]
+    daily: DailySeries
+    models: list[UsageRow]
+    users: list[UsageRow]
+    features: list[UsageRow]
+    budgets: list[BudgetUsage]
+    options: FilterOptions
+    expensive: RawTable | None
+    failures: RawTable | None
+
+    @property
+    def budgets_reached(self) -> list[BudgetUsage]:
+        return [b for b in self.budgets if b.status != "ok"]
+
+
+# -- queries --------------------------------------------------------------------------------------
+
+
+def _sum_aggregates() -> dict[str, Any]:
+    aggregates: dict[str, Any] = {name: Sum(name) for name in _SUMS}
+    # Element-wise sums of the histogram arrays: one column per bucket (SUM(h[i])).
+    aggregates |= {f"h{i}": Sum(f"latency_histogram__{i}") for i in range(_BUCKETS)}
+    return aggregates
+
+
+def _row_totals(row: Mapping[str, Any]) -> dict[str, Any]:
+    values = {name: row[name] or 0 for name in _SUMS}
+    values["latency_histogram"] = [row[f"h{i}"] or 0 for i in range(_BUCKETS)]
+    return values
+
+
+def model_day_rows(filters: DashboardFilters, *, since: date | None = None) -> list[dict[str, Any]]:
+    """Rollup sums per (day, provider, model) from ``since`` (default: the period start) to the end."""
+    rows = (LLMUsageDaily.objects
+            .filter(Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q())
+            .values("date", "provider", "model")
+            .annotate(**_sum_aggregates())
+            .order_by())
+    return [{"date": r["date"], "provider": r["provider"], "model": r["model"], **_row_totals(r)} for r in rows]
+
+
+def _model_label(provider: str, model: str, ambiguous: set[str]) -> str:
+    return f"{model} ({provider})" if model in ambiguous else model
+
+
+def _usage_row(label: str, filters: DashboardFilters, t: Totals) -> UsageRow:
+    return UsageRow(label=label, filters=filters, requests=t.requests, failures=t.failures, cache_hits=t.cache_hits,
+                    tokens=t.total_tokens, cost=t.cost, saved_cost=t.saved_cost)
+
+
+def summarise(filters: DashboardFilters, rows: list[dict[str, Any]]) -> tuple[Totals, Totals, DailySeries, list[UsageRow]]:
+    """Current and previous totals, the daily series and the models table, from ``model_day_rows``."""
+    previous = filters.previous()
+    current_totals, previous_totals = Totals(), Totals()
+    per_day: dict[date, Totals] = defaultdict(Totals)
+    per_model: dict[tuple[str, str], Totals] = defaultdict(Totals)
+    model_day_cost: dict[tuple[str, str], dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for row in rows:
+        if row["date"] < filters.start:
+            if row["date"] >= previous.start:
+                previous_totals.add(row)
+            continue
+        key = (row["provider"], row["model"])
+        current_totals.add(row)
+        per_day[row["date"]].add(row)
+        per_model[key].add(row)
+        model_day_cost[key][row["date"]] += row["cost"]
+
+    ranked = sorted(per_model.items(), key=lambda kv: (-kv[1].cost, -kv[1].requests, kv[0]))
+    ambiguous = {m for m, n in Counter(model for _, model in per_model).items() if n > 1}
+    models = [_usage_row(_model_label(p, m, ambiguous), filters.narrowed(provider=p, model=m), t)
+              for (p, m), t in ranked]
+
+    days = filters.day_list()
+    chart_series: list[tuple[str, DashboardFilters | None, list[Decimal]]] = []
+    for (p, m), _ in ranked[:CHART_MODELS]:
+        chart_series.append((_model_label(p, m, ambiguous), filters.narrowed(provider=p, model=m),
+                             [model_day_cost[(p, m)].get(d, _ZERO) for d in days]))
+    if len(ranked) > CHART_MODELS:
+        rest = [key for key, _ in ranked[CHART_MODELS:]]
+        chart_series.append((OTHER, None, [sum((model_day_cost[k].get(d, _ZERO) for k in rest), _ZERO)
+                                           for d in days]))
+
+    day_totals = [per_day.get(d) or Totals() for d in days]
+    daily = DailySeries(
+        days=days,
+        requests=[t.requests for t in day_totals],
+        failures=[t.failures for t in day_totals],
+        cost=[t.cost for t in day_totals],
+        input_tokens=[t.input_tokens for t in day_totals],
+        cached_tokens=[t.cached_tokens for t in day_totals],
+        output_tokens=[t.completion_tokens for t in day_totals],
+        p50_ms=[t.p50_ms for t in day_totals],
+        p95_ms=[t.p95_ms for t in day_totals],
+        cost_by_model=chart_series,
+    )
+    return current_totals, previous_totals, daily, models
+
+
+def _breakdown(filters: DashboardFilters, *group_by: str, limit: int = TOP_ROWS) -> list[dict[str, Any]]:
+    return list(LLMUsageDaily.objects.filter(filters.rollup_q())
+                .values(*group_by)
+                .annotate(**{name: Sum(name) for name in ("requests", "failures", "cache_hits", "total_tokens",
+                                                          "cost", "saved_cost")})
+                .order_by("-cost", "-requests", *group_by)[:limit])
+
+
+def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]) -> UsageRow:
+    return UsageRow(label=label, filters=filters, requests=row["requests"] or 0, failures=row["failures"] or 0,
+                    cache_hits=row["cache_hits"] or 0, tokens=row["total_tokens"] or 0, cost=row["cost"] or _ZERO,
+                    saved_cost=row["saved_cost"] or _ZERO)
+
+
+def user_label(user_id: int | None, email: str | None = None, username: str | None = None) -> str:
+    if user_id is None:
+        return "(no user)"
+    return email or username or f"user #{user_id} (deleted)"
+
+
+def usage_by_user(filters: DashboardFilters, limit: int = TOP_ROWS) -> list[UsageRow]:
+    """The biggest spenders; the join only names the ``limit`` grouped rows' users."""
+    rows = _breakdown(filters, "user_id", "user__email", "user__username", limit=limit)
+    return [_breakdown_row(user_label(r["user_id"], r["user__email"], r["user__username"]),
+                           filters.narrowed(user_id=r["user_id"], without_user=r["user_id"] is None), r)
+            for r in rows]
+
+
+def usage_by_feature(filters: DashboardFilters, limit: int = TOP_ROWS) -> list[UsageRow]:
+    return [_breakdown_row(r["feature"] or "(no feature)", filters.narrowed(feature=r["feature"]), r)
+            for r in _breakdown(filters, "feature", limit=limit)]
+
+
+def filter_options(filters: DashboardFilters) -> FilterOptions:
+    """Providers, models, features and users seen in the period, in one GROUPING SETS query."""
+    from django.contrib.auth import get_user_model
+
+    users_table = connection.ops.quote_name(get_user_model()._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH g AS (
+                SELECT provider, model, feature, user_id,
+                       GROUPING(provider, model) AS by_model, GROUPING(feature) AS by_feature,
+                       GROUPING(user_id) AS by_user, SUM(cost) AS cost
+                FROM {LLMUsageDaily._meta.db_table}
+                WHERE date BETWEEN %s AND %s
+                GROUP BY GROUPING SETS ((provider, model), (feature), (user_id))
+            )
+            SELECT g.provider, g.model, g.feature, g.user_id, g.by_model, g.by_feature, g.by_user,
+                   u.email, u.username
+            FROM g LEFT JOIN {users_table} u ON g.by_user = 0 AND u.id = g.user_id
+            ORDER BY g.cost DESC, g.provider, g.model, g.feature, g.user_id
+            """,
+            [filters.start, filters.end],
+        )
+        rows = cursor.fetchall()
+    models, features, users = [], [], []
+    for provider, model, feature, user_id, by_model, by_feature, by_user, email, username in rows:
+        if by_model == 0:
+            models.append((provider, model))
+        elif by_feature == 0:
+            features.append(feature)
+        elif by_user == 0 and len(users) < MAX_USER_CHOICES:
+            users.append((NO_USER if user_id is None else str(user_id), user_label(user_id, email, username)))
+    return FilterOptions(providers=sorted({p for p, _ in models}), models=sorted(models, key=lambda pm: pm[1]),
+                         features=sorted(features), users=users)
+
+
+def with_current_spend(budgets: QuerySet[Budget], today: date | None = None) -> QuerySet[Budget]:
+    """Annotate ``current_spent`` / ``current_reserved`` / ``current_period_start`` (one query, no N+1).
+
+    "Today" is the budgets' own (``timezone.localdate()``, as ``BudgetGuard`` reserves against).
+    """
+    today = today or timezone.localdate()
+    month_start = today.replace(day=1)
+    is_month = Q(period=Budget.Period.MONTH)
+
+    def current(column: str) -> Coalesce:
+        def spend(start: date) -> Subquery:
+            return Subquery(BudgetSpend.objects.filter(budget=OuterRef("pk"), period_start=start).values(column)[:1])
+
+        return Coalesce(Case(When(is_month, then=spend(month_start)), default=spend(today), output_field=_MONEY),
+                        Value(_ZERO), output_field=_MONEY)
+
+    return budgets.annotate(
+        current_spent=current("spent"), current_reserved=current("reserved"),
+        current_period_start=Case(When(is_month, then=Value(month_start)), default=Value(today)),
+    )
+
+
+def budget_usage(today: date | None = None) -> list[BudgetUsage]:
+    """Every active budget's use in its current period, most used (against its limits) first."""
+    budgets = with_current_spend(Budget.objects.filter(is_active=True).select_related("user"), today)
+    usage = [
+        BudgetUsage(budget_id=b.pk, name=b.name, scope=b.scope, target=budget_target(b), period=b.period,
+                    period_start=b.current_period_start, spent=b.current_spent, reserved=b.current_reserved,
+                    soft_limit=b.soft_limit, hard_limit=b.hard_limit)
+        for b in budgets
+    ]
+    return sorted(usage, key=lambda u: (-(u.hard_share or 0), -(u.soft_share or 0), u.name))
+
+
+def budget_target(budget: Budget) -> str:
+    if budget.scope == Budget.Scope.USER:
+        return user_label(budget.user_id, getattr(budget.user, "email", None), getattr(budget.user, "username", None))
+    if budget.scope == Budget.Scope.FEATURE:
+        return budget.feature
+    return "everything"
+
+
+# -- the raw log: bounded ---------------------------------------------------------------------------
+
+_CALL_FIELDS = [f.name for f in dataclasses.fields(LoggedCall)]
+
+
+@contextmanager
+def _bounded() -> Iterator[None]:
+    """Run the enclosed queries under a statement timeout, put back afterwards when nested.
+
+    ``set_config(..., true)`` is SET LOCAL: it ends with our transaction, but inside an enclosing
+    one (ATOMIC_REQUESTS, tests) it would outlive the block, hence the restore.
+    """
+    nested = connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+                       [f"{RAW_LOG_TIMEOUT_MS}ms"])
+        (before, _), = cursor.fetchall()
+        yield
+        if nested:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
+
+
+def _raw_table(queryset: QuerySet, limit: int) -> RawTable:
+    try:
+        with _bounded():
+            rows = list(queryset.values(*_CALL_FIELDS)[:limit])
+    except DatabaseError:
+        logger.warning("Dashboard request-log query timed out or failed", exc_info=True)
+        return RawTable(rows=[], timed_out=True)
+    return RawTable(rows=[LoggedCall(**row) for row in rows])
+
+
+def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = None,
+                         limit: int = TOP_ROWS) -> RawTable:
+    """The costliest calls of the period, ORDER BY cost DESC LIMIT ``limit``.
+
+    ``matching`` (calls in the period per the rollups) chooses the plan: few matches are read
+    through the created_at / dimension indexes and sorted (``cost + 0`` keeps the planner off the
+    cost index, which it would otherwise walk through rows of other days and dimensions); many
+    matches are dense in the partial index on -cost, which then yields the top rows at once.
+    """
+    if matching == 0:
+        return RawTable(rows=[])
+    queryset = LLMRequest.objects.filter(filters.request_log_q(), cost__isnull=False)
+    if matching is not None and matching <= RANGE_SCAN_MAX:
+        queryset = queryset.order_by(ExpressionWrapper(F("cost") + Value(_ZERO), output_field=_MONEY).desc(),
+                                     "-created_at")
+    else:
+        queryset = queryset.order_by("-cost")
+    return _raw_table(queryset, limit)
+
+
+def recent_failures(filters: DashboardFilters, *, matching: int | None = None, limit: int = TOP_ROWS) -> RawTable:
+    """The newest failed calls of the period (the (status, -created_at) index, LIMIT ``limit``)."""
+    if matching == 0:
+        return RawTable(rows=[])
+    queryset = LLMRequest.objects.filter(filters.request_log_q(), status=LLMRequest.Status.ERROR)
+    return _raw_table(queryset.order_by("-created_at"), limit)
+
+
+# -- everything -----------------------------------------------------------------------------------
+
+
+def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_today: date | None = None) -> Dashboard:
+    """All the dashboard's figures for ``filters``; ``raw_log=False`` skips the request tables."""
+    previous_filters = filters.previous()
+    rows = model_day_rows(filters, since=previous_filters.start)
+    current, previous, daily, models = summarise(filters, rows)
+    return Dashboard(
+        filters=filters,
+        previous_filters=previous_filters,
+        current=current,
+        previous=previous,
+        figures=headline(current, previous),
+        daily=daily,
+        models=models,
+        users=usage_by_user(filters),
+        features=usage_by_feature(filters),
+        budgets=budget_usage(budgets_today),
+        options=filter_options(filters),
+        expensive=most_expensive_calls(filters, matching=current.requests) if raw_log else None,
+        failures=recent_failures(filters, matching=current.failures) if raw_log else None,
+    )
