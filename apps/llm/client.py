@@ -146,7 +146,7 @@ class LLMClient:
         started = time.perf_counter()
         attempts = 0
 
-        def call() -> dict:
+        def fetch() -> ChatResponse:
             nonlocal attempts
             reservation = self._reserve(providers[0], model, messages, params, user, feature)
             response = None
@@ -162,17 +162,18 @@ class LLMClient:
                 )
             finally:
                 self.budgets.settle(reservation, response.cost if response else None)
-            return response.model_dump(mode="json")
+            return response
 
         try:
             if cache:
-                payload, hit = self.cache.get_or_call(key, call)
+                payload, hit = self.cache.get_or_call(key, lambda: fetch().model_dump(mode="json"))
+                response = ChatResponse.model_validate(payload)
             else:
-                payload, hit = call(), False
+                response, hit = fetch(), False
         except errors.LLMError as error:
             self._record_failure("chat", providers[0], model, error, started, attempts, key, user, feature)
             raise
-        response = self._finish_chat(payload, hit, started, attempts)
+        response = self._finish_chat(response, hit, started, attempts)
         self._record_chat("chat", providers[0], response, key, user, feature, messages)
         return response
 
@@ -193,7 +194,7 @@ class LLMClient:
         key = self._chat_cache_key(providers[0], model, messages, params)
         started = time.perf_counter()
         if cache and (payload := self.cache.get(key)) is not None:
-            response = self._finish_chat(payload, True, started, 0)
+            response = self._finish_chat(ChatResponse.model_validate(payload), True, started, 0)
             self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
             return ChatStream.from_response(response)
 
@@ -457,8 +458,7 @@ class LLMClient:
             return response
         return response.model_copy(update={"cost": breakdown.total, "price_id": breakdown.pricing.price_id})
 
-    def _finish_chat(self, payload: dict, hit: bool, started: float, attempts: int) -> ChatResponse:
-        response = ChatResponse.model_validate(payload)
+    def _finish_chat(self, response: ChatResponse, hit: bool, started: float, attempts: int) -> ChatResponse:
         if hit:
             return response.model_copy(update={
                 "cached": True, "saved_cost": response.cost, "cost": Decimal(0), "provider_cost": None,
