@@ -123,13 +123,14 @@ class DatabaseRecorder:
 
     def __init__(self, spool_dir: Path, *, using: str = "default", store_text: bool = False,
                  text_limit: int = 20_000, batch_size: int = 500, flush_interval: float = 0.2,
-                 retry_interval: float = 2.0):
+                 linger: float = 0.05, retry_interval: float = 2.0):
         self.spool_dir = spool_dir
         self.using = using
         self.store_text = store_text
         self.text_limit = text_limit
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.linger = linger
         self.retry_interval = retry_interval
         self._lock = threading.Condition()
         self._pending: list[CallRecord] = []
@@ -204,6 +205,8 @@ class DatabaseRecorder:
                 self._lock.wait_for(lambda: self._pending or self._stopping, self.flush_interval)
                 if self._stopping and not self._pending:
                     return
+                # Linger a moment so that busy periods are written in batches, not row by row.
+                self._lock.wait_for(lambda: len(self._pending) >= self.batch_size or self._stopping, self.linger)
                 batch, segment = self._take_batch()
             if segment is not None:
                 done_segments.append(segment)
