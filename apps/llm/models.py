@@ -149,16 +149,18 @@ class LLMRequest(models.Model):
     provider_cost = _money(null=True, blank=True, help_text="What the provider reported it charged.")
     saved_cost = _money(null=True, blank=True, help_text="A cache hit: the cost of the call it replaced.")
     price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
-                              db_constraint=False, help_text="The price sheet the cost was computed from.")
+                              db_constraint=False, db_index=False,
+                              help_text="The price sheet the cost was computed from.")
     cached = models.BooleanField(default=False)
 
     latency_ms = models.FloatField(default=0)
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=1)
     cache_key = models.CharField(max_length=100, blank=True, default="")
-    # No database constraint: a deleted user must not make the log unwritable.
+    # No database constraint: a deleted user must not make the log unwritable. No index of its
+    # own either: llm_request_user (user, -created_at) serves every lookup by user.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
-                             db_constraint=False, related_name="+")
+                             db_constraint=False, db_index=False, related_name="+")
     feature = models.CharField(max_length=100, blank=True, default="")
     key_fingerprint = models.CharField(max_length=16, blank=True, default="",
                                        help_text="SHA-256 prefix of the API key used; never the key.")

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -146,6 +146,9 @@ class DatabaseRecorder:
     # -- the caller's side: cheap and infallible ------------------------------------------
 
     def record(self, call: CallRecord) -> None:
+        if not self.store_text:
+            # Text that may not be stored must not reach the spool file on disk either.
+            call = replace(call, prompt=None, response_text=None)
         line = record_to_json(call) + "\n"
         with self._lock:
             self._spool().write(line)

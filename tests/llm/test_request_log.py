@@ -246,3 +246,14 @@ def test_a_record_the_database_refuses_is_set_aside_not_retried_forever(tmp_path
 def test_failure_records_carry_the_error(sim):
     record = make_record(status=ERROR, error_type="RateLimitError", error_message="slow down")
     assert '"error_type": "RateLimitError"' in record_to_json(record)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_text_that_may_not_be_stored_never_reaches_the_spool(tmp_path):
+    recorder = DatabaseRecorder(tmp_path / "spool", store_text=False, linger=5)
+    recorder.record(make_record(prompt=[{"role": "user", "content": "secret plans"}], response_text="the answer"))
+    spooled = "".join(p.read_text() for p in (tmp_path / "spool").glob("*.jsonl"))
+    assert spooled and "secret plans" not in spooled and "the answer" not in spooled
+    assert recorder.flush(30)
+    recorder.close()
+    assert LLMRequest.objects.get().prompt is None
