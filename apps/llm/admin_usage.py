@@ -35,6 +35,7 @@ from unfold.contrib.filters.admin import (
     RangeDateFilter,
     TextFilter,
 )
+from unfold.utils import parse_date_str
 from unfold.views import ChangeList
 
 from .dashboard import NO_FEATURE, budget_target, parse_feature, parse_user, with_current_spend
@@ -139,12 +140,18 @@ class DayRangeFilter(RangeDateFilter):
 
 
 def _iso_date(value: Any) -> date | None:
+    """ISO (what the dashboard links and the calendar widget write), else the site's input formats."""
     if isinstance(value, list):
         value = value[0] if value else None
+    if not value:
+        return None
     try:
-        return date.fromisoformat(value) if value else None
+        return date.fromisoformat(value)
     except ValueError:
-        raise IncorrectLookupParameters(f"Not a date: {value!r}") from None
+        parsed = parse_date_str(value)
+    if parsed is None:
+        raise IncorrectLookupParameters(f"Not a date: {value!r}")
+    return parsed
 
 
 class ProviderFilter(DropdownFilter):
@@ -389,18 +396,18 @@ class LLMRequestAdmin(ModelAdmin):
             pass
         return queryset.filter(Q(request_id=term) | Q(model=term)), False
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description="status")
     def status_label(self, obj: LLMRequest) -> str:
         return format_html('<span title="{}">{}</span>', obj.error_type,
                            _label(obj.status, STATUS_VARIANTS.get(obj.status, "")))
 
-    @admin.display(description="user", ordering="user")
+    @admin.display(description="user")
     def user_display(self, obj: LLMRequest) -> str:
         if obj.user_id is None:
             return "—"
         return str(obj.user) if obj.user else f"#{obj.user_id}"
 
-    @admin.display(description="cost", ordering="cost")
+    @admin.display(description="cost")
     def cost_display(self, obj: LLMRequest) -> str:
         if obj.cost is None:
             return "unknown price"
@@ -408,7 +415,7 @@ class LLMRequestAdmin(ModelAdmin):
             return f"{money(obj.cost)} (saved {money(obj.saved_cost)})"
         return money(obj.cost)
 
-    @admin.display(description="latency", ordering="latency_ms")
+    @admin.display(description="latency")
     def latency_display(self, obj: LLMRequest) -> str:
         return f"{obj.latency_ms:,.0f} ms"
 

@@ -3,13 +3,14 @@
 Everything is computed from the daily rollups (``LLMUsageDaily``), whose size grows with
 days x models x users x features, not with the number of calls. Only the two request tables
 (the most expensive calls, the latest failures) read the raw log; both are LIMITed to a few
-rows inside the chosen period, pick their index from the counts the rollups already gave, and
-run under a statement timeout, so a 10M-row log cannot make the page slow.
+rows inside the period, choose their plan from the counts the rollups already gave, and run
+under a statement timeout, so a log of tens of millions of rows cannot make the page hang.
 
-A render costs a fixed number of queries whatever the period: one GROUP BY (day, provider,
-model) over the period and the one before it (headline figures, daily charts, models table and
-latency histograms all come from it), one per breakdown (users, features), one for the filter
-choices, one for budgets, and at most two on the raw log.
+A render costs a fixed number of queries whatever the period: two passes over the rollups
+(one GROUP BY (day, provider, model) over the period and the one before it, for the headline,
+the daily charts, the models table and the latency histograms; one GROUPING SETS over the
+period for the user and feature breakdowns and the filter choices), one for the budgets, and
+at most three small ones on the raw log.
 
 Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timestamps.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,9 +28,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.db import DatabaseError, connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import (
     Case,
+    DateTimeField,
     DecimalField,
     ExpressionWrapper,
     F,
@@ -50,28 +52,30 @@ from .pricing import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 logger = logging.getLogger(__name__)
 
 #: Period choices: name -> number of days ending today (inclusive).
-PERIODS: dict[str, int] = {"today": 1, "7d": 7, "30d": 30, "90d": 90}
-PERIOD_LABELS: dict[str, str] = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days",
-                                 "90d": "Last 90 days", "custom": "Custom range"}
-DEFAULT_PERIOD = "30d"
+PERIODS: dict[str, int] = {"today": 1, "7": 7, "30": 30, "90": 90}
+PERIOD_LABELS: dict[str, str] = {"today": "Today", "7": "Last 7 days", "30": "Last 30 days",
+                                 "90": "Last 90 days", "custom": "Custom range"}
+DEFAULT_PERIOD = "30"
 #: Longest custom range: the daily charts and the (day x model) query stay small.
 MAX_DAYS = 366
 #: Models drawn separately in the spend chart; the rest are summed into "Other".
 CHART_MODELS = 6
 #: Rows in each "top" table and breakdown chart.
 TOP_ROWS = 10
-#: Users offered in the user filter (the biggest spenders of the period).
-MAX_USER_CHOICES = 300
+#: Values each filter dropdown offers (the biggest spenders of the period).
+MAX_CHOICES = 300
 
 #: Filter values that select calls *without* a user / feature ("" and absent mean "all").
 NO_USER = "none"
 NO_FEATURE = "-"
 OTHER = "Other"
 
-#: Below this many matching calls (known from the rollups) the most-expensive query reads the
-#: matching rows through the time/dimension indexes and sorts them; above it, matches are dense
-#: enough that walking the partial index on -cost finds ten of them almost at once.
+#: Up to this many matching calls (known from the rollups) the raw-log tables read all of them
+#: through the time/dimension indexes and sort; above it they first try the ordered index walk
+#: (see most_expensive_calls and recent_failures).
 RANGE_SCAN_MAX = 20_000
+#: How far down the cost index the most-expensive probe looks (index entries and heap rows).
+PROBE_ROWS = 20_000
 #: Hard bound on each raw-log query; a timed-out table says so instead of hanging the page.
 RAW_LOG_TIMEOUT_MS = 2_000
 
@@ -125,8 +129,8 @@ class DashboardFilters:
     @classmethod
     def for_period(cls, period: str = DEFAULT_PERIOD, *, today: date | None = None, **dims: Any) -> DashboardFilters:
         today = today or rollup_today()
-        days = PERIODS.get(period) or PERIODS[DEFAULT_PERIOD]
-        return cls(start=today - timedelta(days=days - 1), end=today, period=period, **dims)
+        period = _period_name(period)
+        return cls(start=today - timedelta(days=PERIODS[period] - 1), end=today, period=period, **dims)
 
     @classmethod
     def from_query(cls, query: Mapping[str, str], *, today: date | None = None) -> DashboardFilters:
@@ -148,8 +152,6 @@ class DashboardFilters:
                 # Clamped so that a typo ("0202-01-01") cannot ask for centuries of days.
                 start = max(start, end - timedelta(days=MAX_DAYS - 1))
                 return cls(start=start, end=end, period="custom", **dims)
-            period = DEFAULT_PERIOD
-        if period not in PERIODS:
             period = DEFAULT_PERIOD
         return cls.for_period(period, today=today, **dims)
 
@@ -204,6 +206,23 @@ class DashboardFilters:
             q &= Q(feature=self.feature)
         return q
 
+    def dimensions_sql(self) -> tuple[str, list[Any]]:
+        """``dimensions_q`` as a SQL condition, for the raw queries (same columns in both tables)."""
+        parts, params = [], []
+        for column, value in (("provider", self.provider), ("model", self.model)):
+            if value:
+                parts.append(f"{column} = %s")
+                params.append(value)
+        if self.without_user:
+            parts.append("user_id IS NULL")
+        elif self.user_id is not None:
+            parts.append("user_id = %s")
+            params.append(self.user_id)
+        if self.feature is not None:
+            parts.append("feature = %s")
+            params.append(self.feature)
+        return " AND ".join(parts) or "TRUE", params
+
     def rollup_q(self) -> Q:
         return Q(date__gte=self.start, date__lte=self.end) & self.dimensions_q()
 
@@ -216,6 +235,13 @@ class DashboardFilters:
     def request_log_q(self) -> Q:
         since, until = self.window
         return Q(created_at__gte=since, created_at__lt=until) & self.dimensions_q()
+
+
+def _period_name(value: str) -> str:
+    """A preset period's key; "7d" is read as "7", anything unknown as the default."""
+    value = value.strip().lower()
+    value = value.removesuffix("d") if value[:-1].isdigit() else value
+    return value if value in PERIODS else DEFAULT_PERIOD
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -457,7 +483,7 @@ class FilterOptions:
     providers: list[str]
     models: list[tuple[str, str]]
     features: list[str]
-    #: (filter value, label), biggest spenders first.
+    #: (filter value, label) of the period's biggest spenders (MAX_CHOICES).
     users: list[tuple[str, str]]
 
 
@@ -517,7 +543,8 @@ def _usage_row(label: str, filters: DashboardFilters, t: Totals) -> UsageRow:
                     tokens=t.total_tokens, cost=t.cost, saved_cost=t.saved_cost)
 
 
-def summarise(filters: DashboardFilters, rows: list[dict[str, Any]]) -> tuple[Totals, Totals, DailySeries, list[UsageRow]]:
+def summarise(filters: DashboardFilters,
+              rows: list[dict[str, Any]]) -> tuple[Totals, Totals, DailySeries, list[UsageRow]]:
     """Current and previous totals, the daily series and the models table, from ``model_day_rows``."""
     previous = filters.previous()
     current_totals, previous_totals = Totals(), Totals()
@@ -566,73 +593,94 @@ def summarise(filters: DashboardFilters, rows: list[dict[str, Any]]) -> tuple[To
     return current_totals, previous_totals, daily, models
 
 
-def _breakdown(filters: DashboardFilters, *group_by: str, limit: int = TOP_ROWS) -> list[dict[str, Any]]:
-    return list(LLMUsageDaily.objects.filter(filters.rollup_q())
-                .values(*group_by)
-                .annotate(**{name: Sum(name) for name in ("requests", "failures", "cache_hits", "total_tokens",
-                                                          "cost", "saved_cost")})
-                .order_by("-cost", "-requests", *group_by)[:limit])
-
-
-def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]) -> UsageRow:
-    return UsageRow(label=label, filters=filters, requests=row["requests"] or 0, failures=row["failures"] or 0,
-                    cache_hits=row["cache_hits"] or 0, tokens=row["total_tokens"] or 0, cost=row["cost"] or _ZERO,
-                    saved_cost=row["saved_cost"] or _ZERO)
-
-
 def user_label(user_id: int | None, email: str | None = None, username: str | None = None) -> str:
     if user_id is None:
         return "(no user)"
     return email or username or f"user #{user_id} (deleted)"
 
 
-def usage_by_user(filters: DashboardFilters, limit: int = TOP_ROWS) -> list[UsageRow]:
-    """The biggest spenders; the join only names the ``limit`` grouped rows' users."""
-    rows = _breakdown(filters, "user_id", "user__email", "user__username", limit=limit)
-    return [_breakdown_row(user_label(r["user_id"], r["user__email"], r["user__username"]),
-                           filters.narrowed(user_id=r["user_id"], without_user=r["user_id"] is None), r)
-            for r in rows]
+@dataclass(frozen=True)
+class Breakdowns:
+    users: list[UsageRow]
+    features: list[UsageRow]
+    options: FilterOptions
 
 
-def usage_by_feature(filters: DashboardFilters, limit: int = TOP_ROWS) -> list[UsageRow]:
-    return [_breakdown_row(r["feature"] or "(no feature)", filters.narrowed(feature=r["feature"]), r)
-            for r in _breakdown(filters, "feature", limit=limit)]
+_BREAKDOWN_SUMS = ("requests", "failures", "cache_hits", "total_tokens", "cost", "saved_cost")
 
 
-def filter_options(filters: DashboardFilters) -> FilterOptions:
-    """Providers, models, features and users seen in the period, in one GROUPING SETS query."""
+def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
+    """Spend by user and by feature, and the filter choices, in one pass over the period's rollups.
+
+    One GROUPING SETS query: the (user), (feature) and (provider, model) groups of every rollup
+    row of the period. The sums count only the rows matching the filters (FILTER (WHERE ...));
+    the choices are ranked by all rows, so picking a model still offers the others. The
+    rollups have no index but the date's, so reading the period once is the least possible.
+    """
     from django.contrib.auth import get_user_model
 
+    dims, params = filters.dimensions_sql()
+    sums = ",\n".join(f"COALESCE(SUM({c}) FILTER (WHERE matching), 0) AS {c}" for c in _BREAKDOWN_SUMS)
     users_table = connection.ops.quote_name(get_user_model()._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             WITH g AS (
-                SELECT provider, model, feature, user_id,
-                       GROUPING(provider, model) AS by_model, GROUPING(feature) AS by_feature,
-                       GROUPING(user_id) AS by_user, SUM(cost) AS cost
-                FROM {LLMUsageDaily._meta.db_table}
-                WHERE date BETWEEN %s AND %s
-                GROUP BY GROUPING SETS ((provider, model), (feature), (user_id))
+                SELECT provider, model, user_id, feature,
+                       GROUPING(provider, model) AS by_model, GROUPING(user_id) AS by_user,
+                       GROUPING(feature) AS by_feature, SUM(cost) AS all_cost, {sums}
+                FROM (SELECT *, ({dims}) AS matching FROM {LLMUsageDaily._meta.db_table}
+                      WHERE date BETWEEN %s AND %s) r
+                GROUP BY GROUPING SETS ((provider, model), (user_id), (feature))
+            ), ranked AS (
+                SELECT g.*,
+                       row_number() OVER (PARTITION BY by_model, by_user, by_feature
+                                          ORDER BY cost DESC, requests DESC, provider, model, user_id, feature) AS rank,
+                       row_number() OVER (PARTITION BY by_model, by_user, by_feature
+                                          ORDER BY all_cost DESC, provider, model, user_id, feature) AS rank_all
+                FROM g
             )
-            SELECT g.provider, g.model, g.feature, g.user_id, g.by_model, g.by_feature, g.by_user,
-                   u.email, u.username
-            FROM g LEFT JOIN {users_table} u ON g.by_user = 0 AND u.id = g.user_id
-            ORDER BY g.cost DESC, g.provider, g.model, g.feature, g.user_id
+            SELECT ranked.*, u.email, u.username
+            FROM ranked LEFT JOIN {users_table} u ON ranked.by_user = 0 AND u.id = ranked.user_id
+            WHERE ranked.rank_all <= %s OR (ranked.rank <= %s AND ranked.requests > 0)
+            ORDER BY ranked.rank
             """,
-            [filters.start, filters.end],
+            [*params, filters.start, filters.end, MAX_CHOICES, limit],
         )
-        rows = cursor.fetchall()
-    models, features, users = [], [], []
-    for provider, model, feature, user_id, by_model, by_feature, by_user, email, username in rows:
-        if by_model == 0:
-            models.append((provider, model))
-        elif by_feature == 0:
-            features.append(feature)
-        elif by_user == 0 and len(users) < MAX_USER_CHOICES:
-            users.append((NO_USER if user_id is None else str(user_id), user_label(user_id, email, username)))
-    return FilterOptions(providers=sorted({p for p, _ in models}), models=sorted(models, key=lambda pm: pm[1]),
-                         features=sorted(features), users=users)
+        columns = [c.name for c in cursor.description]
+        rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    users, features, models, user_choices, feature_choices = [], [], [], [], []
+    for r in rows:
+        in_top = r["rank"] <= limit and r["requests"] > 0
+        chosen = r["rank_all"] <= MAX_CHOICES
+        if r["by_model"] == 0:
+            if chosen:
+                models.append((r["provider"], r["model"]))
+        elif r["by_user"] == 0:
+            label = user_label(r["user_id"], r["email"], r["username"])
+            if in_top:
+                users.append(_breakdown_row(label, filters.narrowed(user_id=r["user_id"],
+                                                                    without_user=r["user_id"] is None), r))
+            if chosen:
+                user_choices.append((NO_USER if r["user_id"] is None else str(r["user_id"]), label))
+        elif r["by_feature"] == 0:
+            if in_top:
+                features.append(_breakdown_row(r["feature"] or "(no feature)",
+                                               filters.narrowed(feature=r["feature"]), r))
+            if chosen:
+                feature_choices.append(r["feature"])
+    options = FilterOptions(providers=sorted({p for p, _ in models}), models=sorted(models, key=lambda pm: pm[1]),
+                            features=sorted(feature_choices),
+                            # Alphabetical, "(no user)" first (the list holds the biggest spenders).
+                            users=sorted(user_choices, key=lambda choice: (choice[0] != NO_USER, choice[1])))
+    return Breakdowns(users=users, features=features, options=options)
+
+
+def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]) -> UsageRow:
+    return UsageRow(label=label, filters=filters, requests=row["requests"], failures=row["failures"],
+                    cache_hits=row["cache_hits"], tokens=row["total_tokens"], cost=row["cost"],
+                    saved_cost=row["saved_cost"])
 
 
 def with_current_spend(budgets: QuerySet[Budget], today: date | None = None) -> QuerySet[Budget]:
@@ -699,12 +747,12 @@ def _bounded() -> Iterator[None]:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
 
 
-def _raw_table(queryset: QuerySet, limit: int) -> RawTable:
+def _raw_table(fetch: Callable[[], Iterable[Mapping[str, Any]]]) -> RawTable:
     try:
         with _bounded():
-            rows = list(queryset.values(*_CALL_FIELDS)[:limit])
-    except DatabaseError:
-        logger.warning("Dashboard request-log query timed out or failed", exc_info=True)
+            rows = list(fetch())
+    except OperationalError:  # the statement timeout (QueryCanceled)
+        logger.warning("Dashboard request-log query cut short", exc_info=True)
         return RawTable(rows=[], timed_out=True)
     return RawTable(rows=[LoggedCall(**row) for row in rows])
 
@@ -713,28 +761,54 @@ def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = No
                          limit: int = TOP_ROWS) -> RawTable:
     """The costliest calls of the period, ORDER BY cost DESC LIMIT ``limit``.
 
-    ``matching`` (calls in the period per the rollups) chooses the plan: few matches are read
-    through the created_at / dimension indexes and sorted (``cost + 0`` keeps the planner off the
-    cost index, which it would otherwise walk through rows of other days and dimensions); many
-    matches are dense in the partial index on -cost, which then yields the top rows at once.
+    ``matching`` (the period's calls per the rollups) picks the plan. Few matches: read them all
+    through the created_at / dimension indexes and keep the top (``cost + 0`` keeps the planner
+    off the cost index, which could walk through every costlier call of other days, models or
+    users first). Many: probe the ``PROBE_ROWS`` costliest calls of the whole log (the partial
+    index on -cost); if ``limit`` of them match, they are the answer, since every other match
+    costs less. Otherwise (the matches are among the cheap calls) read the matches after all.
     """
     if matching == 0:
         return RawTable(rows=[])
+    if matching is None or matching > RANGE_SCAN_MAX:
+        probe = _probe_costliest(filters, limit)
+        if probe.timed_out or len(probe.rows) == limit:
+            return probe
     queryset = LLMRequest.objects.filter(filters.request_log_q(), cost__isnull=False)
-    if matching is not None and matching <= RANGE_SCAN_MAX:
-        queryset = queryset.order_by(ExpressionWrapper(F("cost") + Value(_ZERO), output_field=_MONEY).desc(),
-                                     "-created_at")
-    else:
-        queryset = queryset.order_by("-cost")
-    return _raw_table(queryset, limit)
+    order = ExpressionWrapper(F("cost") + Value(_ZERO), output_field=_MONEY).desc()
+    return _raw_table(lambda: queryset.order_by(order, "-created_at").values(*_CALL_FIELDS)[:limit])
+
+
+def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
+    dims, params = filters.dimensions_sql()
+    columns = ", ".join(connection.ops.quote_name(c) for c in _CALL_FIELDS)
+    sql = (f"SELECT {columns} FROM (SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
+           f"ORDER BY cost DESC LIMIT %s) top "
+           f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC LIMIT %s")
+
+    def run() -> list[dict[str, Any]]:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [PROBE_ROWS, *filters.window, *params, limit])
+            return [dict(zip(_CALL_FIELDS, row)) for row in cursor.fetchall()]
+
+    return _raw_table(run)
 
 
 def recent_failures(filters: DashboardFilters, *, matching: int | None = None, limit: int = TOP_ROWS) -> RawTable:
-    """The newest failed calls of the period (the (status, -created_at) index, LIMIT ``limit``)."""
+    """The newest failed calls of the period, newest first, LIMIT ``limit``.
+
+    Many matches: walk the (status, -created_at) index from the end of the period. Few (the
+    rollups' failure count): those errors may be scattered among many others, so read just
+    them through the best index for the filters and sort (``created_at + 0s`` forbids the walk).
+    """
     if matching == 0:
         return RawTable(rows=[])
     queryset = LLMRequest.objects.filter(filters.request_log_q(), status=LLMRequest.Status.ERROR)
-    return _raw_table(queryset.order_by("-created_at"), limit)
+    if matching is not None and matching <= RANGE_SCAN_MAX and filters.dimensions_q():
+        order = ExpressionWrapper(F("created_at") + Value(timedelta(0)), output_field=DateTimeField()).desc()
+    else:
+        order = F("created_at").desc()
+    return _raw_table(lambda: queryset.order_by(order).values(*_CALL_FIELDS)[:limit])
 
 
 # -- everything -----------------------------------------------------------------------------------
@@ -745,6 +819,7 @@ def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_
     previous_filters = filters.previous()
     rows = model_day_rows(filters, since=previous_filters.start)
     current, previous, daily, models = summarise(filters, rows)
+    split = breakdowns(filters)
     return Dashboard(
         filters=filters,
         previous_filters=previous_filters,
@@ -753,10 +828,10 @@ def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_
         figures=headline(current, previous),
         daily=daily,
         models=models,
-        users=usage_by_user(filters),
-        features=usage_by_feature(filters),
+        users=split.users,
+        features=split.features,
         budgets=budget_usage(budgets_today),
-        options=filter_options(filters),
+        options=split.options,
         expensive=most_expensive_calls(filters, matching=current.requests) if raw_log else None,
         failures=recent_failures(filters, matching=current.failures) if raw_log else None,
     )

@@ -22,6 +22,7 @@ from .admin_usage import money
 from .dashboard import (
     OTHER,
     PERIOD_LABELS,
+    TOP_ROWS,
     Dashboard,
     DashboardFilters,
     DailySeries,
@@ -82,7 +83,7 @@ def format_change(figure: Figure) -> tuple[str, str]:
     if change is None:
         return ("new" if figure.value and not figure.previous else "—"), "neutral"
     text = f"{change * 100:+.1f} pts" if figure.kind == "rate" else f"{change * 100:+.1f}%"
-    if not change or figure.lower_is_better is None:
+    if round(change * 100, 1) == 0 or figure.lower_is_better is None:
         return text, "neutral"
     return text, "good" if (change < 0) == figure.lower_is_better else "bad"
 
@@ -219,8 +220,8 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
         "budgets": data.budgets,
         "budgets_reached": data.budgets_reached,
         "charts": charts(data),
-        "models": _usage_rows(data.models[:10]),
-        "more_models": max(len(data.models) - 10, 0),
+        "models": _usage_rows(data.models[:TOP_ROWS]),
+        "more_models": max(len(data.models) - TOP_ROWS, 0),
         "users": _usage_rows(data.users),
         "features": _usage_rows(data.features),
         "expensive": _calls(data.expensive, users),

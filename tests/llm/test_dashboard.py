@@ -273,11 +273,12 @@ def test_filters_change_the_figures(seed, dims):
 
 
 def test_querystring_filters_and_periods():
-    f = DashboardFilters.from_query({"period": "7d", "model": "gpt-4o", "user": "12", "feature": "-"}, today=TODAY)
+    f = DashboardFilters.from_query({"period": "7", "model": "gpt-4o", "user": "12", "feature": "-"}, today=TODAY)
     assert (f.start, f.end, f.model, f.user_id, f.feature) == (START, TODAY, "gpt-4o", 12, "")
     assert f.previous().start == PREVIOUS_START and f.previous().end == START - timedelta(days=1)
     assert DashboardFilters.from_query({"period": "today"}, today=TODAY).days == 1
-    assert DashboardFilters.from_query({"period": "90d"}, today=TODAY).days == 90
+    assert DashboardFilters.from_query({"period": "90"}, today=TODAY).days == 90
+    assert DashboardFilters.from_query({"period": "90"}, today=TODAY) == DashboardFilters.for_period("90", today=TODAY)
     custom = DashboardFilters.from_query({"period": "custom", "start": "2025-03-10", "end": "2025-03-01"}, today=TODAY)
     assert (custom.start, custom.end, custom.days) == (date(2025, 3, 1), date(2025, 3, 10), 10)
     assert DashboardFilters.from_query({"period": "nonsense", "user": "x"}, today=TODAY) == DashboardFilters.for_period(
@@ -316,15 +317,23 @@ def test_latency_percentiles_are_within_the_bucket_resolution(seed):
 # -- the raw-log tables ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("range_scan_max", [0, 10**9])  # both plans: the cost index, the time range
-def test_most_expensive_and_recent_failures(seed, monkeypatch, range_scan_max):
+@pytest.mark.parametrize("range_scan_max, probe_rows", [
+    (10**9, dash.PROBE_ROWS),  # few matches: read them all, sort
+    (0, dash.PROBE_ROWS),  # many: the costliest calls of the log hold the answer
+    (0, 3),  # many, but not among the costliest: the probe comes up short, then read them all
+])
+@pytest.mark.parametrize("dims", [{}, {"model": "gpt-4o-mini"}, {"feature": ""}])
+def test_most_expensive_and_recent_failures(seed, monkeypatch, range_scan_max, probe_rows, dims):
     monkeypatch.setattr(dash, "RANGE_SCAN_MAX", range_scan_max)
-    data = build_dashboard(filters())
-    current = seed.select(START, TODAY)
+    monkeypatch.setattr(dash, "PROBE_ROWS", probe_rows)
+    data = build_dashboard(filters(**dims))
+    current = seed.select(START, TODAY, **dims)
     expensive = sorted((r for r in current if r.cost is not None), key=lambda r: r.cost, reverse=True)[:10]
     assert [c.cost for c in data.expensive.rows] == [r.cost for r in expensive]
+    assert [c.id for c in data.expensive.rows] == [r.id for r in expensive]
     failures = sorted((r for r in current if r.status == ERROR), key=lambda r: r.created_at, reverse=True)[:10]
     assert [c.id for c in data.failures.rows] == [r.id for r in failures]
+    assert all(c.error_type == "RateLimitError" for c in data.failures.rows)
     assert not data.expensive.timed_out and not data.failures.timed_out
 
 
@@ -338,7 +347,7 @@ def test_raw_tables_are_skipped_when_the_rollups_say_nothing_matches(seed, djang
 def test_a_slow_raw_query_is_cut_short(seed, monkeypatch):
     monkeypatch.setattr(dash, "RAW_LOG_TIMEOUT_MS", 1)
     slow = LLMRequest.objects.extra(where=["pg_sleep(0.05) IS NOT NULL"])  # noqa: S610 (a test's own SQL)
-    table = dash._raw_table(slow.order_by("-created_at"), 10)
+    table = dash._raw_table(lambda: slow.order_by("-created_at").values(*dash._CALL_FIELDS)[:10])
     assert table.timed_out and table.rows == []
     # The timeout ended with the block: later queries run normally.
     with connection.cursor() as cursor:
@@ -373,7 +382,7 @@ def test_only_staff_allowed_to_view_usage_see_the_dashboard(client, django_user_
 
 
 def test_the_page_shows_the_figures_and_embeds_the_charts(seed, staff_client):
-    response = staff_client.get(DASHBOARD, {"period": "7d"})
+    response = staff_client.get(DASHBOARD, {"period": "7"})
     assert response.status_code == 200
     html = response.content.decode()
     data = response.context["data"]
@@ -409,7 +418,7 @@ def test_the_page_shows_the_figures_and_embeds_the_charts(seed, staff_client):
 
 def test_the_page_filters_by_model_user_and_feature(seed, staff_client):
     user = seed.users[1]
-    response = staff_client.get(DASHBOARD, {"period": "7d", "model": "gpt-4o-mini", "user": user.pk,
+    response = staff_client.get(DASHBOARD, {"period": "7", "model": "gpt-4o-mini", "user": user.pk,
                                             "feature": "support.reply"})
     data = response.context["data"]
     records = seed.select(START, TODAY, model="gpt-4o-mini", user_id=user.pk, feature="support.reply")
@@ -436,7 +445,7 @@ def test_dashboard_links_open_exactly_those_calls_in_the_request_log(seed, staff
 
 def test_csv_exports_parse_and_match(seed, staff_client):
     def export(section: str) -> list[dict]:
-        response = staff_client.get(DASHBOARD, {"period": "7d", "export": section})
+        response = staff_client.get(DASHBOARD, {"period": "7", "export": section})
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
         assert f"llm-{section}-{START}-{TODAY}.csv" in response["Content-Disposition"]
         return list(csv.DictReader(io.StringIO(response.content.decode())))
@@ -479,14 +488,15 @@ def test_export_rows_match_what_the_page_shows(seed):
 
 
 def test_the_dashboard_costs_a_fixed_number_of_queries(seed, staff_client, django_assert_max_num_queries):
-    # Ours: 1 rollup GROUP BY (day, provider, model) for both periods, users, features, filter
-    # choices, budgets, and 2 raw-log LIMIT 10 queries, each wrapped in savepoint + statement
-    # timeout set/restore. The rest is the admin's own: session, user, sidebar, session save.
-    with django_assert_max_num_queries(24) as captured:
-        assert staff_client.get(DASHBOARD, {"period": "90d"}).status_code == 200
+    # Ours: 2 passes over the rollups (GROUP BY day/provider/model for both periods; GROUPING SETS
+    # for users, features and filter choices), budgets, and 2 raw-log LIMIT 10 queries, each in a
+    # savepoint with the statement timeout set and restored. The rest is the admin's own: session,
+    # user, sidebar, session save.
+    with django_assert_max_num_queries(20) as captured:
+        assert staff_client.get(DASHBOARD, {"period": "90"}).status_code == 200
     sqls = [q["sql"] for q in captured.captured_queries]
     ours = [sql for sql in sqls if re.search(r"\bllm_(llmusagedaily|llmrequest|budget)", sql)]
-    assert len(ours) == 7, ours
+    assert len(ours) == 5, ours
     raw = [sql for sql in ours if 'FROM "llm_llmrequest"' in sql]
     assert len(raw) == 2 and all("LIMIT 10" in sql for sql in raw)
     # No per-day (or per-row) queries: a year costs the same as 90 days.
