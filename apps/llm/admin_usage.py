@@ -333,8 +333,21 @@ class RequestLogChangeList(ChangeList):
 STATUS_VARIANTS = {"success": "success", "error": "danger"}
 
 
+class ReadOnlyAdmin(ModelAdmin):
+    """For records the application writes: viewing only (they are the audit trail)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(LLMRequest)
-class LLMRequestAdmin(ModelAdmin):
+class LLMRequestAdmin(ReadOnlyAdmin):
     """The raw request log: read-only, and fast on tens of millions of rows (see the module doc)."""
 
     change_list_template = "admin/llm/llmrequest/change_list.html"
@@ -368,15 +381,6 @@ class LLMRequestAdmin(ModelAdmin):
         ("Prompt and answer", {"fields": ["prompt_display", "response_display"]}),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: LLMRequest | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: LLMRequest | None = None) -> bool:
-        return False
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return RequestLogChangeList
@@ -551,7 +555,7 @@ class BudgetAdmin(ModelAdmin):
 
 
 @admin.register(LLMUsageDaily)
-class LLMUsageDailyAdmin(ModelAdmin):
+class LLMUsageDailyAdmin(ReadOnlyAdmin):
     """The daily rollups, read-only; also home of the cost dashboard (``dashboard/``)."""
 
     change_list_template = "admin/llm/llmusagedaily/change_list.html"
@@ -568,15 +572,6 @@ class LLMUsageDailyAdmin(ModelAdmin):
     sortable_by = ["date"]
     actions = None
     exclude = ["latency_histogram"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: LLMUsageDaily | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: LLMUsageDaily | None = None) -> bool:
-        return False
 
     @admin.display(description="user")
     def user_display(self, obj: LLMUsageDaily) -> str:
