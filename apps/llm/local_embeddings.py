@@ -49,7 +49,9 @@ __all__ = [
 ]
 
 LOCAL_MODEL_NAME = "local/all-minilm-l6-v2"
-DEFAULT_BATCH_SIZE = 32
+# Small batches: padding to the longest text wastes more than batching saves on 2-4 cores,
+# for chunk-sized texts (~230 word pieces; bench_ingestion.py / bench_local_embeddings.py).
+DEFAULT_BATCH_SIZE = 8
 
 
 class LocalModelUnavailable(RuntimeError):
