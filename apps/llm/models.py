@@ -178,6 +178,8 @@ class LLMRequest(models.Model):
             models.Index(fields=["feature", "-created_at"], name="llm_request_feature"),
             models.Index(fields=["status", "-created_at"], name="llm_request_status"),
             models.Index(fields=["-cost"], name="llm_request_cost", condition=Q(cost__isnull=False)),
+            # The admin's search by a provider's request id.
+            models.Index(fields=["request_id"], name="llm_request_request_id", condition=~Q(request_id="")),
         ]
 
     def __str__(self) -> str:
