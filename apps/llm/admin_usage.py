@@ -333,6 +333,13 @@ class RequestLogChangeList(ChangeList):
 STATUS_VARIANTS = {"success": "success", "error": "danger"}
 
 
+def _user_label(obj: Any) -> str:
+    """The row's user; the id alone when the user is gone (the log keeps no constraint)."""
+    if obj.user_id is None:
+        return "—"
+    return str(obj.user) if obj.user else f"#{obj.user_id}"
+
+
 class ReadOnlyAdmin(ModelAdmin):
     """For records the application writes: viewing only (they are the audit trail)."""
 
@@ -406,10 +413,8 @@ class LLMRequestAdmin(ReadOnlyAdmin):
                            _label(obj.status, STATUS_VARIANTS.get(obj.status, "")))
 
     @admin.display(description="user")
-    def user_display(self, obj: LLMRequest) -> str:
-        if obj.user_id is None:
-            return "—"
-        return str(obj.user) if obj.user else f"#{obj.user_id}"
+    def user_display(self, obj: Any) -> str:
+        return _user_label(obj)
 
     @admin.display(description="cost")
     def cost_display(self, obj: LLMRequest) -> str:
@@ -574,10 +579,8 @@ class LLMUsageDailyAdmin(ReadOnlyAdmin):
     exclude = ["latency_histogram"]
 
     @admin.display(description="user")
-    def user_display(self, obj: LLMUsageDaily) -> str:
-        if obj.user_id is None:
-            return "—"
-        return str(obj.user) if obj.user else f"#{obj.user_id}"
+    def user_display(self, obj: Any) -> str:
+        return _user_label(obj)
 
     @admin.display(description="feature")
     def feature_display(self, obj: LLMUsageDaily) -> str:
