@@ -11,8 +11,8 @@ touched. The script:
    own models and token sizes, 3% errors, 20% cache hits; costs are the exact products of the
    token counts and the model's prices (a sample is re-checked with `apps.llm.costs.calculate_cost`);
 2. builds `LLMUsageDaily` from the raw table with one `INSERT ... SELECT ... GROUP BY` (the same
-   arithmetic as `request_log.rollup_deltas`) and asserts that every rollup total equals the raw
-   total;
+   arithmetic as `rollups.deltas`), the coarser rollups from it (`rollups.rebuild_coarse`), and
+   asserts that every rollup total equals the raw total;
 3. times, interleaved, `usage_stats(days=30)` and filtered variants (user=, feature=, model=)
    against the same figures aggregated from the raw table over the same window, asserting that
    both give identical `UsageStats`; and prints the EXPLAIN of a raw and a rollup query.
@@ -363,7 +363,7 @@ def seed(cat: Catalog, count: int, seed_value: int) -> float:
 # -- rollups --------------------------------------------------------------------------------------
 
 def rollup_select() -> str:
-    """The raw table grouped exactly as request_log.rollup_deltas groups records."""
+    """The raw table grouped exactly as rollups.deltas groups records."""
     from apps.llm.models import LATENCY_BUCKETS_MS
 
     bounds = [None, *LATENCY_BUCKETS_MS, None]
@@ -388,14 +388,15 @@ def rollup_select() -> str:
 def build_rollups() -> float:
     from django.db import connection
 
-    from apps.llm.request_log import ROLLUP_SUMS
+    from apps.llm.rollups import SUMS, rebuild_coarse
 
     started = time.perf_counter()
-    columns = ["date", "provider", "model", "user_id", "feature", *ROLLUP_SUMS, "latency_histogram"]
+    columns = ["date", "provider", "model", "user_id", "feature", *SUMS, "latency_histogram"]
     with connection.cursor() as cursor:
         cursor.execute("SET work_mem = '256MB'")
         cursor.execute("TRUNCATE llm_llmusagedaily")
         cursor.execute(f"INSERT INTO llm_llmusagedaily ({', '.join(columns)}) {rollup_select()}")
+        rebuild_coarse()  # the coarser rollups, from the finest
         cursor.execute("RESET work_mem")
     return time.perf_counter() - started
 
@@ -404,7 +405,7 @@ def check_rollups() -> list[list[object]]:
     """Every rollup total against the same total computed straight from the raw table; raises if one differs."""
     from django.db import connection
 
-    from apps.llm.request_log import ROLLUP_SUMS
+    from apps.llm.rollups import SUMS, all_rollups
 
     not_cached = "FILTER (WHERE NOT cached)"
     raw_sums = {
@@ -415,23 +416,30 @@ def check_rollups() -> list[list[object]]:
         **{c: f"coalesce(sum({c}), 0)" for c in ("cost", "provider_cost", "saved_cost")},
         "latency_ms_sum": "coalesce(sum(round(latency_ms)::bigint), 0)",
     }
-    assert set(raw_sums) == set(ROLLUP_SUMS)
+    assert set(raw_sums) == set(SUMS)
     with connection.cursor() as cursor:
         cursor.execute("SET work_mem = '256MB'")
-        cursor.execute(f"SELECT {', '.join(raw_sums[c] for c in ROLLUP_SUMS)}, count(*), "
+        cursor.execute(f"SELECT {', '.join(raw_sums[c] for c in SUMS)}, count(*), "
                        f"(SELECT count(*) FROM (SELECT 1 FROM llm_llmrequest GROUP BY "
                        f"(created_at AT TIME ZONE 'UTC')::date, provider, "
                        f"coalesce(nullif(model, ''), model_requested), "
                        f"user_id, feature) AS g) FROM llm_llmrequest")
         raw = cursor.fetchone()
-        cursor.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in ROLLUP_SUMS)}, "
-                       f"coalesce(sum((SELECT sum(x) FROM unnest(latency_histogram) AS x)), 0), count(*) "
-                       f"FROM llm_llmusagedaily")
-        rolled = cursor.fetchone()
+        rolled = []
+        for rollup in reversed(all_rollups()):  # the finest first
+            cursor.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)}, "
+                           f"coalesce(sum((SELECT sum(x) FROM unnest(latency_histogram) AS x)), 0), count(*) "
+                           f"FROM {rollup.table}")
+            rolled.append(cursor.fetchone())
         cursor.execute("RESET work_mem")
-    names = [*ROLLUP_SUMS, "latency histogram (all buckets)", "groups = rollup rows"]
-    rows = [[name, str(x), str(r), x == r] for name, x, r in zip(names, raw, rolled)]
-    bad = [row[0] for row in rows if not row[3]]
+    names = [*SUMS, "latency histogram (all buckets)", "groups = rollup rows"]
+    rows = []
+    for index, name in enumerate(names):
+        # Coarser rollups have fewer rows than groups of the finest key: only their sums compare.
+        values = [r[index] for r in (rolled if index < len(SUMS) + 1 else rolled[:1])]
+        rows.append([name, str(raw[index]), *(str(v) for v in values), *[""] * (len(rolled) - len(values)),
+                     all(v == raw[index] for v in values)])
+    bad = [row[0] for row in rows if not row[-1]]
     assert not bad, f"rollup totals differ from the raw table: {bad}"
     return rows
 
@@ -475,7 +483,7 @@ def raw_stats(*, days: int = 30, user=None, feature=None, model=None, provider=N
 
     end = timezone.localdate()
     start = end - timedelta(days=days - 1)
-    # Rollup rows are keyed by the UTC date of created_at (rollup_deltas: created_at.date()).
+    # Rollup rows are keyed by the UTC date of created_at (rollups.deltas: created_at.date()).
     low = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     high = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     rows = LLMRequest.objects.filter(created_at__gte=low, created_at__lt=high)
@@ -655,7 +663,7 @@ def main() -> None:
                 build_rollups()
                 checks = check_rollups()
             print("\nRollup totals vs raw totals (whole table)\n")
-            print(table(["sum", "raw table", "LLMUsageDaily", "equal"], checks))
+            print(table(["sum", "raw table", "LLMUsageDaily", "LLMUsageByModel", "LLMUsageByUser", "equal"], checks))
             if step_index == 0:
                 print(f"\nCosts re-priced with calculate_cost(): {check_costs(cat)} sampled rows match")
             rows_now = LLMRequest.objects.count()

@@ -28,7 +28,7 @@ from .models_cache import ModelsCache
 from .providers import COMPATIBLE, LOCAL, OPENAI, OPENROUTER, PROVIDER_ORDER, Provider
 from .recording import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
 from .request_log import default_recorder
-from .responses import chat_response_from_completion, usage_from_sdk
+from .responses import chat_response_from_completion
 from .retry import RetryPolicy
 from .streaming import ChatStream
 from .tokenizer import Tokenizer

@@ -1,16 +1,18 @@
 """The cost and usage dashboard's figures: pure functions of ``DashboardFilters``.
 
-Everything is computed from the daily rollups (``LLMUsageDaily``), whose size grows with
-days x models x users x features, not with the number of calls. Only the two request tables
-(the most expensive calls, the latest failures) read the raw log; both are LIMITed to a few
-rows inside the period, choose their plan from the counts the rollups already gave, and run
-under a statement timeout, so a log of tens of millions of rows cannot make the page hang.
+Everything is computed from the daily rollups (``apps.llm.rollups``), whose size grows with
+the combinations in use, not with the number of calls; each question reads the smallest
+rollup that has its dimensions (per model and feature, per user, or the finest one when the
+filters cross them). Only the two request tables (the most expensive calls, the latest
+failures) read the raw log; both are LIMITed to a few rows inside the period, choose their
+plan from the counts the rollups already gave, and run under a statement timeout, so a log
+of tens of millions of rows cannot make the page hang.
 
-A render costs a fixed number of queries whatever the period: two passes over the rollups
-(one GROUP BY (day, provider, model) over the period and the one before it, for the headline,
-the daily charts, the models table and the latency histograms; one GROUPING SETS over the
-period for the user and feature breakdowns and the filter choices), one for the budgets, and
-at most three small ones on the raw log.
+A render costs a fixed number of queries whatever the period: one GROUP BY (day, provider,
+model) over the period and the one before it (the headline, the daily charts, the models
+table and the latency histograms), five small ranked queries (top users and features, the
+filter choices) and one for user labels, one for the budgets, and at most three small ones
+on the raw log.
 
 Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timestamps.
 """
@@ -46,8 +48,9 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import LATENCY_BUCKETS_MS, Budget, BudgetSpend, LLMRequest, LLMUsageDaily
+from .models import LATENCY_BUCKETS_MS, TOP_CALLS, Budget, BudgetSpend, LLMRequest
 from .pricing import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
+from .rollups import Rollup, rollup_for
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +172,16 @@ class DashboardFilters:
 
     def narrowed(self, **dims: Any) -> DashboardFilters:
         return dataclasses.replace(self, **dims)
+
+    def period_only(self) -> DashboardFilters:
+        """The same period, every dimension cleared."""
+        return DashboardFilters(start=self.start, end=self.end, period=self.period)
+
+    def dimension_names(self) -> set[str]:
+        """The rollup columns the filters narrow (``apps.llm.rollups.DIMENSIONS``)."""
+        names = {"provider": bool(self.provider), "model": bool(self.model),
+                 "user_id": self.without_user or self.user_id is not None, "feature": self.feature is not None}
+        return {name for name, narrowed in names.items() if narrowed}
 
     @property
     def user_param(self) -> str:
@@ -526,7 +539,8 @@ def _row_totals(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def model_day_rows(filters: DashboardFilters, *, since: date | None = None) -> list[dict[str, Any]]:
     """Rollup sums per (day, provider, model) from ``since`` (default: the period start) to the end."""
-    rows = (LLMUsageDaily.objects
+    rollup = rollup_for({"provider", "model", *filters.dimension_names()})
+    rows = (rollup.model.objects
             .filter(Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q())
             .values("date", "provider", "model")
             .annotate(**_sum_aggregates())
@@ -609,71 +623,51 @@ class Breakdowns:
 _BREAKDOWN_SUMS = ("requests", "failures", "cache_hits", "total_tokens", "cost", "saved_cost")
 
 
-def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
-    """Spend by user and by feature, and the filter choices, in one pass over the period's rollups.
+def ranked(group: str, filters: DashboardFilters, limit: int) -> list[dict[str, Any]]:
+    """Sums per ``group`` over the filtered period, the biggest spenders first.
 
-    One GROUPING SETS query: the (user), (feature) and (provider, model) groups of every rollup
-    row of the period. The sums count only the rows matching the filters (FILTER (WHERE ...));
-    the choices are ranked by all rows, so picking a model still offers the others. The
-    rollups have no index but the date's, so reading the period once is the least possible.
+    Read from the smallest rollup that has the column and every filtered dimension: the
+    per-user or per-model one unless the filters cross the two.
+    """
+    rollup = rollup_for({group, *filters.dimension_names()})
+    return list(rollup.model.objects.filter(filters.rollup_q()).values(group)
+                .annotate(**{name: Sum(name) for name in _BREAKDOWN_SUMS})
+                .order_by("-cost", "-requests", group)[:limit])
+
+
+def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
+    """Spend by user and by feature, and the filter choices.
+
+    The choices are the period's biggest spenders whatever the filters, so that picking a
+    model still offers the others.
     """
     from django.contrib.auth import get_user_model
 
-    dims, params = filters.dimensions_sql()
-    sums = ",\n".join(f"COALESCE(SUM({c}) FILTER (WHERE matching), 0) AS {c}" for c in _BREAKDOWN_SUMS)
-    users_table = connection.ops.quote_name(get_user_model()._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH g AS (
-                SELECT provider, model, user_id, feature,
-                       GROUPING(provider, model) AS by_model, GROUPING(user_id) AS by_user,
-                       GROUPING(feature) AS by_feature, SUM(cost) AS all_cost, {sums}
-                FROM (SELECT *, ({dims}) AS matching FROM {LLMUsageDaily._meta.db_table}
-                      WHERE date BETWEEN %s AND %s) r
-                GROUP BY GROUPING SETS ((provider, model), (user_id), (feature))
-            ), ranked AS (
-                SELECT g.*,
-                       row_number() OVER (PARTITION BY by_model, by_user, by_feature
-                                          ORDER BY cost DESC, requests DESC, provider, model, user_id, feature) AS rank,
-                       row_number() OVER (PARTITION BY by_model, by_user, by_feature
-                                          ORDER BY all_cost DESC, provider, model, user_id, feature) AS rank_all
-                FROM g
-            )
-            SELECT ranked.*, u.email, u.username
-            FROM ranked LEFT JOIN {users_table} u ON ranked.by_user = 0 AND u.id = ranked.user_id
-            WHERE ranked.rank_all <= %s OR (ranked.rank <= %s AND ranked.requests > 0)
-            ORDER BY ranked.rank
-            """,
-            [*params, filters.start, filters.end, MAX_CHOICES, limit],
-        )
-        columns = [c.name for c in cursor.description]
-        rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    everything = filters.period_only()
+    top_users, top_features = ranked("user_id", filters, limit), ranked("feature", filters, limit)
+    user_ids = [r["user_id"] for r in ranked("user_id", everything, MAX_CHOICES)]
+    model_choices = (rollup_for({"provider", "model"}).model.objects.filter(everything.rollup_q())
+                     .values_list("provider", "model").annotate(spent=Sum("cost")).order_by("-spent", "model"))
+    feature_choices = [r["feature"] for r in ranked("feature", everything, MAX_CHOICES)]
 
-    users, features, models, user_choices, feature_choices = [], [], [], [], []
-    for r in rows:
-        in_top = r["rank"] <= limit and r["requests"] > 0
-        chosen = r["rank_all"] <= MAX_CHOICES
-        if r["by_model"] == 0:
-            if chosen:
-                models.append((r["provider"], r["model"]))
-        elif r["by_user"] == 0:
-            label = user_label(r["user_id"], r["email"], r["username"])
-            if in_top:
-                users.append(_breakdown_row(label, filters.narrowed(user_id=r["user_id"],
-                                                                    without_user=r["user_id"] is None), r))
-            if chosen:
-                user_choices.append((NO_USER if r["user_id"] is None else str(r["user_id"]), label))
-        elif r["by_feature"] == 0:
-            if in_top:
-                features.append(_breakdown_row(r["feature"] or "(no feature)",
-                                               filters.narrowed(feature=r["feature"]), r))
-            if chosen:
-                feature_choices.append(r["feature"])
+    known = {u["id"]: u for u in get_user_model().objects.filter(pk__in={*user_ids, *(r["user_id"] for r in top_users)})
+             .values("id", "email", "username")}
+
+    def label(user_id: int | None) -> str:
+        user = known.get(user_id, {})
+        return user_label(user_id, user.get("email"), user.get("username"))
+
+    users = [_breakdown_row(label(r["user_id"]), filters.narrowed(user_id=r["user_id"],
+                                                                  without_user=r["user_id"] is None), r)
+             for r in top_users if r["requests"]]
+    features = [_breakdown_row(r["feature"] or "(no feature)", filters.narrowed(feature=r["feature"]), r)
+                for r in top_features if r["requests"]]
+    models = [(provider, model) for provider, model, _ in model_choices[:MAX_CHOICES]]
     options = FilterOptions(providers=sorted({p for p, _ in models}), models=sorted(models, key=lambda pm: pm[1]),
                             features=sorted(feature_choices),
                             # Alphabetical, "(no user)" first (the list holds the biggest spenders).
-                            users=sorted(user_choices, key=lambda choice: (choice[0] != NO_USER, choice[1])))
+                            users=sorted(((NO_USER if i is None else str(i), label(i)) for i in user_ids),
+                                         key=lambda choice: (choice[0] != NO_USER, choice[1])))
     return Breakdowns(users=users, features=features, options=options)
 
 
@@ -759,24 +753,45 @@ def _raw_table(fetch: Callable[[], Iterable[Mapping[str, Any]]]) -> RawTable:
 
 def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = None,
                          limit: int = TOP_ROWS) -> RawTable:
-    """The costliest calls of the period, ORDER BY cost DESC LIMIT ``limit``.
+    """The costliest calls of the period, ORDER BY cost DESC, id LIMIT ``limit``.
 
-    ``matching`` (the period's calls per the rollups) picks the plan. Few matches: read them all
-    through the created_at / dimension indexes and keep the top (``cost + 0`` keeps the planner
-    off the cost index, which could walk through every costlier call of other days, models or
-    users first). Many: probe the ``PROBE_ROWS`` costliest calls of the whole log (the partial
-    index on -cost); if ``limit`` of them match, they are the answer, since every other match
-    costs less. Otherwise (the matches are among the cheap calls) read the matches after all.
+    Unless the filters cross users with models or features, a coarse rollup covers them and
+    keeps each row's costliest calls: the answer is among those lists (a call deleted by the
+    retention job since is missing from it, as from the log). Otherwise ``matching`` (the
+    period's calls per the rollups) picks a plan on the log. Few matches: read them all through
+    the created_at / dimension indexes and keep the top (``cost + 0`` keeps the planner off the
+    cost index, which could walk through every costlier call of other days, models or users
+    first). Many: probe the ``PROBE_ROWS`` costliest calls of the whole log (the partial index
+    on -cost); if ``limit`` of them match, they are the answer, since every other match costs
+    less. Otherwise (the matches are among the cheap calls) read the matches after all.
     """
     if matching == 0:
         return RawTable(rows=[])
+    rollup = rollup_for(filters.dimension_names())
+    if rollup.keeps_top_calls and limit <= TOP_CALLS:
+        return _costliest_in_rollup(rollup, filters, limit)
     if matching is None or matching > RANGE_SCAN_MAX:
         probe = _probe_costliest(filters, limit)
         if probe.timed_out or len(probe.rows) == limit:
             return probe
     queryset = LLMRequest.objects.filter(filters.request_log_q(), cost__isnull=False)
     order = ExpressionWrapper(F("cost") + Value(_ZERO), output_field=_MONEY).desc()
-    return _raw_table(lambda: queryset.order_by(order, "-created_at").values(*_CALL_FIELDS)[:limit])
+    return _raw_table(lambda: queryset.order_by(order, "id").values(*_CALL_FIELDS)[:limit])
+
+
+def _costliest_in_rollup(rollup: Rollup, filters: DashboardFilters, limit: int) -> RawTable:
+    dims, params = filters.dimensions_sql()
+    columns = ", ".join(connection.ops.quote_name(c) for c in _CALL_FIELDS)
+    sql = (f"SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE id IN ("
+           f"SELECT i FROM {rollup.table}, unnest(top_costs, top_ids) AS u(c, i) "
+           f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY c DESC, i LIMIT %s) ORDER BY cost DESC, id")
+
+    def run() -> list[dict[str, Any]]:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [filters.start, filters.end, *params, limit])
+            return [dict(zip(_CALL_FIELDS, row)) for row in cursor.fetchall()]
+
+    return _raw_table(run)
 
 
 def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
@@ -784,7 +799,7 @@ def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
     columns = ", ".join(connection.ops.quote_name(c) for c in _CALL_FIELDS)
     sql = (f"SELECT {columns} FROM (SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
            f"ORDER BY cost DESC LIMIT %s) top "
-           f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC LIMIT %s")
+           f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC, id LIMIT %s")
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:

@@ -42,6 +42,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from . import errors
@@ -579,16 +580,22 @@ class ResetResult:
 def reset_demo_data() -> ResetResult:
     """Delete the demo's log rows, their rollups and the demo documents.
 
-    Rollup rows are keyed by provider, so the ``"simulator"`` ones hold demo traffic only:
-    deleting both sides keeps the rollups equal to the log.
+    The finest rollup's rows are keyed by provider, so the ``"simulator"`` ones hold demo
+    traffic only: deleting both sides, then rebuilding the coarser rollups of those days from
+    the finest, keeps every rollup equal to the log.
     """
     from apps.knowledge.models import Document
 
     from .models import LLMRequest, LLMUsageDaily
+    from .rollups import rebuild_coarse
 
     with transaction.atomic():
         requests, _ = LLMRequest.objects.filter(provider=DEMO_PROVIDER).delete()
-        rollups, _ = LLMUsageDaily.objects.filter(provider=DEMO_PROVIDER).delete()
+        demo_rollups = LLMUsageDaily.objects.filter(provider=DEMO_PROVIDER)
+        days = demo_rollups.aggregate(first=Min("date"), last=Max("date"))
+        rollups, _ = demo_rollups.delete()
+        if rollups:
+            rebuild_coarse(start=days["first"], end=days["last"])
         documents = list(Document.objects.filter(title__startswith=DEMO_DOCUMENT_PREFIX))
         files = [d.file for d in documents if d.file]
         for document in documents:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -210,19 +210,10 @@ class LLMRequest(models.Model):
         )
 
 
-class LLMUsageDaily(models.Model):
-    """Sums of the request log per day, provider, model, user and feature, kept by upserts.
-
-    Dashboards and ``usage_stats()`` read this table, never the raw log.
-    """
+class UsageSums(models.Model):
+    """What a rollup row adds up: the calls of one day and one key (see ``apps.llm.rollups``)."""
 
     date = models.DateField()
-    provider = models.CharField(max_length=50)
-    model = models.CharField(max_length=255)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
-                             db_constraint=False, related_name="+")
-    feature = models.CharField(max_length=100, blank=True, default="")
-
     requests = models.BigIntegerField(default=0)
     successes = models.BigIntegerField(default=0)
     failures = models.BigIntegerField(default=0)
@@ -240,42 +231,91 @@ class LLMUsageDaily(models.Model):
                                    help_text="Requests per latency bucket (LATENCY_BUCKETS_MS).")
 
     class Meta:
+        abstract = True
+
+
+#: How many of its costliest calls a coarse rollup row remembers.
+TOP_CALLS = 10
+
+
+class TopCalls(models.Model):
+    """The costliest calls of a rollup row, so that "the most expensive calls" of any period and
+    filter the rollup covers is a merge of a few short lists, not a search of the log."""
+
+    top_costs = ArrayField(_money(), default=list, blank=True,
+                           help_text=f"Costs of the {TOP_CALLS} costliest (priced) calls, highest first.")
+    top_ids = ArrayField(models.UUIDField(), default=list, blank=True,
+                         help_text="Their request-log ids, in the same order.")
+
+    class Meta:
+        abstract = True
+
+
+class LLMUsageDaily(UsageSums):
+    """Sums of the request log per day, provider, model, user and feature, kept by upserts.
+
+    The finest rollup: every other one (``LLMUsageByModel``, ``LLMUsageByUser``) is a coarser
+    grouping of it. Dashboards and ``usage_stats()`` read the rollups, never the raw log.
+    """
+
+    provider = models.CharField(max_length=50)
+    model = models.CharField(max_length=255)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                             db_constraint=False, related_name="+")
+    feature = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
         verbose_name = "daily LLM usage"
         verbose_name_plural = "daily LLM usage"
         constraints = [
             models.UniqueConstraint(fields=["date", "provider", "model", "user", "feature"], nulls_distinct=False,
                                     name="llm_usage_daily_key"),
         ]
-        indexes = [models.Index(fields=["date"], name="llm_usage_daily_date")]
+        # The key's index serves date ranges; these serve one user's, model's or feature's days.
+        indexes = [
+            models.Index(fields=["user", "date"], name="llm_usage_daily_user"),
+            models.Index(fields=["model", "date"], name="llm_usage_daily_model"),
+            models.Index(fields=["feature", "date"], name="llm_usage_daily_feature"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.date} {self.provider}:{self.model}"
 
-    @classmethod
-    def add(cls, records: Iterable[CallRecord], *, cursor) -> None:
-        """Add ``records`` to their rows, atomically under concurrent writers."""
-        from .request_log import ROLLUP_SUMS, rollup_deltas
 
-        deltas = rollup_deltas(records)
-        if not deltas:
-            return
-        table = cls._meta.db_table
-        columns = ["date", "provider", "model", "user_id", "feature", *ROLLUP_SUMS, "latency_histogram"]
-        updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in ROLLUP_SUMS)
-        histogram = (f"latency_histogram = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM "
-                     f"unnest({table}.latency_histogram, EXCLUDED.latency_histogram) AS u(a, b))")
-        # A fixed order of keys: two writers never lock the same rows in opposite orders.
-        keys = sorted(deltas, key=lambda k: (k[0], k[1], k[2], k[3] or 0, k[4]))
-        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        params = []
-        for key in keys:
-            d = deltas[key]
-            params.extend([*key, *(d[c] for c in ROLLUP_SUMS), d["latency_histogram"]])
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(keys))} "
-            f"ON CONFLICT ON CONSTRAINT llm_usage_daily_key DO UPDATE SET {updates}, {histogram}",
-            params,
-        )
+class LLMUsageByModel(UsageSums, TopCalls):
+    """Daily sums per provider, model and feature: what most dashboard panels read.
+
+    Without the user dimension it holds tens of rows a day however many users there are.
+    """
+
+    provider = models.CharField(max_length=50)
+    model = models.CharField(max_length=255)
+    feature = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        verbose_name = "daily LLM usage by model"
+        verbose_name_plural = "daily LLM usage by model"
+        constraints = [models.UniqueConstraint(fields=["date", "provider", "model", "feature"],
+                                               name="llm_usage_by_model_key")]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.provider}:{self.model}"
+
+
+class LLMUsageByUser(UsageSums, TopCalls):
+    """Daily sums per user (null: calls attributed to nobody), for the per-user panels."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                             db_constraint=False, related_name="+")
+
+    class Meta:
+        verbose_name = "daily LLM usage by user"
+        verbose_name_plural = "daily LLM usage by user"
+        constraints = [models.UniqueConstraint(fields=["date", "user"], nulls_distinct=False,
+                                               name="llm_usage_by_user_key")]
+
+    def __str__(self) -> str:
+        return f"{self.date} user {self.user_id}"
 
 
 class Budget(models.Model):

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, replace
 from datetime import datetime
@@ -24,17 +23,10 @@ from pathlib import Path
 
 from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connections, transaction
 
-from .recording import SUCCESS, CallRecord
+from .recording import CallRecord
 from .types import Usage
 
 logger = logging.getLogger(__name__)
-
-#: Rollup counters summed on conflict (column name -> value taken from a record).
-ROLLUP_SUMS = (
-    "requests", "successes", "failures", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",
-    "reasoning_tokens", "total_tokens", "cost", "provider_cost", "saved_cost", "latency_ms_sum",
-)
-
 
 def record_to_json(record: CallRecord) -> str:
     data = asdict(record)
@@ -60,7 +52,8 @@ def _clip(text: str | None, limit: int) -> str | None:
 def write_records(records: list[CallRecord], *, using: str = "default", store_text: bool = False,
                   text_limit: int = 20_000) -> int:
     """Insert the records not already logged and add them to the rollups; returns how many were new."""
-    from .models import LLMRequest, LLMUsageDaily
+    from . import rollups
+    from .models import LLMRequest
 
     if not records:
         return 0
@@ -84,38 +77,8 @@ def write_records(records: list[CallRecord], *, using: str = "default", store_te
             )
             inserted.update(row[0] for row in cursor.fetchall())
         new = [r for r in records if r.id in inserted]
-        LLMUsageDaily.add(new, cursor=cursor)
+        rollups.add(new, cursor=cursor)
     return len(new)
-
-
-def rollup_deltas(records: Iterable[CallRecord]) -> dict[tuple, dict[str, object]]:
-    """Per (day, provider, model, user, feature): the sums a batch of records adds."""
-    from .models import LATENCY_BUCKETS_MS, latency_bucket
-
-    def empty() -> dict[str, object]:
-        return dict.fromkeys(ROLLUP_SUMS, 0) | {"latency_histogram": [0] * (len(LATENCY_BUCKETS_MS) + 1)}
-
-    deltas: dict[tuple, dict[str, object]] = defaultdict(empty)
-    for r in records:
-        key = (r.created_at.date(), r.provider, r.model or r.requested_model, r.user_id, r.feature)
-        d = deltas[key]
-        ok = r.status == SUCCESS
-        d["requests"] += 1
-        d["successes"] += ok
-        d["failures"] += not ok
-        d["cache_hits"] += r.cached
-        if not r.cached:  # a hit spent no tokens; it is counted in saved_cost
-            d["prompt_tokens"] += r.usage.prompt_tokens
-            d["completion_tokens"] += r.usage.completion_tokens
-            d["cached_tokens"] += r.usage.cached_tokens
-            d["reasoning_tokens"] += r.usage.reasoning_tokens
-            d["total_tokens"] += r.usage.total_tokens
-        d["cost"] += r.cost or 0
-        d["provider_cost"] += r.provider_cost or 0
-        d["saved_cost"] += r.saved_cost or 0
-        d["latency_ms_sum"] += round(r.latency_ms)
-        d["latency_histogram"][latency_bucket(r.latency_ms)] += 1
-    return deltas
 
 
 class DatabaseRecorder:

@@ -1,4 +1,4 @@
-"""Usage statistics from the daily rollups (never from the raw request log)."""
+"""Usage statistics from the daily rollups (never from the raw request log): the smallest that answers."""
 
 from __future__ import annotations
 
@@ -25,19 +25,15 @@ def usage_stats(
     provider: str | None = None,
 ) -> UsageStats:
     """Totals for ``start``..``end`` (inclusive; default: the last ``days`` days up to today)."""
-    from .models import LLMUsageDaily
+    from .rollups import rollup_for
 
     end = end or timezone.localdate()
     start = start or end - timedelta(days=days - 1)
-    rows = LLMUsageDaily.objects.filter(date__gte=start, date__lte=end)
-    if user is not None:
-        rows = rows.filter(user_id=getattr(user, "pk", user))
-    if feature is not None:
-        rows = rows.filter(feature=feature)
-    if model is not None:
-        rows = rows.filter(model=model)
-    if provider is not None:
-        rows = rows.filter(provider=provider)
+    narrowed = {"user_id": None if user is None else getattr(user, "pk", user), "feature": feature,
+                "model": model, "provider": provider}
+    narrowed = {column: value for column, value in narrowed.items() if value is not None}
+    # models_used needs the model column.
+    rows = rollup_for({"model", *narrowed}).model.objects.filter(date__gte=start, date__lte=end, **narrowed)
     totals = rows.aggregate(**{name: Sum(name) for name in _SUMS})
     requests = totals["requests"] or 0
     hits = totals["cache_hits"] or 0

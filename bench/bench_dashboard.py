@@ -1,0 +1,326 @@
+"""The cost dashboard and the request-log changelist at 1M and 10M requests, vs the raw table.
+
+Runs in a scratch database (default `bench_dashboard`, dropped at the end unless `--keep`),
+seeded exactly as `bench_usage_stats.py` seeds it (PostgreSQL COPY; 90 days, 15 models, ~200
+users, 10 features; rollups built from the rows and checked against them). Then, interleaved:
+
+1. the dashboard (GET through Django's test client, logged in as staff) for several periods
+   and filters, against the same figures computed straight from `LLMRequest` (headline for the
+   period and the one before, spend/tokens/requests per day and model, latency percentiles
+   per day, top users and features, the costliest calls and the latest failures); before the
+   timing, the two are checked to agree (counts, spend, tokens, per-model spend, top users and
+   features, costliest calls);
+2. the request-log changelist's first page (GET through the test client) with its estimated
+   count, against the same page served by a copy of its admin with Django's stock paginator
+   and full result count (an exact `COUNT(*)`, twice when filtered).
+
+Targets (issue 6): dashboard p95 < 200 ms at 10M rows; changelist first page < 300 ms.
+
+    .venv/bin/python bench/bench_dashboard.py                          # 1M, then 10M rows
+    .venv/bin/python bench/bench_dashboard.py --steps 1000000 --reps 20
+    .venv/bin/python bench/bench_dashboard.py --steps 10000000 --keep  # then --reuse
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import types
+from datetime import UTC, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("DJANGO_ENV", "development")
+
+from _setup import percentile, table  # noqa: E402
+from bench_usage_stats import (  # noqa: E402
+    Catalog,
+    build_rollups,
+    check_rollups,
+    drop_database,
+    scratch_database,
+    seed,
+)
+
+DASHBOARD = "/admin/llm/llmusagedaily/dashboard/"
+CHANGELIST = "/admin/llm/llmrequest/"
+STOCK_CHANGELIST = "/bench-stock-admin/llm/llmrequest/"
+
+
+# -- the same figures, from the raw log -------------------------------------------------------------
+
+def raw_dashboard(filters) -> dict:
+    """What the dashboard shows, aggregated from LLMRequest over the same UTC days and filters."""
+    from django.db import connection
+    from decimal import Decimal
+
+    from django.db.models import Count, Q, Sum, Value
+    from django.db.models.functions import Coalesce, TruncDate
+
+    from apps.llm.models import LLMRequest
+
+    since, until = filters.window
+    before, _ = filters.previous().window
+    log = LLMRequest.objects.filter(filters.dimensions_q())
+    now, then = Q(created_at__gte=since, created_at__lt=until), Q(created_at__gte=before, created_at__lt=since)
+
+    def sums(q: Q, prefix: str) -> dict:
+        return {f"{prefix}requests": Count("pk", filter=q), f"{prefix}failures": Count("pk", filter=q & ~Q(status="success")),
+                f"{prefix}cache_hits": Count("pk", filter=q & Q(cached=True)),
+                f"{prefix}tokens": Sum("total_tokens", filter=q & Q(cached=False)),
+                f"{prefix}cost": Sum("cost", filter=q), f"{prefix}saved": Sum("saved_cost", filter=q)}
+
+    figures = log.filter(created_at__gte=before, created_at__lt=until).aggregate(**sums(now, "cur_"), **sums(then, "prev_"))
+    current = log.filter(now)
+    per_day_model = list(current.annotate(day=TruncDate("created_at", tzinfo=UTC)).values("day", "provider", "model")
+                         .annotate(cost=Sum("cost"), requests=Count("pk"),
+                                   failures=Count("pk", filter=~Q(status="success")),
+                                   prompt=Sum("prompt_tokens", filter=Q(cached=False)),
+                                   cached_read=Sum("cached_tokens", filter=Q(cached=False)),
+                                   output=Sum("completion_tokens", filter=Q(cached=False))).order_by())
+    dims, params = filters.dimensions_sql()
+    with connection.cursor() as cursor:  # exact percentiles, per period and per day
+        cursor.execute(
+            f"SELECT (created_at AT TIME ZONE 'UTC')::date, "
+            f"percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), "
+            f"percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) "
+            f"FROM llm_llmrequest WHERE created_at >= %s AND created_at < %s AND {dims} "
+            f"GROUP BY GROUPING SETS ((), (1))", [since, until, *params])
+        latency = cursor.fetchall()
+    spent = Coalesce(Sum("cost"), Value(Decimal(0)))  # a user of unpriced models only spent 0, not NULL
+    users = list(current.values("user_id").annotate(cost=spent, requests=Count("pk"))
+                 .order_by("-cost", "-requests", "user_id")[:10])
+    features = list(current.values("feature").annotate(cost=spent, requests=Count("pk"))
+                    .order_by("-cost", "-requests", "feature")[:10])
+    expensive = list(current.filter(cost__isnull=False).order_by("-cost", "id").values_list("pk", "cost")[:10])
+    failures = list(current.filter(status="error").order_by("-created_at").values_list("pk", flat=True)[:10])
+    return {"figures": figures, "per_day_model": per_day_model, "latency": latency, "users": users,
+            "features": features, "expensive": expensive, "failures": failures}
+
+
+def check_same(dashboard, raw: dict, name: str) -> None:
+    """The dashboard's figures (from rollups) against the raw log's; raises if one differs."""
+    from collections import defaultdict
+    from decimal import Decimal
+
+    f = raw["figures"]
+    for attr, key in (("requests", "requests"), ("failures", "failures"), ("cache_hits", "cache_hits"),
+                      ("total_tokens", "tokens"), ("cost", "cost"), ("saved_cost", "saved")):
+        for totals, prefix in ((dashboard.current, "cur_"), (dashboard.previous, "prev_")):
+            assert getattr(totals, attr) == (f[prefix + key] or 0), (name, prefix + attr, getattr(totals, attr), f)
+    per_model: dict = defaultdict(Decimal)
+    for row in raw["per_day_model"]:
+        per_model[(row["provider"], row["model"])] += row["cost"] or 0
+    shown = {(row.filters.provider, row.filters.model): row.cost for row in dashboard.models}
+    assert shown == {m: c for m, c in per_model.items()}, (name, "per-model spend")
+    assert sum(dashboard.daily.requests) == f["cur_requests"], (name, "daily requests")
+    assert [(r.filters.user_id, r.cost) for r in dashboard.users] == [(u["user_id"], u["cost"])
+                                                                      for u in raw["users"]], (name, "users")
+    assert [(r.filters.feature, r.cost) for r in dashboard.features] == [(x["feature"], x["cost"])
+                                                                         for x in raw["features"]], (name, "features")
+    assert [(c.id, c.cost) for c in dashboard.expensive.rows] == raw["expensive"], (name, "costliest calls")
+    assert [c.id for c in dashboard.failures.rows] == raw["failures"], (name, "latest failures")
+
+
+# -- cases ------------------------------------------------------------------------------------------
+
+def dashboard_cases() -> list[tuple[str, dict]]:
+    from django.db.models import Sum
+
+    from apps.llm.dashboard import rollup_today
+    from apps.llm.models import LLMUsageByUser
+
+    since = rollup_today() - timedelta(days=29)
+    by_user = list(LLMUsageByUser.objects.filter(date__gte=since, user_id__isnull=False).values("user_id")
+                   .annotate(n=Sum("requests")).order_by("-n", "user_id").values_list("user_id", flat=True))
+    return [
+        ("30 days (default)", {}),
+        ("90 days", {"period": "90"}),
+        ("today", {"period": "today"}),
+        ("30 days, model=gpt-4o-mini", {"model": "gpt-4o-mini"}),
+        ("30 days, feature=chat.assistant", {"feature": "chat.assistant"}),
+        (f"30 days, user={by_user[0]} (busiest)", {"user": str(by_user[0])}),
+        (f"30 days, user={by_user[len(by_user) // 2]} (median)", {"user": str(by_user[len(by_user) // 2])}),
+        ("90 days, provider=openai, feature=code.review", {"period": "90", "provider": "openai",
+                                                         "feature": "code.review"}),
+    ]
+
+
+def changelist_cases() -> list[tuple[str, dict]]:
+    return [
+        ("first page", {}),
+        ("status=error", {"status__exact": "error"}),
+        ("model=o4-mini", {"model": "o4-mini"}),
+        ("feature=code.review, cached", {"feature": "code.review", "cached__exact": "1"}),
+    ]
+
+
+def stock_admin_urls():
+    """A URLconf with a copy of the request-log admin that uses Django's stock pagination."""
+    from django.contrib import admin
+    from django.core.paginator import Paginator
+    from django.urls import path
+
+    import config.urls
+    from apps.llm.admin_usage import LLMRequestAdmin
+    from apps.llm.models import LLMRequest
+
+    class StockPaginationAdmin(LLMRequestAdmin):
+        paginator = Paginator
+        show_full_result_count = True
+
+    site = type(admin.site)(name="bench_stock")  # the project's (Unfold's) admin site class
+    site.register(LLMRequest, StockPaginationAdmin)
+    module = types.ModuleType("bench_dashboard_urls")
+    module.urlpatterns = [path("bench-stock-admin/", site.urls), *config.urls.urlpatterns]
+    sys.modules[module.__name__] = module
+    return module.__name__
+
+
+def timed_get(client, url: str, params: dict) -> float:
+    started = time.perf_counter()
+    response = client.get(url, params)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, (url, params, response.status_code)
+    return elapsed
+
+
+def measure(client, step_rows: int, reps: int, raw_reps: int) -> list[list[object]]:
+    from apps.llm.dashboard import DashboardFilters, build_dashboard
+
+    summary = []
+    cases = dashboard_cases()
+    for name, params in cases:  # warm-up, and the rollups against the raw log
+        filters = DashboardFilters.from_query(params)
+        check_same(build_dashboard(filters), raw_dashboard(filters), name)
+        timed_get(client, DASHBOARD, params)
+    times: dict[tuple[str, str], list[float]] = {(n, p): [] for n, _ in cases for p in ("view", "raw")}
+    for rep in range(reps):
+        for name, params in cases[rep % len(cases):] + cases[:rep % len(cases)]:
+            times[(name, "view")].append(timed_get(client, DASHBOARD, params))
+            if rep < raw_reps:
+                filters = DashboardFilters.from_query(params)
+                started = time.perf_counter()
+                raw_dashboard(filters)
+                times[(name, "raw")].append(time.perf_counter() - started)
+    rows = []
+    for name, _ in cases:
+        view, raw = times[(name, "view")], times[(name, "raw")]
+        v50, v95, r50 = statistics.median(view) * 1000, percentile(view, 0.95) * 1000, statistics.median(raw) * 1000
+        rows.append([name, v50, v95, r50, r50 / v50, "yes" if v95 < 200 else "NO"])
+        summary.append([f"{step_rows:,}", "dashboard", name, v50, v95, r50])
+    print(f"\nDashboard view (test client GET, staff) vs the same figures from the raw log; {reps} view and "
+          f"{raw_reps} raw repetitions, interleaved; figures checked equal first\n")
+    print(table(["case", "view p50 ms", "view p95 ms", "raw p50 ms", "raw/view", "p95 < 200 ms"], rows))
+
+    cases = changelist_cases()
+    for _, params in cases:
+        timed_get(client, CHANGELIST, params)
+        timed_get(client, STOCK_CHANGELIST, params)
+    times = {(n, p): [] for n, _ in cases for p in ("ours", "stock")}
+    for rep in range(reps):
+        for name, params in cases:
+            times[(name, "ours")].append(timed_get(client, CHANGELIST, params))
+            if rep < raw_reps:
+                times[(name, "stock")].append(timed_get(client, STOCK_CHANGELIST, params))
+    rows = []
+    for name, _ in cases:
+        ours, stock = times[(name, "ours")], times[(name, "stock")]
+        o50, o95, s50 = statistics.median(ours) * 1000, percentile(ours, 0.95) * 1000, statistics.median(stock) * 1000
+        rows.append([name, o50, o95, s50, s50 / o50, "yes" if o95 < 300 else "NO"])
+        summary.append([f"{step_rows:,}", "changelist", name, o50, o95, s50])
+    print(f"\nRequest-log changelist, first page (test client GET): estimated count vs Django's stock paginator "
+          f"(exact COUNT); {reps} and {raw_reps} repetitions\n")
+    print(table(["filter", "ours p50 ms", "ours p95 ms", "stock p50 ms", "stock/ours", "p95 < 300 ms"], rows))
+    return summary
+
+
+def rollup_sizes() -> list[list[object]]:
+    from django.db import connection
+
+    from apps.llm.rollups import all_rollups
+
+    rows = []
+    with connection.cursor() as cursor:
+        for rollup in [*all_rollups(), None]:
+            name = rollup.table if rollup else "llm_llmrequest"
+            cursor.execute(f"SELECT count(*), pg_size_pretty(pg_total_relation_size(%s)), "
+                           f"count(*) FILTER (WHERE {'date' if rollup else 'created_at'} >= current_date - 29) "
+                           f"FROM {name}", [name])
+            rows.append([name, *cursor.fetchone()])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", default="1000000,10000000", help="grow the log through these sizes")
+    parser.add_argument("--reps", type=int, default=30, help="timed requests per case")
+    parser.add_argument("--raw-reps", type=int, default=3, help="timed raw-log computations per case")
+    parser.add_argument("--db", default="bench_dashboard", help="the scratch database's name (bench_...)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database at the end")
+    parser.add_argument("--reuse", action="store_true", help="reuse an existing scratch database and its rows")
+    parser.add_argument("--seed", type=int, default=20261127)
+    args = parser.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+    assert steps == sorted(steps), "--steps must grow"
+
+    base, _ = scratch_database(args.db, args.reuse)
+    from _setup import setup_django
+
+    setup_django()
+    try:  # django-cfg's monitor logs every query over 2 s: the raw path at 10M rows
+        from django_cfg.modules.django_monitor.capture import slow_query
+
+        slow_query._SLOW_QUERY_THRESHOLD_MS = float("inf")
+    except ImportError:
+        pass
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client, override_settings
+
+    from apps.llm.models import LLMRequest
+
+    assert connection.settings_dict["NAME"] == args.db, "not connected to the scratch database"
+    dropped = False
+    try:
+        cat = Catalog(args.seed)
+        staff = get_user_model().objects.filter(email="bench@example.com").first() or \
+            get_user_model().objects.create_superuser(email="bench@example.com", password="bench-password-0")
+        client = Client(SERVER_NAME="localhost")
+        client.force_login(staff)
+        summary = []
+        with override_settings(ROOT_URLCONF=stock_admin_urls()):
+            for target in steps:
+                present = LLMRequest.objects.count()
+                print(f"\n=== {target:,} rows (present: {present:,}) ===")
+                if present < target:
+                    seconds = seed(cat, target - present, args.seed + present)
+                    print(f"  COPY: {target - present:,} rows in {seconds:.1f} s")
+                    print(f"  rollups rebuilt in {build_rollups():.1f} s")
+                    with connection.cursor() as cursor:
+                        for name in ("llm_llmrequest", "llm_llmusagedaily", "llm_llmusagebymodel",
+                                     "llm_llmusagebyuser"):
+                            cursor.execute(f"VACUUM (ANALYZE) {name}")
+                check_rollups()
+                print("\nTables (rows, size, rows of the last 30 days)\n")
+                print(table(["table", "rows", "size", "last 30 days"], rollup_sizes()))
+                summary += measure(client, LLMRequest.objects.count(), args.reps, args.raw_reps)
+                print(f"\n(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        if len(steps) > 1:
+            print("\nAll steps (ms)\n")
+            print(table(["rows", "page", "case", "p50", "p95", "baseline p50"], summary))
+        if not args.keep:
+            drop_database(base, args.db)
+            dropped = True
+            print(f"\nDropped the scratch database {args.db!r} (--keep keeps it, --reuse reuses it)")
+    finally:
+        if not args.keep and not dropped:
+            drop_database(base, args.db)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The rollups: every grouping equals the request log summed, under concurrent writers and after rebuilds."""
+
+from __future__ import annotations
+
+import importlib
+import random
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from apps.llm.models import LLMRequest, LLMUsageByModel, LLMUsageByUser, LLMUsageDaily
+from apps.llm.recording import ERROR, SUCCESS, CallRecord
+from apps.llm.request_log import write_records
+from apps.llm.rollups import SUMS, all_rollups, rebuild, rebuild_coarse, rollup_for
+from apps.llm.types import Usage
+
+DAY = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4.1-nano"), ("openrouter", "anthropic/claude-haiku-4.5")]
+
+
+def random_records(rng: random.Random, n: int) -> list[CallRecord]:
+    records = []
+    for _ in range(n):
+        provider, model = rng.choice(MODELS)
+        cached = rng.random() < 0.2
+        prompt, completion = rng.randint(1, 5000), rng.randint(0, 800)
+        records.append(CallRecord(
+            endpoint="chat", provider=provider, requested_model=model, model=model,
+            status=ERROR if rng.random() < 0.1 else SUCCESS,
+            usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                        cached_tokens=rng.randint(0, prompt)),
+            cost=Decimal(rng.randint(0, 10**6)) / 10**9, saved_cost=Decimal(rng.randint(1, 999)) / 10**8 if cached else None,
+            cached=cached, latency_ms=rng.expovariate(1 / 800), feature=rng.choice(["", "chat", "search", "extract"]),
+            user_id=rng.choice([None, 1, 2, 3, 4]), created_at=DAY + timedelta(hours=rng.randint(0, 24 * 4)),
+        ))
+    return records
+
+
+def grouped(model, dimensions: tuple[str, ...]) -> dict[tuple, tuple]:
+    """Every sum and the histogram of ``model``'s rows, summed per (date, *dimensions) in Python."""
+    sums: dict[tuple, list] = defaultdict(lambda: [0] * len(SUMS) + [[]])
+    for row in model.objects.values("date", *dimensions, *SUMS, "latency_histogram"):
+        into = sums[(row["date"], *(row[d] for d in dimensions))]
+        for i, name in enumerate(SUMS):
+            into[i] += row[name]
+        histogram = row["latency_histogram"]
+        into[-1] = [a + b for a, b in zip(into[-1] or [0] * len(histogram), histogram)]
+    return {key: tuple(value[:-1]) + (tuple(value[-1]),) for key, value in sums.items()}
+
+
+def costliest_calls(dimensions: tuple[str, ...]) -> dict[tuple, list]:
+    """Per (UTC day, *dimensions): the 10 costliest priced calls of the log, as (cost, id), in Python."""
+    calls = defaultdict(list)
+    for row in LLMRequest.objects.filter(cost__isnull=False).values("id", "cost", "created_at", *dimensions):
+        calls[(row["created_at"].astimezone(timezone.utc).date(), *(row[d] for d in dimensions))].append(
+            (row["cost"], row["id"]))
+    return {key: sorted(found, key=lambda c: (-c[0], str(c[1])))[:10] for key, found in calls.items()}
+
+
+def assert_rollups_agree() -> None:
+    finest = all_rollups()[-1]
+    assert finest.model is LLMUsageDaily
+    for rollup in all_rollups()[:-1]:
+        expected = grouped(LLMUsageDaily, rollup.dimensions)
+        assert expected, "no rows to compare"
+        assert grouped(rollup.model, rollup.dimensions) == expected, rollup.model.__name__
+        kept = {(r["date"], *(r[d] for d in rollup.dimensions)): list(zip(r["top_costs"], r["top_ids"]))
+                for r in rollup.model.objects.values("date", *rollup.dimensions, "top_costs", "top_ids")
+                if r["top_ids"]}
+        assert kept == costliest_calls(rollup.dimensions), f"{rollup.model.__name__}: costliest calls"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_keep_every_rollup_equal_to_the_finest():
+    barrier = threading.Barrier(6)
+
+    def writer(n: int) -> None:
+        rng = random.Random(n)
+        barrier.wait()
+        for _ in range(8):
+            write_records(random_records(rng, 25))
+        connection.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert LLMRequest.objects.count() == 6 * 8 * 25
+    assert_rollups_agree()
+    assert sum(LLMUsageByUser.objects.values_list("requests", flat=True)) == 1200
+    # The coarse tables are small: one row per (day, user), per (day, provider, model, feature).
+    days = LLMUsageDaily.objects.values("date").distinct().count()
+    assert LLMUsageByUser.objects.count() <= days * 5 < LLMUsageDaily.objects.count()
+
+
+@pytest.mark.django_db
+def test_rebuild_recomputes_the_days_asked_and_leaves_the_others():
+    write_records(random_records(random.Random(7), 300))
+    day = DAY.date() + timedelta(days=1)
+    LLMUsageByUser.objects.filter(date=day).update(requests=0, cost=Decimal("123"))
+    LLMUsageByModel.objects.filter(date=day).delete()
+    other_day = LLMUsageByUser.objects.filter(date=day + timedelta(days=1))
+    before = list(other_day.values_list("pk", flat=True))
+
+    written = rebuild_coarse(start=day, end=day)
+    assert written == (LLMUsageByUser.objects.filter(date=day).count() + LLMUsageByModel.objects.filter(date=day).count())
+    assert_rollups_agree()
+    assert list(other_day.values_list("pk", flat=True)) == before  # untouched, not rewritten
+    with pytest.raises(ValueError, match="finest"):
+        rebuild(all_rollups()[-1])
+
+
+@pytest.mark.django_db
+def test_the_migration_backfill_builds_the_same_rows():
+    # The migration's SQL is frozen; it must agree with rollups.rebuild for today's tables.
+    migration = importlib.import_module("apps.llm.migrations.0008_usage_rollups_by_model_and_user")
+    write_records(random_records(random.Random(3), 200))
+    LLMUsageByModel.objects.all().delete()
+    LLMUsageByUser.objects.all().delete()
+    with connection.cursor() as cursor:
+        for statement in [*migration.backfill("llm_llmusagebymodel", "provider", "model", "feature"),
+                          *migration.backfill("llm_llmusagebyuser", "user_id")]:
+            cursor.execute(statement)
+    assert migration.SUMS == SUMS
+    assert_rollups_agree()
+
+
+def test_the_smallest_rollup_that_has_the_dimensions_answers():
+    assert rollup_for({"user_id"}).model is LLMUsageByUser
+    assert rollup_for(set()).model is LLMUsageByModel
+    assert rollup_for({"feature"}).model is LLMUsageByModel
+    assert rollup_for({"provider", "model", "feature"}).model is LLMUsageByModel
+    assert rollup_for({"user_id", "model"}).model is LLMUsageDaily
+    with pytest.raises(ValueError, match="endpoint"):
+        rollup_for({"endpoint"})
