@@ -97,7 +97,7 @@ def raw_dashboard(filters) -> dict:
     features = list(current.values("feature").annotate(cost=spent, requests=Count("pk"))
                     .order_by("-cost", "-requests", "feature")[:10])
     expensive = list(current.filter(cost__isnull=False).order_by("-cost", "id").values_list("pk", "cost")[:10])
-    failures = list(current.filter(status="error").order_by("-created_at").values_list("pk", flat=True)[:10])
+    failures = list(current.filter(status="error").order_by("-created_at", "id").values_list("pk", flat=True)[:10])
     return {"figures": figures, "per_day_model": per_day_model, "latency": latency, "users": users,
             "features": features, "expensive": expensive, "failures": failures}
 
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--db", default="bench_dashboard", help="the scratch database's name (bench_...)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database at the end")
     parser.add_argument("--reuse", action="store_true", help="reuse an existing scratch database and its rows")
+    parser.add_argument("--rebuild-rollups", action="store_true", help="rebuild the rollups of a reused database")
     parser.add_argument("--seed", type=int, default=20261127)
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
@@ -300,6 +301,7 @@ def main() -> None:
                 if present < target:
                     seconds = seed(cat, target - present, args.seed + present)
                     print(f"  COPY: {target - present:,} rows in {seconds:.1f} s")
+                if present < target or args.rebuild_rollups:
                     print(f"  rollups rebuilt in {build_rollups():.1f} s")
                     with connection.cursor() as cursor:
                         for name in ("llm_llmrequest", "llm_llmusagedaily", "llm_llmusagebymodel",

@@ -232,7 +232,7 @@ class FeatureDropdownFilter(SkipScanDropdownFilter):
 
 
 class FeatureTextFilter(TextFilter):
-    """Exact feature name (``-``: none), for tables without a feature index (the rollups)."""
+    """Exact feature name (``-``: none): a text box, for the rollups' changelist (no dropdown to fill)."""
 
     title = "feature"
     parameter_name = "feature"

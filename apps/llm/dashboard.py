@@ -10,9 +10,9 @@ of tens of millions of rows cannot make the page hang.
 
 A render costs a fixed number of queries whatever the period: one GROUP BY (day, provider,
 model) over the period and the one before it (the headline, the daily charts, the models
-table and the latency histograms), five small ranked queries (top users and features, the
-filter choices) and one for user labels, one for the budgets, and at most three small ones
-on the raw log.
+table and the latency histograms), three to five small ranked ones (the filter choices; top
+users and features when filtered) and one for user labels, one for the budgets, and two or
+three that fetch ten rows of the log.
 
 Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timestamps.
 """
@@ -48,9 +48,9 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import LATENCY_BUCKETS_MS, TOP_CALLS, Budget, BudgetSpend, LLMRequest
+from .models import KEPT_CALLS, LATENCY_BUCKETS_MS, Budget, BudgetSpend, LLMRequest
 from .pricing import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
-from .rollups import Rollup, rollup_for
+from .rollups import COSTLIEST, LATEST_FAILURES, CallList, rollup_for
 
 logger = logging.getLogger(__name__)
 
@@ -644,11 +644,15 @@ def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
     from django.contrib.auth import get_user_model
 
     everything = filters.period_only()
-    top_users, top_features = ranked("user_id", filters, limit), ranked("feature", filters, limit)
-    user_ids = [r["user_id"] for r in ranked("user_id", everything, MAX_CHOICES)]
+    all_users, all_features = ranked("user_id", everything, MAX_CHOICES), ranked("feature", everything, MAX_CHOICES)
+    if filters == everything:  # the top rows are the first choices
+        top_users, top_features = all_users[:limit], all_features[:limit]
+    else:
+        top_users, top_features = ranked("user_id", filters, limit), ranked("feature", filters, limit)
+    user_ids = [r["user_id"] for r in all_users]
+    feature_choices = [r["feature"] for r in all_features]
     model_choices = (rollup_for({"provider", "model"}).model.objects.filter(everything.rollup_q())
                      .values_list("provider", "model").annotate(spent=Sum("cost")).order_by("-spent", "model"))
-    feature_choices = [r["feature"] for r in ranked("feature", everything, MAX_CHOICES)]
 
     known = {u["id"]: u for u in get_user_model().objects.filter(pk__in={*user_ids, *(r["user_id"] for r in top_users)})
              .values("id", "email", "username")}
@@ -767,9 +771,9 @@ def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = No
     """
     if matching == 0:
         return RawTable(rows=[])
-    rollup = rollup_for(filters.dimension_names())
-    if rollup.keeps_top_calls and limit <= TOP_CALLS:
-        return _costliest_in_rollup(rollup, filters, limit)
+    kept = _kept_calls(COSTLIEST, filters, limit)
+    if kept is not None:
+        return kept
     if matching is None or matching > RANGE_SCAN_MAX:
         probe = _probe_costliest(filters, limit)
         if probe.timed_out or len(probe.rows) == limit:
@@ -779,12 +783,18 @@ def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = No
     return _raw_table(lambda: queryset.order_by(order, "id").values(*_CALL_FIELDS)[:limit])
 
 
-def _costliest_in_rollup(rollup: Rollup, filters: DashboardFilters, limit: int) -> RawTable:
+def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTable | None:
+    """The first ``limit`` calls of ``kept`` over the period's rows of a rollup that covers the
+    filters and keeps that list; None when none does (the filters cross users and models)."""
+    rollup = rollup_for(filters.dimension_names())
+    if kept not in rollup.call_lists or limit > KEPT_CALLS:
+        return None
     dims, params = filters.dimensions_sql()
     columns = ", ".join(connection.ops.quote_name(c) for c in _CALL_FIELDS)
+    order = f"{connection.ops.quote_name(kept.log_value)} DESC, id"
     sql = (f"SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE id IN ("
-           f"SELECT i FROM {rollup.table}, unnest(top_costs, top_ids) AS u(c, i) "
-           f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY c DESC, i LIMIT %s) ORDER BY cost DESC, id")
+           f"SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
+           f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) ORDER BY {order}")
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
@@ -810,20 +820,24 @@ def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
 
 
 def recent_failures(filters: DashboardFilters, *, matching: int | None = None, limit: int = TOP_ROWS) -> RawTable:
-    """The newest failed calls of the period, newest first, LIMIT ``limit``.
+    """The newest failed calls of the period, newest first (ties by id), LIMIT ``limit``.
 
-    Many matches: walk the (status, -created_at) index from the end of the period. Few (the
+    From the coarse rollups' lists of latest failures when one covers the filters. Otherwise,
+    many matches: walk the (status, -created_at) index from the end of the period. Few (the
     rollups' failure count): those errors may be scattered among many others, so read just
     them through the best index for the filters and sort (``created_at + 0s`` forbids the walk).
     """
     if matching == 0:
         return RawTable(rows=[])
+    kept = _kept_calls(LATEST_FAILURES, filters, limit)
+    if kept is not None:
+        return kept
     queryset = LLMRequest.objects.filter(filters.request_log_q(), status=LLMRequest.Status.ERROR)
     if matching is not None and matching <= RANGE_SCAN_MAX and filters.dimensions_q():
         order = ExpressionWrapper(F("created_at") + Value(timedelta(0)), output_field=DateTimeField()).desc()
     else:
         order = F("created_at").desc()
-    return _raw_table(lambda: queryset.order_by(order).values(*_CALL_FIELDS)[:limit])
+    return _raw_table(lambda: queryset.order_by(order, "id").values(*_CALL_FIELDS)[:limit])
 
 
 # -- everything -----------------------------------------------------------------------------------

@@ -234,18 +234,26 @@ class UsageSums(models.Model):
         abstract = True
 
 
-#: How many of its costliest calls a coarse rollup row remembers.
-TOP_CALLS = 10
+#: How many calls of each list (costliest, latest failures) a coarse rollup row keeps.
+KEPT_CALLS = 10
 
 
-class TopCalls(models.Model):
-    """The costliest calls of a rollup row, so that "the most expensive calls" of any period and
-    filter the rollup covers is a merge of a few short lists, not a search of the log."""
+class KeptCalls(models.Model):
+    """The calls a dashboard lists, kept per rollup row: its costliest and its latest failures.
+
+    The costliest (latest) calls of any set of rows are among the union of their lists, so a
+    table of them for any period and filter the rollup covers merges a few short lists instead
+    of searching the request log.
+    """
 
     top_costs = ArrayField(_money(), default=list, blank=True,
-                           help_text=f"Costs of the {TOP_CALLS} costliest (priced) calls, highest first.")
+                           help_text=f"Costs of the {KEPT_CALLS} costliest priced calls, highest first.")
     top_ids = ArrayField(models.UUIDField(), default=list, blank=True,
                          help_text="Their request-log ids, in the same order.")
+    failure_times = ArrayField(models.DateTimeField(), default=list, blank=True,
+                               help_text=f"When the {KEPT_CALLS} latest failed calls were made, latest first.")
+    failure_ids = ArrayField(models.UUIDField(), default=list, blank=True,
+                             help_text="Their request-log ids, in the same order.")
 
     class Meta:
         abstract = True
@@ -282,7 +290,7 @@ class LLMUsageDaily(UsageSums):
         return f"{self.date} {self.provider}:{self.model}"
 
 
-class LLMUsageByModel(UsageSums, TopCalls):
+class LLMUsageByModel(UsageSums, KeptCalls):
     """Daily sums per provider, model and feature: what most dashboard panels read.
 
     Without the user dimension it holds tens of rows a day however many users there are.
@@ -302,7 +310,7 @@ class LLMUsageByModel(UsageSums, TopCalls):
         return f"{self.date} {self.provider}:{self.model}"
 
 
-class LLMUsageByUser(UsageSums, TopCalls):
+class LLMUsageByUser(UsageSums, KeptCalls):
     """Daily sums per user (null: calls attributed to nobody), for the per-user panels."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,

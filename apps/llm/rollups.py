@@ -4,26 +4,25 @@
 the combinations in use (thousands of users x models x features is millions of rows a
 quarter), so coarser rollups drop dimensions: ``LLMUsageByModel`` the user, ``LLMUsageByUser``
 all but the user. A question about models or about users then reads tens or hundreds of rows
-a day; ``rollup_for`` picks the smallest rollup that can answer it.
+a day; ``rollup_for`` picks the first rollup that can answer it.
 
-The coarse rollups also remember each row's ``TOP_CALLS`` costliest calls: the costliest
-calls of any union of rows are among the union of their lists, so "the most expensive calls
-of the last 30 days of model X" merges a few hundred short lists instead of searching the log.
+The coarse rollups also keep, per row, the ids of its ``KEPT_CALLS`` costliest calls and of
+its latest failures (``CALL_LISTS``): those of any set of rows are among the union of their
+lists, so "the most expensive calls of model X in the last 30 days" merges a few hundred short
+lists instead of searching the log.
 
 Every batch written to the log is added to all of them in the log's own transaction, so they
 always agree with it and with one another. ``rebuild`` recomputes a coarse rollup for a range
 of days (a backfill, or after rows were deleted by hand): its sums from the finest rollup,
-its costliest calls from the log.
+its lists of calls from the log.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -31,8 +30,8 @@ from uuid import UUID
 from django.db import connections, transaction
 
 from .models import (
+    KEPT_CALLS,
     LATENCY_BUCKETS_MS,
-    TOP_CALLS,
     LLMRequest,
     LLMUsageByModel,
     LLMUsageByUser,
@@ -40,7 +39,7 @@ from .models import (
     UsageSums,
     latency_bucket,
 )
-from .recording import SUCCESS, CallRecord
+from .recording import ERROR, SUCCESS, CallRecord
 
 #: Counters summed on conflict (column name -> value taken from a record).
 SUMS = (
@@ -57,12 +56,42 @@ LOG_COLUMNS = {"provider": "provider", "model": "coalesce(nullif(model, ''), mod
                "user_id": "user_id", "feature": "feature"}
 
 Key = tuple[Any, ...]
-#: (cost, id) of a call; the costliest first, ties by id (as ``ORDER BY cost DESC, id``).
-Call = tuple[Decimal, UUID]
+#: (value, id) of a call in a list.
+Call = tuple[Any, UUID]
 
 
-def _costliest(calls: Iterable[Call]) -> list[Call]:
-    return heapq.nsmallest(TOP_CALLS, calls, key=lambda c: (-c[0], c[1]))
+@dataclass(frozen=True)
+class CallList:
+    """Calls a coarse rollup row keeps: its ``KEPT_CALLS`` highest by a value, ties by id."""
+
+    #: The model's two array columns: the values, and the request-log ids.
+    values: str
+    ids: str
+    values_type: str
+    #: Which request-log rows belong, and the value of one (SQL, for rebuilds).
+    log_condition: str
+    log_value: str
+    #: A record's value, or None when it does not belong.
+    value_of: Callable[[CallRecord], Any]
+
+    def first(self, calls: Iterable[Call]) -> list[Call]:
+        """The kept ones: highest value first, ties by id (as ``ORDER BY value DESC, id``)."""
+        by_id = sorted(calls, key=lambda call: call[1])
+        return sorted(by_id, key=lambda call: call[0], reverse=True)[:KEPT_CALLS]
+
+    def merge_sql(self, table: str) -> list[str]:
+        """SET clauses merging a row's list with EXCLUDED's (one ORDER BY: the two arrays stay aligned)."""
+        merged = (f"unnest({table}.{self.values} || EXCLUDED.{self.values}, {table}.{self.ids} || EXCLUDED.{self.ids})"
+                  f" AS u(v, i) ORDER BY v DESC, i LIMIT {KEPT_CALLS}")
+        return [f"{self.values} = ARRAY(SELECT v FROM {merged})", f"{self.ids} = ARRAY(SELECT i FROM {merged})"]
+
+
+CALL_LISTS = (
+    CallList("top_costs", "top_ids", "numeric[]", "cost IS NOT NULL", "cost", lambda r: r.cost),
+    CallList("failure_times", "failure_ids", "timestamptz[]", f"status = '{ERROR}'", "created_at",
+             lambda r: r.created_at if r.status == ERROR else None),
+)
+COSTLIEST, LATEST_FAILURES = CALL_LISTS
 
 
 @dataclass(frozen=True)
@@ -82,8 +111,10 @@ class Rollup:
         return unique.name
 
     @property
-    def keeps_top_calls(self) -> bool:
-        return any(f.name == "top_ids" for f in self.model._meta.fields)
+    def call_lists(self) -> tuple[CallList, ...]:
+        """The lists of calls this rollup keeps (the finest keeps none)."""
+        columns = {f.name for f in self.model._meta.fields}
+        return tuple(kept for kept in CALL_LISTS if kept.ids in columns)
 
     def covers(self, dimensions: Iterable[str]) -> bool:
         return set(dimensions) <= set(self.dimensions)
@@ -103,7 +134,7 @@ def all_rollups() -> tuple[Rollup, ...]:
 
 
 def rollup_for(dimensions: Iterable[str]) -> Rollup:
-    """The smallest rollup that can group or filter by every one of ``dimensions``."""
+    """The first (smallest) rollup that can group or filter by every one of ``dimensions``."""
     dimensions = set(dimensions)
     unknown = dimensions - set(DIMENSIONS)
     if unknown:
@@ -112,11 +143,11 @@ def rollup_for(dimensions: Iterable[str]) -> Rollup:
 
 
 def _empty() -> dict[str, Any]:
-    return dict.fromkeys(SUMS, 0) | {"latency_histogram": [0] * HISTOGRAM_BUCKETS, "top_calls": []}
+    return dict.fromkeys(SUMS, 0) | {"latency_histogram": [0] * HISTOGRAM_BUCKETS} | {k.ids: [] for k in CALL_LISTS}
 
 
 def deltas(records: Iterable[CallRecord]) -> dict[Key, dict[str, Any]]:
-    """Per (day, provider, model, user, feature): the sums a batch of records adds."""
+    """Per (day, provider, model, user, feature): the sums a batch of records adds, and its lists."""
     sums: dict[Key, dict[str, Any]] = defaultdict(_empty)
     for r in records:
         d = sums[(r.created_at.date(), r.provider, r.model or r.requested_model, r.user_id, r.feature)]
@@ -136,10 +167,13 @@ def deltas(records: Iterable[CallRecord]) -> dict[Key, dict[str, Any]]:
         d["saved_cost"] += r.saved_cost or 0
         d["latency_ms_sum"] += round(r.latency_ms)
         d["latency_histogram"][latency_bucket(r.latency_ms)] += 1
-        if r.cost is not None:
-            d["top_calls"].append((r.cost, r.id))
+        for kept in CALL_LISTS:
+            value = kept.value_of(r)
+            if value is not None:
+                d[kept.ids].append((value, r.id))
     for d in sums.values():
-        d["top_calls"] = _costliest(d["top_calls"])
+        for kept in CALL_LISTS:
+            d[kept.ids] = kept.first(d[kept.ids])
     return sums
 
 
@@ -154,7 +188,8 @@ def project(fine: dict[Key, dict[str, Any]], dimensions: tuple[str, ...]) -> dic
         for name in SUMS:
             into[name] += sums[name]
         into["latency_histogram"] = [a + b for a, b in zip(into["latency_histogram"], sums["latency_histogram"])]
-        into["top_calls"] = _costliest(into["top_calls"] + sums["top_calls"])
+        for kept in CALL_LISTS:
+            into[kept.ids] = kept.first(into[kept.ids] + sums[kept.ids])
     return coarse
 
 
@@ -176,25 +211,22 @@ def add(records: Iterable[CallRecord], *, cursor) -> None:
 def _upsert(rollup: Rollup, sums: dict[Key, dict[str, Any]], cursor) -> None:
     table = rollup.table
     columns = ["date", *rollup.dimensions, *SUMS, "latency_histogram"]
+    placeholders = ["%s"] * len(columns)
     updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in SUMS]
     updates.append(f"latency_histogram = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM "
                    f"unnest({table}.latency_histogram, EXCLUDED.latency_histogram) AS u(a, b))")
-    placeholders = ["%s"] * len(columns)
-    if rollup.keeps_top_calls:
-        columns += ["top_costs", "top_ids"]
-        placeholders += ["%s::numeric[]", "%s::uuid[]"]
-        # Both lists from the same ORDER BY over the old row's and the batch's: still aligned.
-        merged = (f"unnest({table}.top_costs || EXCLUDED.top_costs, {table}.top_ids || EXCLUDED.top_ids) "
-                  f"AS u(c, i) ORDER BY c DESC, i LIMIT {TOP_CALLS}")
-        updates += [f"top_costs = ARRAY(SELECT c FROM {merged})", f"top_ids = ARRAY(SELECT i FROM {merged})"]
+    for kept in rollup.call_lists:
+        columns += [kept.values, kept.ids]
+        placeholders += [f"%s::{kept.values_type}", "%s::uuid[]"]
+        updates += kept.merge_sql(table)
     row = "(" + ", ".join(placeholders) + ")"
     params: list[Any] = []
     keys = sorted(sums, key=_lock_order)
     for key in keys:
         d = sums[key]
         params.extend([*key, *(d[c] for c in SUMS), d["latency_histogram"]])
-        if rollup.keeps_top_calls:
-            params.extend([[cost for cost, _ in d["top_calls"]], [id_ for _, id_ in d["top_calls"]]])
+        for kept in rollup.call_lists:
+            params.extend([[value for value, _ in d[kept.ids]], [id_ for _, id_ in d[kept.ids]]])
     cursor.execute(
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(keys))} "
         f"ON CONFLICT ON CONSTRAINT {rollup.constraint} DO UPDATE SET {', '.join(updates)}",
@@ -205,8 +237,8 @@ def _upsert(rollup: Rollup, sums: dict[Key, dict[str, Any]], cursor) -> None:
 def rebuild(rollup: Rollup, *, start: date | None = None, end: date | None = None, using: str = "default") -> int:
     """Recompute ``rollup`` for ``start``..``end`` (inclusive; None: open); returns the rows written.
 
-    The sums come from the finest rollup, the costliest calls from the request log (the finest
-    rollup does not keep them): a rebuild of many days reads those days of the log once.
+    The sums come from the finest rollup, the lists of calls from the request log (the finest
+    rollup keeps none): a rebuild of many days reads those days of the log once per list.
     """
     finest = all_rollups()[-1]
     if rollup == finest:
@@ -216,19 +248,20 @@ def rebuild(rollup: Rollup, *, start: date | None = None, end: date | None = Non
     sums = ", ".join(f"sum({c})" for c in SUMS)
     # Element-wise sum of the histograms; a missing bucket (an empty array) counts 0.
     histogram = ", ".join(f"coalesce(sum(latency_histogram[{i}]), 0)" for i in range(1, HISTOGRAM_BUCKETS + 1))
-    # Empty lists first; _rebuild_top_calls fills them.
-    top_columns, top_values = (", top_costs, top_ids", ", '{}', '{}'") if rollup.keeps_top_calls else ("", "")
+    # Empty lists first; _rebuild_call_list fills them.
+    lists = [column for kept in rollup.call_lists for column in (kept.values, kept.ids)]
+    list_columns, empty_lists = "".join(f", {c}" for c in lists), ", '{}'" * len(lists)
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(f"DELETE FROM {rollup.table} WHERE {days}", params)
         cursor.execute(
-            f"INSERT INTO {rollup.table} ({key}, {', '.join(SUMS)}, latency_histogram{top_columns}) "
-            f"SELECT {key}, {sums}, ARRAY[{histogram}]::bigint[]{top_values} FROM {finest.table} "
+            f"INSERT INTO {rollup.table} ({key}, {', '.join(SUMS)}, latency_histogram{list_columns}) "
+            f"SELECT {key}, {sums}, ARRAY[{histogram}]::bigint[]{empty_lists} FROM {finest.table} "
             f"WHERE {days} GROUP BY {key}",
             params,
         )
         written = cursor.rowcount
-        if rollup.keeps_top_calls:
-            _rebuild_top_calls(rollup, start, end, cursor)
+        for kept in rollup.call_lists:
+            _rebuild_call_list(rollup, kept, start, end, cursor)
     return written
 
 
@@ -245,22 +278,21 @@ def _days_condition(column: str, start: date | None, end: date | None,
     return " AND ".join(parts), params
 
 
-def _rebuild_top_calls(rollup: Rollup, start: date | None, end: date | None, cursor) -> None:
+def _rebuild_call_list(rollup: Rollup, kept: CallList, start: date | None, end: date | None, cursor) -> None:
     calls, params = _days_condition("created_at", start, end, as_time=True)
-    dims = [f"{LOG_COLUMNS[d]} AS {d}" for d in rollup.dimensions]
+    day = "(created_at AT TIME ZONE 'UTC')::date"
+    log_key = ", ".join(LOG_COLUMNS[d] for d in rollup.dimensions)
+    named = ", ".join(f"{LOG_COLUMNS[d]} AS {d}" for d in rollup.dimensions)
     group = ", ".join(["day", *rollup.dimensions])
     match = " AND ".join(f"r.{d} IS NOT DISTINCT FROM t.{d}" for d in rollup.dimensions)
     cursor.execute(
         f"""
-        UPDATE {rollup.table} r SET top_costs = t.costs, top_ids = t.ids
-        FROM (SELECT {group}, array_agg(cost ORDER BY cost DESC, id) AS costs,
-                     array_agg(id ORDER BY cost DESC, id) AS ids
-              FROM (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, {', '.join(dims)}, cost, id,
-                           row_number() OVER (PARTITION BY (created_at AT TIME ZONE 'UTC')::date,
-                                              {', '.join(LOG_COLUMNS[d] for d in rollup.dimensions)}
-                                              ORDER BY cost DESC, id) AS rank
-                    FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL AND {calls}) ranked
-              WHERE rank <= {TOP_CALLS} GROUP BY {group}) t
+        UPDATE {rollup.table} r SET {kept.values} = t.vs, {kept.ids} = t.ids
+        FROM (SELECT {group}, array_agg(v ORDER BY v DESC, id) AS vs, array_agg(id ORDER BY v DESC, id) AS ids
+              FROM (SELECT {day} AS day, {named}, {kept.log_value} AS v, id,
+                           row_number() OVER (PARTITION BY {day}, {log_key} ORDER BY {kept.log_value} DESC, id) AS rank
+                    FROM {LLMRequest._meta.db_table} WHERE {kept.log_condition} AND {calls}) ranked
+              WHERE rank <= {KEPT_CALLS} GROUP BY {group}) t
         WHERE r.date = t.day AND {match}
         """,
         params,

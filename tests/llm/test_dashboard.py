@@ -488,21 +488,22 @@ def test_export_rows_match_what_the_page_shows(seed):
 
 
 def test_the_dashboard_costs_a_fixed_number_of_queries(seed, staff_client, django_assert_max_num_queries):
-    # Ours: 6 over the rollups (GROUP BY day/provider/model for both periods; top users, top
-    # features; the model, feature and user choices), budgets, and 2 LIMIT 10 queries on the log,
-    # each in a savepoint with the statement timeout set and restored; one for user labels. The
-    # rest is the admin's own: session, user, sidebar, session save.
-    with django_assert_max_num_queries(25) as captured:
+    # Ours: 4 over the rollups (GROUP BY day/provider/model for both periods; users, features and
+    # models of the period: the top ones are the first choices when nothing is filtered), budgets,
+    # and 2 LIMIT 10 queries on the log, each in a savepoint with the statement timeout set and
+    # restored; one for user labels. The rest is the admin's own: session, user, sidebar, session save.
+    with django_assert_max_num_queries(23) as captured:
         assert staff_client.get(DASHBOARD, {"period": "90"}).status_code == 200
     sqls = [q["sql"] for q in captured.captured_queries]
     ours = [sql for sql in sqls if re.search(r"\bllm_(llmusage\w+|llmrequest|budget)", sql)]
-    assert len(ours) == 9, ours
+    assert len(ours) == 7, ours
     # Unfiltered, nothing reads the finest rollup (one row per user x model x feature x day).
     assert not [sql for sql in ours if "llm_llmusagedaily" in sql]
     raw = [sql for sql in ours if re.search(r'FROM "?llm_llmrequest', sql)]
     assert len(raw) == 2 and all("LIMIT 10" in sql for sql in raw)
-    # The costliest calls: ten ids from the per-model rollup's lists, then those rows.
+    # The costliest calls and the latest failures: ten ids from the per-model rollup's lists, then those rows.
     assert "llm_llmusagebymodel" in raw[0] and "unnest(top_costs, top_ids)" in raw[0]
+    assert "llm_llmusagebymodel" in raw[1] and "unnest(failure_times, failure_ids)" in raw[1]
     # No per-day (or per-row) queries: a year costs the same as 90 days.
     with django_assert_max_num_queries(len(sqls)):
         staff_client.get(DASHBOARD, {"period": "custom", "start": str(TODAY - timedelta(days=365)), "end": str(TODAY)})

@@ -52,13 +52,21 @@ def grouped(model, dimensions: tuple[str, ...]) -> dict[tuple, tuple]:
     return {key: tuple(value[:-1]) + (tuple(value[-1]),) for key, value in sums.items()}
 
 
-def costliest_calls(dimensions: tuple[str, ...]) -> dict[tuple, list]:
-    """Per (UTC day, *dimensions): the 10 costliest priced calls of the log, as (cost, id), in Python."""
-    calls = defaultdict(list)
-    for row in LLMRequest.objects.filter(cost__isnull=False).values("id", "cost", "created_at", *dimensions):
-        calls[(row["created_at"].astimezone(timezone.utc).date(), *(row[d] for d in dimensions))].append(
-            (row["cost"], row["id"]))
-    return {key: sorted(found, key=lambda c: (-c[0], str(c[1])))[:10] for key, found in calls.items()}
+def kept_calls(dimensions: tuple[str, ...]) -> dict[tuple, tuple[list, list]]:
+    """Per (UTC day, *dimensions), from the log in Python: the 10 costliest priced calls and the
+    10 latest failures, as (value, id), highest first, ties by id."""
+    costly, failed = defaultdict(list), defaultdict(list)
+    for row in LLMRequest.objects.values("id", "cost", "status", "created_at", *dimensions):
+        key = (row["created_at"].astimezone(timezone.utc).date(), *(row[d] for d in dimensions))
+        if row["cost"] is not None:
+            costly[key].append((row["cost"], row["id"]))
+        if row["status"] == ERROR:
+            failed[key].append((row["created_at"], row["id"]))
+
+    def first(calls: list) -> list:
+        return sorted(calls, key=lambda c: (c[0], -c[1].int), reverse=True)[:10]
+
+    return {key: (first(costly[key]), first(failed[key])) for key in costly.keys() | failed.keys()}
 
 
 def assert_rollups_agree() -> None:
@@ -68,10 +76,14 @@ def assert_rollups_agree() -> None:
         expected = grouped(LLMUsageDaily, rollup.dimensions)
         assert expected, "no rows to compare"
         assert grouped(rollup.model, rollup.dimensions) == expected, rollup.model.__name__
-        kept = {(r["date"], *(r[d] for d in rollup.dimensions)): list(zip(r["top_costs"], r["top_ids"]))
-                for r in rollup.model.objects.values("date", *rollup.dimensions, "top_costs", "top_ids")
-                if r["top_ids"]}
-        assert kept == costliest_calls(rollup.dimensions), f"{rollup.model.__name__}: costliest calls"
+        kept = {(r["date"], *(r[d] for d in rollup.dimensions)): (list(zip(r["top_costs"], r["top_ids"])),
+                                                                   list(zip(r["failure_times"], r["failure_ids"])))
+                for r in rollup.model.objects.values("date", *rollup.dimensions, "top_costs", "top_ids",
+                                                     "failure_times", "failure_ids")
+                if r["top_ids"] or r["failure_ids"]}
+        assert kept == kept_calls(rollup.dimensions), f"{rollup.model.__name__}: kept calls"
+        assert any(len(costly) == 10 for costly, _ in kept.values())  # the lists were cut, not just filled
+        assert any(failed for _, failed in kept.values())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -100,7 +112,7 @@ def test_concurrent_writers_keep_every_rollup_equal_to_the_finest():
 
 @pytest.mark.django_db
 def test_rebuild_recomputes_the_days_asked_and_leaves_the_others():
-    write_records(random_records(random.Random(7), 300))
+    write_records(random_records(random.Random(7), 600))
     day = DAY.date() + timedelta(days=1)
     LLMUsageByUser.objects.filter(date=day).update(requests=0, cost=Decimal("123"))
     LLMUsageByModel.objects.filter(date=day).delete()
@@ -119,7 +131,7 @@ def test_rebuild_recomputes_the_days_asked_and_leaves_the_others():
 def test_the_migration_backfill_builds_the_same_rows():
     # The migration's SQL is frozen; it must agree with rollups.rebuild for today's tables.
     migration = importlib.import_module("apps.llm.migrations.0008_usage_rollups_by_model_and_user")
-    write_records(random_records(random.Random(3), 200))
+    write_records(random_records(random.Random(3), 600))
     LLMUsageByModel.objects.all().delete()
     LLMUsageByUser.objects.all().delete()
     with connection.cursor() as cursor:

@@ -1,8 +1,9 @@
-"""Coarser rollups (per model and feature; per user) with their costliest calls, backfilled.
+"""Coarser rollups (per model and feature; per user) with their lists of calls, backfilled.
 
-The sums come from LLMUsageDaily, the costliest calls from the request log (one pass over it).
-The backfill is frozen SQL, as the tables were at this migration (18 latency buckets, 10 calls
-kept), not a call into apps.llm.rollups, whose code follows the models of later migrations.
+The sums come from LLMUsageDaily, the lists (costliest calls, latest failures) from the
+request log, one pass over it per list. The backfill is frozen SQL, as the tables were at this
+migration (18 latency buckets, 10 calls per list), not a call into apps.llm.rollups, whose code
+follows the models of later migrations.
 """
 
 import django.contrib.postgres.fields
@@ -14,30 +15,41 @@ from django.db import migrations, models
 SUMS = ("requests", "successes", "failures", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",
         "reasoning_tokens", "total_tokens", "cost", "provider_cost", "saved_cost", "latency_ms_sum")
 BUCKETS = 18
-TOP_CALLS = 10
+KEPT_CALLS = 10
 LOG_COLUMNS = {"provider": "provider", "model": "coalesce(nullif(model, ''), model_requested)",
                "user_id": "user_id", "feature": "feature"}
+# (values column, ids column, which calls, their value)
+CALL_LISTS = [("top_costs", "top_ids", "cost IS NOT NULL", "cost"),
+              ("failure_times", "failure_ids", "status = 'error'", "created_at")]
 
 
 def backfill(table: str, *dims: str) -> list[str]:
     key = ", ".join(dims)
     sums = ", ".join(f"sum({c})" for c in SUMS)
     histogram = ", ".join(f"coalesce(sum(latency_histogram[{i}]), 0)" for i in range(1, BUCKETS + 1))
+    lists = [c for values, ids, _, _ in CALL_LISTS for c in (values, ids)]
+    empty = ", '{}'" * len(lists)
+    statements = [
+        f"INSERT INTO {table} (date, {key}, {', '.join(SUMS)}, latency_histogram, {', '.join(lists)}) "
+        f"SELECT date, {key}, {sums}, ARRAY[{histogram}]::bigint[]{empty} "
+        f"FROM llm_llmusagedaily GROUP BY date, {key}"
+    ]
     day = "(created_at AT TIME ZONE 'UTC')::date"
     log_key = ", ".join(LOG_COLUMNS[d] for d in dims)
-    return [
-        f"INSERT INTO {table} (date, {key}, {', '.join(SUMS)}, latency_histogram, top_costs, top_ids) "
-        f"SELECT date, {key}, {sums}, ARRAY[{histogram}]::bigint[], '{{}}', '{{}}' FROM llm_llmusagedaily "
-        f"GROUP BY date, {key}",
-        f"UPDATE {table} r SET top_costs = t.costs, top_ids = t.ids "
-        f"FROM (SELECT day, {key}, array_agg(cost ORDER BY cost DESC, id) AS costs, "
-        f"             array_agg(id ORDER BY cost DESC, id) AS ids "
-        f"      FROM (SELECT {day} AS day, {', '.join(f'{LOG_COLUMNS[d]} AS {d}' for d in dims)}, cost, id, "
-        f"                   row_number() OVER (PARTITION BY {day}, {log_key} ORDER BY cost DESC, id) AS rank "
-        f"            FROM llm_llmrequest WHERE cost IS NOT NULL) ranked "
-        f"      WHERE rank <= {TOP_CALLS} GROUP BY day, {key}) t "
-        f"WHERE r.date = t.day AND " + " AND ".join(f"r.{d} IS NOT DISTINCT FROM t.{d}" for d in dims),
-    ]
+    named = ", ".join(f"{LOG_COLUMNS[d]} AS {d}" for d in dims)
+    match = " AND ".join(f"r.{d} IS NOT DISTINCT FROM t.{d}" for d in dims)
+    for values, ids, condition, value in CALL_LISTS:
+        statements.append(
+            f"UPDATE {table} r SET {values} = t.vs, {ids} = t.ids "
+            f"FROM (SELECT day, {key}, array_agg(v ORDER BY v DESC, id) AS vs, "
+            f"             array_agg(id ORDER BY v DESC, id) AS ids "
+            f"      FROM (SELECT {day} AS day, {named}, {value} AS v, id, "
+            f"                   row_number() OVER (PARTITION BY {day}, {log_key} ORDER BY {value} DESC, id) AS rank "
+            f"            FROM llm_llmrequest WHERE {condition}) ranked "
+            f"      WHERE rank <= {KEPT_CALLS} GROUP BY day, {key}) t "
+            f"WHERE r.date = t.day AND {match}"
+        )
+    return statements
 
 
 class Migration(migrations.Migration):
@@ -67,8 +79,10 @@ class Migration(migrations.Migration):
                 ('saved_cost', models.DecimalField(decimal_places=24, default=0, max_digits=32)),
                 ('latency_ms_sum', models.BigIntegerField(default=0)),
                 ('latency_histogram', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), blank=True, default=list, help_text='Requests per latency bucket (LATENCY_BUCKETS_MS).', size=None)),
-                ('top_costs', django.contrib.postgres.fields.ArrayField(base_field=models.DecimalField(decimal_places=24, max_digits=32), blank=True, default=list, help_text='Costs of the 10 costliest (priced) calls, highest first.', size=None)),
+                ('top_costs', django.contrib.postgres.fields.ArrayField(base_field=models.DecimalField(decimal_places=24, max_digits=32), blank=True, default=list, help_text='Costs of the 10 costliest priced calls, highest first.', size=None)),
                 ('top_ids', django.contrib.postgres.fields.ArrayField(base_field=models.UUIDField(), blank=True, default=list, help_text='Their request-log ids, in the same order.', size=None)),
+                ('failure_times', django.contrib.postgres.fields.ArrayField(base_field=models.DateTimeField(), blank=True, default=list, help_text='When the 10 latest failed calls were made, latest first.', size=None)),
+                ('failure_ids', django.contrib.postgres.fields.ArrayField(base_field=models.UUIDField(), blank=True, default=list, help_text='Their request-log ids, in the same order.', size=None)),
                 ('provider', models.CharField(max_length=50)),
                 ('model', models.CharField(max_length=255)),
                 ('feature', models.CharField(blank=True, default='', max_length=100)),
@@ -97,8 +111,10 @@ class Migration(migrations.Migration):
                 ('saved_cost', models.DecimalField(decimal_places=24, default=0, max_digits=32)),
                 ('latency_ms_sum', models.BigIntegerField(default=0)),
                 ('latency_histogram', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), blank=True, default=list, help_text='Requests per latency bucket (LATENCY_BUCKETS_MS).', size=None)),
-                ('top_costs', django.contrib.postgres.fields.ArrayField(base_field=models.DecimalField(decimal_places=24, max_digits=32), blank=True, default=list, help_text='Costs of the 10 costliest (priced) calls, highest first.', size=None)),
+                ('top_costs', django.contrib.postgres.fields.ArrayField(base_field=models.DecimalField(decimal_places=24, max_digits=32), blank=True, default=list, help_text='Costs of the 10 costliest priced calls, highest first.', size=None)),
                 ('top_ids', django.contrib.postgres.fields.ArrayField(base_field=models.UUIDField(), blank=True, default=list, help_text='Their request-log ids, in the same order.', size=None)),
+                ('failure_times', django.contrib.postgres.fields.ArrayField(base_field=models.DateTimeField(), blank=True, default=list, help_text='When the 10 latest failed calls were made, latest first.', size=None)),
+                ('failure_ids', django.contrib.postgres.fields.ArrayField(base_field=models.UUIDField(), blank=True, default=list, help_text='Their request-log ids, in the same order.', size=None)),
             ],
             options={
                 'verbose_name': 'daily LLM usage by user',
