@@ -8,11 +8,12 @@ failures) read the raw log; both are LIMITed to a few rows inside the period, ch
 plan from the counts the rollups already gave, and run under a statement timeout, so a log
 of tens of millions of rows cannot make the page hang.
 
-A render costs a fixed number of queries whatever the period: one GROUP BY (day, provider,
-model) over the period and the one before it (the headline, the daily charts, the models
-table and the latency histograms), three to five small ranked ones (the filter choices; top
-users and features when filtered) and one for user labels, one for the budgets, and two or
-three that fetch ten rows of the log.
+A render costs a fixed number of queries whatever the period, each returning at most a row
+per day and model: sums per day over the period and the one before it (the headline, the
+daily charts, the latency histograms), per model (the models table), per day of the charted
+models (the spend chart), three to five ranked ones (the filter choices; top users and
+features when filtered) and one for user labels, one for the budgets, and two or three that
+fetch ten rows of the log.
 
 Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timestamps.
 """
@@ -524,75 +525,74 @@ class Dashboard:
 # -- queries --------------------------------------------------------------------------------------
 
 
-def _sum_aggregates() -> dict[str, Any]:
+def _period_rows(filters: DashboardFilters, group: tuple[str, ...], aggregates: dict[str, Any], *,
+                 since: date | None = None) -> QuerySet:
+    """Rollup sums per ``group`` from ``since`` (default: the period start) to the end, from the
+    first rollup that has the grouped and filtered dimensions."""
+    rollup = rollup_for({*(c for c in group if c != "date"), *filters.dimension_names()})
+    return (rollup.model.objects
+            .filter(Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q())
+            .values(*group).annotate(**aggregates).order_by())
+
+
+def daily_totals(filters: DashboardFilters) -> tuple[Totals, Totals, dict[date, Totals]]:
+    """Totals of the period, of the one before it, and of each day of the period (with histograms)."""
     aggregates: dict[str, Any] = {name: Sum(name) for name in _SUMS}
     # Element-wise sums of the histogram arrays: one column per bucket (SUM(h[i])).
     aggregates |= {f"h{i}": Sum(f"latency_histogram__{i}") for i in range(_BUCKETS)}
-    return aggregates
-
-
-def _row_totals(row: Mapping[str, Any]) -> dict[str, Any]:
-    values = {name: row[name] or 0 for name in _SUMS}
-    values["latency_histogram"] = [row[f"h{i}"] or 0 for i in range(_BUCKETS)]
-    return values
-
-
-def model_day_rows(filters: DashboardFilters, *, since: date | None = None) -> list[dict[str, Any]]:
-    """Rollup sums per (day, provider, model) from ``since`` (default: the period start) to the end."""
-    rollup = rollup_for({"provider", "model", *filters.dimension_names()})
-    rows = (rollup.model.objects
-            .filter(Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q())
-            .values("date", "provider", "model")
-            .annotate(**_sum_aggregates())
-            .order_by())
-    return [{"date": r["date"], "provider": r["provider"], "model": r["model"], **_row_totals(r)} for r in rows]
+    current, previous, per_day = Totals(), Totals(), {}
+    for row in _period_rows(filters, ("date",), aggregates, since=filters.previous().start):
+        totals = Totals(**{name: row[name] or 0 for name in _SUMS},
+                        latency_histogram=[row[f"h{i}"] or 0 for i in range(_BUCKETS)])
+        if row["date"] < filters.start:
+            previous.add(totals)
+        else:
+            current.add(totals)
+            per_day[row["date"]] = totals
+    return current, previous, per_day
 
 
 def _model_label(provider: str, model: str, ambiguous: set[str]) -> str:
     return f"{model} ({provider})" if model in ambiguous else model
 
 
-def _usage_row(label: str, filters: DashboardFilters, t: Totals) -> UsageRow:
-    return UsageRow(label=label, filters=filters, requests=t.requests, failures=t.failures, cache_hits=t.cache_hits,
-                    tokens=t.total_tokens, cost=t.cost, saved_cost=t.saved_cost)
+def model_rows(filters: DashboardFilters) -> list[UsageRow]:
+    """Every model of the period, the biggest spenders first."""
+    rows = list(_period_rows(filters, ("provider", "model"), {name: Sum(name) for name in _BREAKDOWN_SUMS}))
+    rows.sort(key=lambda r: (-r["cost"], -r["requests"], r["provider"], r["model"]))
+    ambiguous = {m for m, n in Counter(r["model"] for r in rows).items() if n > 1}
+    return [_breakdown_row(_model_label(r["provider"], r["model"], ambiguous),
+                           filters.narrowed(provider=r["provider"], model=r["model"]), r) for r in rows]
 
 
-def summarise(filters: DashboardFilters,
-              rows: list[dict[str, Any]]) -> tuple[Totals, Totals, DailySeries, list[UsageRow]]:
-    """Current and previous totals, the daily series and the models table, from ``model_day_rows``."""
-    previous = filters.previous()
-    current_totals, previous_totals = Totals(), Totals()
-    per_day: dict[date, Totals] = defaultdict(Totals)
-    per_model: dict[tuple[str, str], Totals] = defaultdict(Totals)
-    model_day_cost: dict[tuple[str, str], dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for row in rows:
-        if row["date"] < filters.start:
-            if row["date"] >= previous.start:
-                previous_totals.add(row)
-            continue
-        key = (row["provider"], row["model"])
-        current_totals.add(row)
-        per_day[row["date"]].add(row)
-        per_model[key].add(row)
-        model_day_cost[key][row["date"]] += row["cost"]
-
-    ranked = sorted(per_model.items(), key=lambda kv: (-kv[1].cost, -kv[1].requests, kv[0]))
-    ambiguous = {m for m, n in Counter(model for _, model in per_model).items() if n > 1}
-    models = [_usage_row(_model_label(p, m, ambiguous), filters.narrowed(provider=p, model=m), t)
-              for (p, m), t in ranked]
-
+def spend_by_model(filters: DashboardFilters, models: list[UsageRow],
+                   day_cost: Mapping[date, Decimal]) -> list[tuple[str, DashboardFilters | None, list[Decimal]]]:
+    """Spend per day of the top ``CHART_MODELS`` models, then "Other" (the rest of each day's spend)."""
+    top = models[:CHART_MODELS]
+    if not top:
+        return []
     days = filters.day_list()
-    chart_series: list[tuple[str, DashboardFilters | None, list[Decimal]]] = []
-    for (p, m), _ in ranked[:CHART_MODELS]:
-        chart_series.append((_model_label(p, m, ambiguous), filters.narrowed(provider=p, model=m),
-                             [model_day_cost[(p, m)].get(d, _ZERO) for d in days]))
-    if len(ranked) > CHART_MODELS:
-        rest = [key for key, _ in ranked[CHART_MODELS:]]
-        chart_series.append((OTHER, None, [sum((model_day_cost[k].get(d, _ZERO) for k in rest), _ZERO)
-                                           for d in days]))
+    only_top = Q()
+    for row in top:
+        only_top |= Q(provider=row.filters.provider, model=row.filters.model)
+    cost: dict[tuple[str, str], dict[date, Decimal]] = defaultdict(dict)
+    for r in _period_rows(filters, ("date", "provider", "model"), {"spent": Sum("cost")}).filter(only_top):
+        cost[(r["provider"], r["model"])][r["date"]] = r["spent"]
+    series: list[tuple[str, DashboardFilters | None, list[Decimal]]] = [
+        (row.label, row.filters, [cost[(row.filters.provider, row.filters.model)].get(d, _ZERO) for d in days])
+        for row in top
+    ]
+    if len(models) > CHART_MODELS:
+        series.append((OTHER, None, [day_cost.get(d, _ZERO) - sum((s[2][i] for s in series), _ZERO)
+                                     for i, d in enumerate(days)]))
+    return series
 
+
+def daily_series(filters: DashboardFilters, per_day: Mapping[date, Totals],
+                 cost_by_model: list[tuple[str, DashboardFilters | None, list[Decimal]]]) -> DailySeries:
+    days = filters.day_list()
     day_totals = [per_day.get(d) or Totals() for d in days]
-    daily = DailySeries(
+    return DailySeries(
         days=days,
         requests=[t.requests for t in day_totals],
         failures=[t.failures for t in day_totals],
@@ -602,9 +602,8 @@ def summarise(filters: DashboardFilters,
         output_tokens=[t.completion_tokens for t in day_totals],
         p50_ms=[t.p50_ms for t in day_totals],
         p95_ms=[t.p95_ms for t in day_totals],
-        cost_by_model=chart_series,
+        cost_by_model=cost_by_model,
     )
-    return current_totals, previous_totals, daily, models
 
 
 def user_label(user_id: int | None, email: str | None = None, username: str | None = None) -> str:
@@ -845,13 +844,13 @@ def recent_failures(filters: DashboardFilters, *, matching: int | None = None, l
 
 def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_today: date | None = None) -> Dashboard:
     """All the dashboard's figures for ``filters``; ``raw_log=False`` skips the request tables."""
-    previous_filters = filters.previous()
-    rows = model_day_rows(filters, since=previous_filters.start)
-    current, previous, daily, models = summarise(filters, rows)
+    current, previous, per_day = daily_totals(filters)
+    models = model_rows(filters)
+    daily = daily_series(filters, per_day, spend_by_model(filters, models, {d: t.cost for d, t in per_day.items()}))
     split = breakdowns(filters)
     return Dashboard(
         filters=filters,
-        previous_filters=previous_filters,
+        previous_filters=filters.previous(),
         current=current,
         previous=previous,
         figures=headline(current, previous),
