@@ -44,7 +44,7 @@ from bench_usage_stats import (  # noqa: E402
     build_rollups,
     check_rollups,
     drop_database,
-    scratch_database,
+    open_scratch_database,
     seed,
 )
 
@@ -57,9 +57,9 @@ STOCK_CHANGELIST = "/bench-stock-admin/llm/llmrequest/"
 
 def raw_dashboard(filters) -> dict:
     """What the dashboard shows, aggregated from LLMRequest over the same UTC days and filters."""
-    from django.db import connection
     from decimal import Decimal
 
+    from django.db import connection
     from django.db.models import Count, Q, Sum, Value
     from django.db.models.functions import Coalesce, TruncDate
 
@@ -149,6 +149,8 @@ def dashboard_cases() -> list[tuple[str, dict]]:
         (f"30 days, user={by_user[len(by_user) // 2]} (median)", {"user": str(by_user[len(by_user) // 2])}),
         ("90 days, provider=openai, feature=code.review", {"period": "90", "provider": "openai",
                                                          "feature": "code.review"}),
+        # Users crossed with models: the finest rollup, and the request tables from the log.
+        (f"30 days, user={by_user[0]}, model=gpt-4o-mini", {"user": str(by_user[0]), "model": "gpt-4o-mini"}),
     ]
 
 
@@ -183,62 +185,59 @@ def stock_admin_urls():
     return module.__name__
 
 
-def timed_get(client, url: str, params: dict) -> float:
-    started = time.perf_counter()
+def get(client, url: str, params: dict) -> None:
     response = client.get(url, params)
-    elapsed = time.perf_counter() - started
     assert response.status_code == 200, (url, params, response.status_code)
-    return elapsed
 
 
-def measure(client, step_rows: int, reps: int, raw_reps: int) -> list[list[object]]:
+def timings(cases: list[tuple[str, dict]], rounds: int, run) -> dict[str, list[float]]:
+    """Seconds per call of ``run(params)``, per case; the cases in rotating order each round."""
+    times: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for rep in range(rounds):
+        for name, params in cases[rep % len(cases):] + cases[:rep % len(cases)]:
+            started = time.perf_counter()
+            run(params)
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def compare(ours: dict[str, list[float]], baseline: dict[str, list[float]], target_ms: float) -> list[list[object]]:
+    rows = []
+    for name, values in ours.items():
+        o50, o95 = statistics.median(values) * 1000, percentile(values, 0.95) * 1000
+        b50 = statistics.median(baseline[name]) * 1000
+        rows.append([name, o50, o95, b50, b50 / o50, "yes" if o95 < target_ms else "NO"])
+    return rows
+
+
+def measure(client, reps: int, raw_reps: int) -> tuple[list[list[object]], list[list[object]]]:
+    """(dashboard rows, changelist rows): case, p50, p95, baseline p50, ratio, target met."""
     from apps.llm.dashboard import DashboardFilters, build_dashboard
 
-    summary = []
     cases = dashboard_cases()
     for name, params in cases:  # warm-up, and the rollups against the raw log
         filters = DashboardFilters.from_query(params)
         check_same(build_dashboard(filters), raw_dashboard(filters), name)
-        timed_get(client, DASHBOARD, params)
+        get(client, DASHBOARD, params)
     # The views first, then the raw path (see the module's docstring).
-    times: dict[tuple[str, str], list[float]] = {(n, p): [] for n, _ in cases for p in ("view", "raw")}
-    for rep in range(reps):
-        for name, params in cases[rep % len(cases):] + cases[:rep % len(cases)]:
-            times[(name, "view")].append(timed_get(client, DASHBOARD, params))
-    for rep in range(raw_reps):
-        for name, params in cases[rep % len(cases):] + cases[:rep % len(cases)]:
-            started = time.perf_counter()
-            raw_dashboard(DashboardFilters.from_query(params))
-            times[(name, "raw")].append(time.perf_counter() - started)
-    rows = []
-    for name, _ in cases:
-        view, raw = times[(name, "view")], times[(name, "raw")]
-        v50, v95, r50 = statistics.median(view) * 1000, percentile(view, 0.95) * 1000, statistics.median(raw) * 1000
-        rows.append([name, v50, v95, r50, r50 / v50, "yes" if v95 < 200 else "NO"])
-        summary.append([f"{step_rows:,}", "dashboard", name, v50, v95, r50])
+    views = timings(cases, reps, lambda params: get(client, DASHBOARD, params))
+    raw = timings(cases, raw_reps, lambda params: raw_dashboard(DashboardFilters.from_query(params)))
+    dashboard = compare(views, raw, target_ms=200)
     print(f"\nDashboard view (test client GET, staff) vs the same figures from the raw log; {reps} view and "
           f"{raw_reps} raw repetitions, cases in rotating order; figures checked equal first\n")
-    print(table(["case", "view p50 ms", "view p95 ms", "raw p50 ms", "raw/view", "p95 < 200 ms"], rows))
+    print(table(["case", "view p50 ms", "view p95 ms", "raw p50 ms", "raw/view", "p95 < 200 ms"], dashboard))
 
     cases = changelist_cases()
     for _, params in cases:
-        timed_get(client, CHANGELIST, params)
-        timed_get(client, STOCK_CHANGELIST, params)
-    times = {(n, p): [] for n, _ in cases for p in ("ours", "stock")}
-    for url, path, rounds in ((CHANGELIST, "ours", reps), (STOCK_CHANGELIST, "stock", raw_reps)):
-        for rep in range(rounds):
-            for name, params in cases[rep % len(cases):] + cases[:rep % len(cases)]:
-                times[(name, path)].append(timed_get(client, url, params))
-    rows = []
-    for name, _ in cases:
-        ours, stock = times[(name, "ours")], times[(name, "stock")]
-        o50, o95, s50 = statistics.median(ours) * 1000, percentile(ours, 0.95) * 1000, statistics.median(stock) * 1000
-        rows.append([name, o50, o95, s50, s50 / o50, "yes" if o95 < 300 else "NO"])
-        summary.append([f"{step_rows:,}", "changelist", name, o50, o95, s50])
+        get(client, CHANGELIST, params)
+        get(client, STOCK_CHANGELIST, params)
+    ours = timings(cases, reps, lambda params: get(client, CHANGELIST, params))
+    stock = timings(cases, raw_reps, lambda params: get(client, STOCK_CHANGELIST, params))
+    changelist = compare(ours, stock, target_ms=300)
     print(f"\nRequest-log changelist, first page (test client GET): estimated count vs Django's stock paginator "
           f"(exact COUNT); {reps} and {raw_reps} repetitions\n")
-    print(table(["filter", "ours p50 ms", "ours p95 ms", "stock p50 ms", "stock/ours", "p95 < 300 ms"], rows))
-    return summary
+    print(table(["filter", "ours p50 ms", "ours p95 ms", "stock p50 ms", "stock/ours", "p95 < 300 ms"], changelist))
+    return dashboard, changelist
 
 
 def rollup_sizes() -> list[list[object]]:
@@ -271,23 +270,13 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     assert steps == sorted(steps), "--steps must grow"
 
-    base, _ = scratch_database(args.db, args.reuse)
-    from _setup import setup_django
-
-    setup_django()
-    try:  # django-cfg's monitor logs every query over 2 s: the raw path at 10M rows
-        from django_cfg.modules.django_monitor.capture import slow_query
-
-        slow_query._SLOW_QUERY_THRESHOLD_MS = float("inf")
-    except ImportError:
-        pass
+    base = open_scratch_database(args.db, args.reuse)
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client, override_settings
 
     from apps.llm.models import LLMRequest
 
-    assert connection.settings_dict["NAME"] == args.db, "not connected to the scratch database"
     dropped = False
     try:
         cat = Catalog(args.seed)
@@ -312,7 +301,10 @@ def main() -> None:
                 check_rollups()
                 print("\nTables (rows, size, rows of the last 30 days)\n")
                 print(table(["table", "rows", "size", "last 30 days"], rollup_sizes()))
-                summary += measure(client, LLMRequest.objects.count(), args.reps, args.raw_reps)
+                dashboard, changelist = measure(client, args.reps, args.raw_reps)
+                rows = f"{LLMRequest.objects.count():,}"
+                summary += [[rows, "dashboard", *r[:4]] for r in dashboard]
+                summary += [[rows, "changelist", *r[:4]] for r in changelist]
                 print(f"\n(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
         if len(steps) > 1:
             print("\nAll steps (ms)\n")

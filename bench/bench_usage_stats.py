@@ -131,6 +131,24 @@ def scratch_database(name: str, reuse: bool) -> tuple[str, str]:
     return base, scratch
 
 
+def open_scratch_database(name: str, reuse: bool) -> str:
+    """``scratch_database``, then Django on it (migrated); returns the maintenance URL."""
+    base, _ = scratch_database(name, reuse)
+    from _setup import setup_django
+
+    setup_django()  # migrates the scratch database
+    try:  # django-cfg's monitor logs every query over 2 s: the raw path at 10M rows
+        from django_cfg.modules.django_monitor.capture import slow_query
+
+        slow_query._SLOW_QUERY_THRESHOLD_MS = float("inf")
+    except ImportError:
+        pass
+    from django.db import connection
+
+    assert connection.settings_dict["NAME"] == name, "not connected to the scratch database"
+    return base
+
+
 def drop_database(base: str, name: str) -> None:
     from django.db import connections
 
@@ -618,19 +636,9 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")] if args.steps else [args.rows]
     assert steps == sorted(steps), "--steps must grow"
 
-    base, _ = scratch_database(args.db, args.reuse)
-    from _setup import setup_django
-
-    setup_django()  # migrates the scratch database
-    try:  # django-cfg's monitor logs every query over 2 s: the raw path at 10M rows
-        from django_cfg.modules.django_monitor.capture import slow_query
-
-        slow_query._SLOW_QUERY_THRESHOLD_MS = float("inf")
-    except ImportError:
-        pass
+    base = open_scratch_database(args.db, args.reuse)
     from django.db import connection
 
-    assert connection.settings_dict["NAME"] == args.db, "not connected to the scratch database"
     from apps.llm.models import LLMRequest
 
     dropped = False
