@@ -784,23 +784,27 @@ def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = No
 
 def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTable | None:
     """The first ``limit`` calls of ``kept`` over the period's rows of a rollup that covers the
-    filters and keeps that list; None when none does (the filters cross users and models)."""
+    filters and keeps that list. None when no rollup does (the filters cross users and models),
+    or when one of those calls is no longer in the log (the retention job deleted it): the
+    next ones are not in the lists, so the caller searches the log instead.
+    """
     rollup = rollup_for(filters.dimension_names())
     if kept not in rollup.call_lists or limit > KEPT_CALLS:
         return None
     dims, params = filters.dimensions_sql()
-    columns = ", ".join(connection.ops.quote_name(c) for c in _CALL_FIELDS)
-    order = f"{connection.ops.quote_name(kept.log_value)} DESC, id"
-    sql = (f"SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE id IN ("
-           f"SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
-           f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) ORDER BY {order}")
+    columns = ", ".join(f"r.{connection.ops.quote_name(c)}" for c in _CALL_FIELDS)
+    sql = (f"WITH kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
+           f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) "
+           f"SELECT {columns} FROM kept LEFT JOIN {LLMRequest._meta.db_table} r ON r.id = kept.i "
+           f"ORDER BY r.{connection.ops.quote_name(kept.log_value)} DESC, r.id")
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
             cursor.execute(sql, [filters.start, filters.end, *params, limit])
             return [dict(zip(_CALL_FIELDS, row)) for row in cursor.fetchall()]
 
-    return _raw_table(run)
+    table = _raw_table(run)
+    return None if any(call.id is None for call in table.rows) else table
 
 
 def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:

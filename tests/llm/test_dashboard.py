@@ -322,19 +322,37 @@ def test_latency_percentiles_are_within_the_bucket_resolution(seed):
     (0, dash.PROBE_ROWS),  # many: the costliest calls of the log hold the answer
     (0, 3),  # many, but not among the costliest: the probe comes up short, then read them all
 ])
-@pytest.mark.parametrize("dims", [{}, {"model": "gpt-4o-mini"}, {"feature": ""}])
+@pytest.mark.parametrize("dims", [
+    {}, {"model": "gpt-4o-mini"}, {"feature": ""},  # from the coarse rollups' lists
+    {"model": "gpt-4o-mini", "user_id": "first user"},  # crossed: from the log, by the plans above
+])
 def test_most_expensive_and_recent_failures(seed, monkeypatch, range_scan_max, probe_rows, dims):
     monkeypatch.setattr(dash, "RANGE_SCAN_MAX", range_scan_max)
     monkeypatch.setattr(dash, "PROBE_ROWS", probe_rows)
-    data = build_dashboard(filters(**dims))
-    current = seed.select(START, TODAY, **dims)
-    expensive = sorted((r for r in current if r.cost is not None), key=lambda r: r.cost, reverse=True)[:10]
+    dims = {k: seed.users[0].pk if v == "first user" else v for k, v in dims.items()}
+    assert_request_tables(seed, build_dashboard(filters(**dims)), seed.select(START, TODAY, **dims))
+
+
+def assert_request_tables(seed, data, current: list) -> None:
+    """The dashboard's costliest calls and latest failures are those of ``current`` (ties by id)."""
+    expensive = sorted(sorted((r for r in current if r.cost is not None), key=lambda r: r.id),
+                       key=lambda r: r.cost, reverse=True)[:10]
+    assert expensive and [c.id for c in data.expensive.rows] == [r.id for r in expensive]
     assert [c.cost for c in data.expensive.rows] == [r.cost for r in expensive]
-    assert [c.id for c in data.expensive.rows] == [r.id for r in expensive]
     failures = sorted((r for r in current if r.status == ERROR), key=lambda r: r.created_at, reverse=True)[:10]
-    assert [c.id for c in data.failures.rows] == [r.id for r in failures]
+    assert failures and [c.id for c in data.failures.rows] == [r.id for r in failures]
     assert all(c.error_type == "RateLimitError" for c in data.failures.rows)
     assert not data.expensive.timed_out and not data.failures.timed_out
+
+
+def test_calls_deleted_from_the_log_since_are_replaced_by_the_next_ones(seed):
+    # The retention job deletes old rows and leaves the rollups: their lists then name calls
+    # that are gone, and the tables must show the next ones from the log instead.
+    first = build_dashboard(filters())
+    gone = [first.expensive.rows[0].id, first.failures.rows[0].id]
+    LLMRequest.objects.filter(pk__in=gone).delete()
+    remaining = [r for r in seed.select(START, TODAY) if r.id not in gone]
+    assert_request_tables(seed, build_dashboard(filters()), remaining)
 
 
 def test_raw_tables_are_skipped_when_the_rollups_say_nothing_matches(seed, django_assert_num_queries):
@@ -500,7 +518,7 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(seed, staff_client, djang
     assert len(ours) == 9, ours
     # Unfiltered, nothing reads the finest rollup (one row per user x model x feature x day).
     assert not [sql for sql in ours if "llm_llmusagedaily" in sql]
-    raw = [sql for sql in ours if re.search(r'FROM "?llm_llmrequest', sql)]
+    raw = [sql for sql in ours if re.search(r'(FROM|JOIN) "?llm_llmrequest', sql)]
     assert len(raw) == 2 and all("LIMIT 10" in sql for sql in raw)
     # The costliest calls and the latest failures: ten ids from the per-model rollup's lists, then those rows.
     assert "llm_llmusagebymodel" in raw[0] and "unnest(top_costs, top_ids)" in raw[0]
