@@ -71,12 +71,14 @@ def raw_dashboard(filters) -> dict:
     now, then = Q(created_at__gte=since, created_at__lt=until), Q(created_at__gte=before, created_at__lt=since)
 
     def sums(q: Q, prefix: str) -> dict:
-        return {f"{prefix}requests": Count("pk", filter=q), f"{prefix}failures": Count("pk", filter=q & ~Q(status="success")),
+        return {f"{prefix}requests": Count("pk", filter=q),
+                f"{prefix}failures": Count("pk", filter=q & ~Q(status="success")),
                 f"{prefix}cache_hits": Count("pk", filter=q & Q(cached=True)),
                 f"{prefix}tokens": Sum("total_tokens", filter=q & Q(cached=False)),
                 f"{prefix}cost": Sum("cost", filter=q), f"{prefix}saved": Sum("saved_cost", filter=q)}
 
-    figures = log.filter(created_at__gte=before, created_at__lt=until).aggregate(**sums(now, "cur_"), **sums(then, "prev_"))
+    both = log.filter(created_at__gte=before, created_at__lt=until)
+    figures = both.aggregate(**sums(now, "cur_"), **sums(then, "prev_"))
     current = log.filter(now)
     per_day_model = list(current.annotate(day=TruncDate("created_at", tzinfo=UTC)).values("day", "provider", "model")
                          .annotate(cost=Sum("cost"), requests=Count("pk"),

@@ -28,6 +28,7 @@ from .types import Usage
 
 logger = logging.getLogger(__name__)
 
+
 def record_to_json(record: CallRecord) -> str:
     data = asdict(record)
     data["usage"] = record.usage.model_dump(mode="json")

@@ -33,7 +33,8 @@ def random_records(rng: random.Random, n: int) -> list[CallRecord]:
             status=ERROR if rng.random() < 0.1 else SUCCESS,
             usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                         cached_tokens=rng.randint(0, prompt)),
-            cost=Decimal(rng.randint(0, 10**6)) / 10**9, saved_cost=Decimal(rng.randint(1, 999)) / 10**8 if cached else None,
+            cost=Decimal(rng.randint(0, 10**6)) / 10**9,
+            saved_cost=Decimal(rng.randint(1, 999)) / 10**8 if cached else None,
             cached=cached, latency_ms=rng.expovariate(1 / 800), feature=rng.choice(["", "chat", "search", "extract"]),
             user_id=rng.choice([None, 1, 2, 3, 4]), created_at=DAY + timedelta(hours=rng.randint(0, 24 * 4)),
         ))
@@ -120,7 +121,8 @@ def test_rebuild_recomputes_the_days_asked_and_leaves_the_others():
     before = list(other_day.values_list("pk", flat=True))
 
     written = rebuild_coarse(start=day, end=day)
-    assert written == (LLMUsageByUser.objects.filter(date=day).count() + LLMUsageByModel.objects.filter(date=day).count())
+    rows_of_the_day = [m.objects.filter(date=day).count() for m in (LLMUsageByUser, LLMUsageByModel)]
+    assert written == sum(rows_of_the_day) and all(rows_of_the_day)
     assert_rollups_agree()
     assert list(other_day.values_list("pk", flat=True)) == before  # untouched, not rewritten
     with pytest.raises(ValueError, match="finest"):
