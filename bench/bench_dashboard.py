@@ -43,8 +43,7 @@ from bench_usage_stats import (  # noqa: E402
     Catalog,
     build_rollups,
     check_rollups,
-    drop_database,
-    open_scratch_database,
+    scratch_session,
     seed,
 )
 
@@ -272,15 +271,13 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     assert steps == sorted(steps), "--steps must grow"
 
-    base = open_scratch_database(args.db, args.reuse)
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-    from django.test import Client, override_settings
+    with scratch_session(args.db, reuse=args.reuse, keep=args.keep):
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+        from django.test import Client, override_settings
 
-    from apps.llm.models import LLMRequest
+        from apps.llm.models import LLMRequest
 
-    dropped = False
-    try:
         cat = Catalog(args.seed)
         staff = get_user_model().objects.filter(email="bench@example.com").first() or \
             get_user_model().objects.create_superuser(email="bench@example.com", password="bench-password-0")
@@ -311,13 +308,6 @@ def main() -> None:
         if len(steps) > 1:
             print("\nAll steps (ms)\n")
             print(table(["rows", "page", "case", "p50", "p95", "baseline p50"], summary))
-        if not args.keep:
-            drop_database(base, args.db)
-            dropped = True
-            print(f"\nDropped the scratch database {args.db!r} (--keep keeps it, --reuse reuses it)")
-    finally:
-        if not args.keep and not dropped:
-            drop_database(base, args.db)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -129,6 +131,20 @@ def scratch_database(name: str, reuse: bool) -> tuple[str, str]:
     os.environ["DATABASE_URL"] = scratch
     load_env.cache_clear()
     return base, scratch
+
+
+@contextmanager
+def scratch_session(name: str, *, reuse: bool, keep: bool) -> Iterator[None]:
+    """Django on the scratch database ``name`` (migrated) for the block; dropped after it unless ``keep``."""
+    base = open_scratch_database(name, reuse)
+    try:
+        yield
+    finally:
+        if keep:
+            print(f"\nKept the scratch database {name!r}: rerun with --reuse to measure it again")
+        else:
+            drop_database(base, name)
+            print(f"\nDropped the scratch database {name!r} (--keep keeps it, --reuse reuses it)")
 
 
 def open_scratch_database(name: str, reuse: bool) -> str:
@@ -636,13 +652,11 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")] if args.steps else [args.rows]
     assert steps == sorted(steps), "--steps must grow"
 
-    base = open_scratch_database(args.db, args.reuse)
-    from django.db import connection
+    with scratch_session(args.db, reuse=args.reuse, keep=args.keep):
+        from django.db import connection
 
-    from apps.llm.models import LLMRequest
+        from apps.llm.models import LLMRequest
 
-    dropped = False
-    try:
         cat = Catalog(args.seed)
         print(f"Scratch database {args.db!r}; {len(cat.models)} models over "
               f"{len(set(cat.provider.tolist()))} providers, {len(cat.user_activity)} users, "
@@ -698,15 +712,6 @@ def main() -> None:
                          "raw/calibration"], summary_rows))
             print("\n(x/calibration: the median over a fixed query timed in the same loop, so that steps measured "
                   "under different machine loads compare)")
-        if not args.keep:
-            drop_database(base, args.db)
-            dropped = True
-            print(f"\nDropped the scratch database {args.db!r} (--keep keeps it, --reuse reuses it)")
-        else:
-            print(f"\nKept the scratch database {args.db!r}: rerun with --reuse to measure it again")
-    finally:
-        if not args.keep and not dropped:
-            drop_database(base, args.db)
 
 
 if __name__ == "__main__":

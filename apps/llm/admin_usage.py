@@ -341,7 +341,17 @@ def _user_label(obj: Any) -> str:
 
 
 class ReadOnlyAdmin(ModelAdmin):
-    """For records the application writes: viewing only (they are the audit trail)."""
+    """For records the application writes: viewing only (they are the audit trail).
+
+    They grow with traffic, so the changelist never counts them in full: no facet counts, no
+    total next to the filtered count, an estimated page count.
+    """
+
+    show_facets = admin.ShowFacets.NEVER
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = 100
+    list_select_related = ["user"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -368,12 +378,6 @@ class LLMRequestAdmin(ReadOnlyAdmin):
     list_filter = [("created_at", DayRangeFilter), ("status", ChoicesDropdownFilter), ProviderFilter, ModelFilter,
                    ("cached", BooleanRadioFilter), UserFilter, FeatureDropdownFilter]
     list_filter_submit = True
-    # Facet counts are a COUNT per choice over the filtered table.
-    show_facets = admin.ShowFacets.NEVER
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-    list_per_page = 100
-    list_select_related = ["user"]
     actions = None
     search_fields = ["request_id"]  # enables the box; the lookups are get_search_results'
     search_help_text = "An exact request id (ours or the provider's) or model name."
@@ -568,11 +572,6 @@ class LLMUsageDailyAdmin(ReadOnlyAdmin):
                     "cache_hits", "total_tokens", "cost_display", "saved_display", "avg_latency"]
     list_filter = [("date", RangeDateFilter), ProviderFilter, ModelTextFilter, UserFilter, FeatureTextFilter]
     list_filter_submit = True
-    show_facets = admin.ShowFacets.NEVER
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-    list_per_page = 100
-    list_select_related = ["user"]
     ordering = ["-date"]
     sortable_by = ["date"]
     actions = None

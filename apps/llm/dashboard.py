@@ -11,8 +11,8 @@ of tens of millions of rows cannot make the page hang.
 A render costs a fixed number of queries whatever the period, each returning at most a row
 per day and model: sums per day over the period and the one before it (the headline, the
 daily charts, the latency histograms), per model (the models table), per day of the charted
-models (the spend chart), three to five ranked ones (the filter choices; top users and
-features when filtered) and one for user labels, one for the budgets, and two or three that
+models (the spend chart), two to five ranked ones (the filter choices; when filtered, also
+the top users and features and the models of the whole period) and one for user labels, one for the budgets, and two or three that
 fetch ten rows of the log.
 
 Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timestamps.
@@ -634,8 +634,8 @@ def ranked(group: str, filters: DashboardFilters, limit: int) -> list[dict[str, 
                 .order_by("-cost", "-requests", group)[:limit])
 
 
-def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
-    """Spend by user and by feature, and the filter choices.
+def breakdowns(filters: DashboardFilters, models: list[UsageRow], limit: int = TOP_ROWS) -> Breakdowns:
+    """Spend by user and by feature, and the filter choices (``models``: ``model_rows(filters)``).
 
     The choices are the period's biggest spenders whatever the filters, so that picking a
     model still offers the others.
@@ -648,10 +648,9 @@ def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
         top_users, top_features = all_users[:limit], all_features[:limit]
     else:
         top_users, top_features = ranked("user_id", filters, limit), ranked("feature", filters, limit)
+        models = model_rows(everything)
     user_ids = [r["user_id"] for r in all_users]
     feature_choices = [r["feature"] for r in all_features]
-    model_choices = (rollup_for({"provider", "model"}).model.objects.filter(everything.rollup_q())
-                     .values_list("provider", "model").annotate(spent=Sum("cost")).order_by("-spent", "model"))
 
     known = {u["id"]: u for u in get_user_model().objects.filter(pk__in={*user_ids, *(r["user_id"] for r in top_users)})
              .values("id", "email", "username")}
@@ -665,8 +664,9 @@ def breakdowns(filters: DashboardFilters, limit: int = TOP_ROWS) -> Breakdowns:
              for r in top_users if r["requests"]]
     features = [_breakdown_row(r["feature"] or "(no feature)", filters.narrowed(feature=r["feature"]), r)
                 for r in top_features if r["requests"]]
-    models = [(provider, model) for provider, model, _ in model_choices[:MAX_CHOICES]]
-    options = FilterOptions(providers=sorted({p for p, _ in models}), models=sorted(models, key=lambda pm: pm[1]),
+    model_choices = [(row.filters.provider, row.filters.model) for row in models[:MAX_CHOICES]]
+    options = FilterOptions(providers=sorted({p for p, _ in model_choices}),
+                            models=sorted(model_choices, key=lambda pm: pm[1]),
                             features=sorted(feature_choices),
                             # Alphabetical, "(no user)" first (the list holds the biggest spenders).
                             users=sorted(((NO_USER if i is None else str(i), label(i)) for i in user_ids),
@@ -851,7 +851,7 @@ def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_
     current, previous, per_day = daily_totals(filters)
     models = model_rows(filters)
     daily = daily_series(filters, per_day, spend_by_model(filters, models, {d: t.cost for d, t in per_day.items()}))
-    split = breakdowns(filters)
+    split = breakdowns(filters, models)
     return Dashboard(
         filters=filters,
         previous_filters=filters.previous(),
