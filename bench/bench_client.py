@@ -26,7 +26,7 @@ from django.core.cache.backends.redis import RedisCache  # noqa: E402
 
 from apps.llm.cache import file_cache  # noqa: E402
 from apps.llm.client import LLMClient  # noqa: E402
-from apps.llm.simulator import OpenAISimulator  # noqa: E402
+from apps.llm.testing.simulator import OpenAISimulator  # noqa: E402
 
 MESSAGES = [
     {"role": "system", "content": "You are a concise assistant."},

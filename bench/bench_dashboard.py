@@ -171,7 +171,7 @@ def stock_admin_urls():
     from django.urls import path
 
     import config.urls
-    from apps.llm.admin_usage import LLMRequestAdmin
+    from apps.llm.admin.request_log import LLMRequestAdmin
     from apps.llm.models import LLMRequest
 
     class StockPaginationAdmin(LLMRequestAdmin):
@@ -244,7 +244,7 @@ def measure(client, reps: int, raw_reps: int) -> tuple[list[list[object]], list[
 def rollup_sizes() -> list[list[object]]:
     from django.db import connection
 
-    from apps.llm.rollups import all_rollups
+    from apps.llm.accounting.rollups import all_rollups
 
     rows = []
     with connection.cursor() as cursor:

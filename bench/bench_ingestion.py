@@ -245,7 +245,7 @@ def run(model: str, batch: int, documents: list[tuple[str, bytes]], remote_url: 
 
 
 def latency_knob(median: float, sigma: float, ms_per_1k_tokens: float):
-    from apps.llm.simulator import lognormal_latency
+    from apps.llm.testing.simulator import lognormal_latency
 
     base = lognormal_latency(median, sigma, seed=1)
     if not ms_per_1k_tokens:
@@ -279,7 +279,7 @@ def embedder_batches(sizes: list[int], sample_size: int, reps: int) -> list[list
     that runs ONNX in batches of ``DEFAULT_BATCH_SIZE`` texts; one chunk per call runs batches of one.
     """
     from apps.knowledge.models import Chunk
-    from apps.llm.local_embeddings import DEFAULT_BATCH_SIZE, get_local_embedder
+    from apps.llm.transport.local_embeddings import DEFAULT_BATCH_SIZE, get_local_embedder
 
     texts = list(Chunk.objects.filter(embedding_model=LOCAL_MODEL).order_by("document_id", "index")
                  .values_list("text", flat=True))
@@ -342,7 +342,7 @@ def main() -> None:
         from django.conf import settings
         from django.test import override_settings
 
-        from apps.llm.simulator import OpenAISimulator
+        from apps.llm.testing.simulator import OpenAISimulator
 
         base_knowledge = dict(settings.KNOWLEDGE)
         started = time.perf_counter()

@@ -34,10 +34,10 @@ from django.db.models import Sum  # noqa: E402
 
 from apps.llm.client import LLMClient  # noqa: E402
 from apps.llm.models import LLMRequest, LLMUsageDaily  # noqa: E402
-from apps.llm.recording import SUCCESS, CallRecord  # noqa: E402
-from apps.llm import request_log  # noqa: E402
-from apps.llm.request_log import DatabaseRecorder, SyncDatabaseRecorder  # noqa: E402
-from apps.llm.simulator import OpenAISimulator  # noqa: E402
+from apps.llm.accounting.records import SUCCESS, CallRecord  # noqa: E402
+from apps.llm.accounting import request_log  # noqa: E402
+from apps.llm.accounting.request_log import DatabaseRecorder, SyncDatabaseRecorder  # noqa: E402
+from apps.llm.testing.simulator import OpenAISimulator  # noqa: E402
 from apps.llm.types import Usage  # noqa: E402
 
 MESSAGES = [

@@ -158,7 +158,7 @@ def load_corpus(chunks: int, queries: int) -> dict:
     if len(kept) < chunks:
         log(f"corpus     only {len(kept)} chunks available (asked for {chunks})")
 
-    from apps.llm.local_embeddings import get_local_embedder
+    from apps.llm.transport.local_embeddings import get_local_embedder
 
     embedder = get_local_embedder(LOCAL_MODEL).load()
     texts = [t for _, t in kept]

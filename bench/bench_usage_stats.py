@@ -422,7 +422,7 @@ def rollup_select() -> str:
 def build_rollups() -> float:
     from django.db import connection
 
-    from apps.llm.rollups import SUMS, rebuild_coarse
+    from apps.llm.accounting.rollups import SUMS, rebuild_coarse
 
     started = time.perf_counter()
     columns = ["date", "provider", "model", "user_id", "feature", *SUMS, "latency_histogram"]
@@ -439,7 +439,7 @@ def check_rollups() -> list[list[object]]:
     """Every rollup total against the same total computed straight from the raw table; raises if one differs."""
     from django.db import connection
 
-    from apps.llm.rollups import SUMS, all_rollups
+    from apps.llm.accounting.rollups import SUMS, all_rollups
 
     not_cached = "FILTER (WHERE NOT cached)"
     raw_sums = {
@@ -574,7 +574,7 @@ def measure(cases: list[tuple[str, dict]],
     """Interleaved timings of both paths per case; also a fixed query, to compare runs made under other loads."""
     from django.db import connection
 
-    from apps.llm.usage import usage_stats
+    from apps.llm.accounting.usage import usage_stats
 
     def calibration() -> None:
         with connection.cursor() as cursor:
@@ -612,7 +612,7 @@ def explain(cases: list[tuple[str, dict]]) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from apps.llm.usage import usage_stats
+    from apps.llm.accounting.usage import usage_stats
 
     runs = [("raw", raw_stats, name, kwargs) for name, kwargs in cases]
     runs += [("rollup", usage_stats, name, kwargs) for name, kwargs in cases if set(kwargs) <= {"feature"}]

@@ -2,7 +2,8 @@
 
 import sys
 
-from . import embedded_postgres
+from apps.core import embedded_postgres
+
 from .env import ConfigError, load_env
 
 

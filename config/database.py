@@ -6,7 +6,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django_cfg import DatabaseConfig
 
-from . import embedded_postgres
+from apps.core import embedded_postgres
+
 from .env import Env
 
 

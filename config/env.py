@@ -117,13 +117,20 @@ class Env(BaseSettings):
 
     @property
     def llm(self) -> dict:
-        """The ``LLM`` Django setting, with the defaults that depend on the environment."""
+        """The ``LLM`` Django setting (read by ``apps.llm.conf``), with defaults that depend on the environment."""
         return {
+            "PROVIDERS": {
+                "openrouter": {"API_KEY": secret_value(self.openrouter_api_key), "BASE_URL": self.openrouter_base_url},
+                "openai": {"API_KEY": secret_value(self.openai_api_key), "BASE_URL": self.openai_base_url},
+                "compatible": {"API_KEY": secret_value(self.llm_api_key), "BASE_URL": self.llm_base_url},
+            },
             "REQUEST_LOG": self.llm_request_log or ("sync" if self.django_env == "test" else "async"),
             "STORE_TEXT": self.llm_store_text if self.llm_store_text is not None else self.django_env != "production",
             "TEXT_LIMIT": self.llm_text_limit,
             "RETENTION_DAYS": self.llm_retention_days,
             "SPOOL_DIR": self.var_dir / "spool" / "llm-requests",
+            # tiktoken's own TIKTOKEN_CACHE_DIR / DATA_GYM_CACHE_DIR, when set, win over this.
+            "TOKENIZER_CACHE_DIR": self.var_dir / "cache" / "tiktoken",
         }
 
     @property
@@ -146,6 +153,10 @@ class Env(BaseSettings):
     def var_dir(self) -> Path:
         """Runtime files (database, logs, media, caches): git-ignored, never in the source tree."""
         return BASE_DIR / "var"
+
+
+def secret_value(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _describe(error: dict) -> str:

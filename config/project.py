@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import PrivateAttr
 from django_cfg import (
     AxesConfig,
-    DatabaseConfig,
     DjangoConfig,
     NavigationItem,
     NavigationSection,
@@ -16,10 +14,11 @@ from django_cfg import (
     UnfoldConfig,
 )
 from django_cfg.core.types.enums import EnvironmentMode
+from pydantic import PrivateAttr
 
 from .broker import broker_settings
 from .database import database_config, database_url
-from .env import BASE_DIR, Env
+from .env import BASE_DIR, Env, secret_value
 
 # Only used outside production, where Env refuses to start without a real SECRET_KEY.
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-never-used-in-production-0123456789"
@@ -31,6 +30,7 @@ PROJECT_APPS = [
     "apps.core",
     "apps.llm",
     "apps.knowledge",
+    "apps.demo",
 ]
 
 
@@ -45,7 +45,7 @@ class ProjectConfig(DjangoConfig):
     show_ai_hints: bool = False
     project_apps: list[str] = PROJECT_APPS
     # Attributes LLM calls made during a request to its user (after authentication).
-    custom_middleware: list[str] = ["apps.llm.middleware.LLMContextMiddleware"]
+    custom_middleware: list[str] = ["apps.llm.accounting.middleware.LLMContextMiddleware"]
     # django-axes would lock out the admin account used by tests and `make run`.
     axes: AxesConfig = AxesConfig(enabled=False)
     # django-cfg puts its own sections first and appends these (UnfoldConfig.to_django_settings).
@@ -55,7 +55,7 @@ class ProjectConfig(DjangoConfig):
         navigation=[
             NavigationSection(title="LLM usage", open=True, items=[
                 NavigationItem(title="Cost dashboard", icon="monitoring", link="admin:llm_dashboard",
-                               permission="apps.llm.admin_usage.can_view_dashboard"),
+                               permission="apps.llm.admin.usage.can_view_dashboard"),
                 NavigationItem(title="Request log", icon="receipt_long", link="admin:llm_llmrequest_changelist"),
                 NavigationItem(title="Budgets", icon="savings", link="admin:llm_budget_changelist"),
                 NavigationItem(title="Daily usage", icon="calendar_month", link="admin:llm_llmusagedaily_changelist"),
@@ -109,6 +109,9 @@ class ProjectConfig(DjangoConfig):
             "DRAMATIQ_AUTODISCOVER_MODULES": ["tasks"],
             "DRAMATIQ_CRONTAB": {"REDIS_URL": env.redis_url},
             "LOGGING": LOGGING,
+            "ENVIRONMENT": env.django_env,
+            "ADMIN_ACCOUNT": {"EMAIL": env.admin_email, "PASSWORD": secret_value(env.admin_password)},
+            "EMBEDDED_POSTGRES_DIR": None if env.database_url else env.var_dir / "pgdata",
             "LLM": env.llm,
             "KNOWLEDGE": env.knowledge,
             "DATA_UPLOAD_MAX_MEMORY_SIZE": 10 * 1024 * 1024,

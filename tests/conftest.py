@@ -117,7 +117,7 @@ def price_table(transactional_db) -> None:
     """The bundled prices, for transactional tests: their teardown empties every table,
     including the rows the data migration loaded."""
     from apps.llm.models import ModelPrice
-    from apps.llm.pricing_store import load_bundled_prices
+    from apps.llm.pricing.store import load_bundled_prices
 
     if not ModelPrice.objects.exists():
         load_bundled_prices(ModelPrice)

@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("DJANGO_ENV", "test")
 
-from config import embedded_postgres  # noqa: E402
+from apps.core import embedded_postgres  # noqa: E402
 from config.env import load_env  # noqa: E402
 
 _env = load_env()

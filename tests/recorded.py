@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from apps.llm.simulator import SimResponse
+from apps.llm.testing.simulator import SimResponse
 
 FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
 ERROR_BODIES = "api-error-bodies-from-github-issues.json"

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from config import embedded_postgres
+from apps.core import embedded_postgres
 from config.database import database_config
 from config.env import load_env
 

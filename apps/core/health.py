@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import dramatiq
 from django.db import connection
 
-from .models import Heartbeat
-from .tasks import HEARTBEAT_SECONDS, SCHEDULER_HEARTBEAT
+from apps.core.models import Heartbeat
+from apps.core.tasks import HEARTBEAT_SECONDS, SCHEDULER_HEARTBEAT
 
 # Three missed beats before the scheduler counts as down.
 SCHEDULER_MAX_AGE_SECONDS = 3 * HEARTBEAT_SECONDS

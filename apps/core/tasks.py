@@ -1,7 +1,7 @@
 import dramatiq
 from dramatiq_crontab import interval
 
-from .models import Heartbeat
+from apps.core.models import Heartbeat
 
 SCHEDULER_HEARTBEAT = "scheduler"
 HEARTBEAT_SECONDS = 30

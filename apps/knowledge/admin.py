@@ -5,15 +5,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin
 
+from apps.knowledge.documents import DuplicateDocument, add_document
+from apps.knowledge.extraction import ExtractionError
+from apps.knowledge.forms import SearchForm, UploadForm
+from apps.knowledge.highlight import highlight
+from apps.knowledge.models import Chunk, Document
+from apps.knowledge.pipeline import reprocess
+from apps.knowledge.search import retrieve
 from apps.llm.errors import LLMError
-
-from .documents import DuplicateDocument, add_document
-from .extraction import ExtractionError
-from .forms import SearchForm, UploadForm
-from .highlight import highlight
-from .models import Chunk, Document
-from .pipeline import reprocess
-from .search import retrieve
 
 STATUS_COLOURS = {"pending": "#6b7280", "processing": "#2563eb", "ready": "#16a34a", "failed": "#dc2626"}
 
@@ -67,12 +66,12 @@ class DocumentAdmin(ModelAdmin):
 
     @admin.action(description="Re-embed selected documents")
     def reprocess_documents(self, request: HttpRequest, queryset) -> None:
-        from .tasks import process_document
+        from apps.knowledge.tasks import enqueue_document
 
         ids = list(queryset.exclude(status=Document.Status.PROCESSING).values_list("pk", flat=True))
         count = reprocess(Document.objects.filter(pk__in=ids))
         for pk in ids:
-            process_document.send(pk)
+            enqueue_document(pk)
         self.message_user(request, f"{count} documents queued for processing.", messages.SUCCESS)
 
     def get_urls(self):

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
-
+from apps.knowledge.conf import knowledge_settings
+from apps.knowledge.search import SearchHit, retrieve
 from apps.llm.client import LLMClient, default_client
 from apps.llm.types import ChatResponse
-
-from .search import SearchHit, retrieve
 
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered context passages. Cite the passages you use "
@@ -62,7 +60,7 @@ def answer(question: str, *, k: int = 8, model: str | None = None, client: LLMCl
            user: Any = None, **search_filters: Any) -> Answer:
     """Retrieve, fit the prompt to the context window, ask the chat model, cite."""
     client = client or default_client()
-    model = model or settings.KNOWLEDGE["ANSWER_MODEL"]
+    model = model or knowledge_settings().answer_model
     retrieved = retrieve(question, k=k, client=client, user=user, **search_filters)
     hits = retrieved.hits
     pricing = client.models_cache.get(model)

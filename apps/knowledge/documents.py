@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
-from .extraction import SUPPORTED_TYPES, ExtractionError, content_hash
-from .models import Document
+from apps.knowledge.conf import knowledge_settings
+from apps.knowledge.extraction import SUPPORTED_TYPES, ExtractionError, content_hash
+from apps.knowledge.models import Document
 
 
 class DuplicateDocument(Exception):
@@ -28,14 +28,14 @@ def check_upload(name: str, size: int) -> None:
             "unsupported_type",
             f"{name}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_TYPES)}",
         )
-    limit = settings.KNOWLEDGE["MAX_UPLOAD_BYTES"]
+    limit = knowledge_settings().max_upload_bytes
     if size > limit:
         raise ExtractionError("too_large", f"{name}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit")
 
 
 def add_document(*, name: str, data: bytes, title: str = "", user: Any = None) -> Document:
     """Store the file and queue it for processing (once the transaction commits)."""
-    from .tasks import process_document
+    from apps.knowledge.tasks import enqueue_document
 
     check_upload(name, len(data))
     digest = content_hash(data)
@@ -52,5 +52,5 @@ def add_document(*, name: str, data: bytes, title: str = "", user: Any = None) -
     except IntegrityError:  # the same content uploaded concurrently
         document.file.delete(save=False)
         raise DuplicateDocument(name, Document.objects.get(content_hash=digest)) from None
-    transaction.on_commit(lambda: process_document.send(document.pk))
+    transaction.on_commit(lambda: enqueue_document(document.pk))
     return document

@@ -7,9 +7,8 @@ from django.db.models import Q
 from django.db.models.functions import Cast
 from pgvector.django import HnswIndex, VectorField
 
-from apps.llm.pricing import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
-
-from .embedding_models import EMBEDDING_MODELS
+from apps.knowledge.embedding_models import EMBEDDING_MODELS
+from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
 
 class Document(models.Model):

@@ -15,18 +15,17 @@ from datetime import timedelta
 from decimal import Decimal
 from itertools import batched
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.knowledge.chunking import chunk_text
+from apps.knowledge.conf import knowledge_settings
+from apps.knowledge.embedding_models import EmbeddingModel, embedding_model
+from apps.knowledge.extraction import ExtractionError, extract_text
+from apps.knowledge.models import Chunk, Document
 from apps.llm.client import LLMClient, default_client
 from apps.llm.errors import LLMError
-
-from .chunking import chunk_text
-from .embedding_models import EmbeddingModel, embedding_model
-from .extraction import ExtractionError, extract_text
-from .models import Chunk, Document
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class LeaseLost(Exception):
 def token_counter(model: EmbeddingModel) -> Callable[[str], int]:
     """Counts tokens as the embedding model does, so chunks fit its input limit."""
     if model.is_local:
-        from apps.llm.local_embeddings import get_local_embedder
+        from apps.llm.transport.local_embeddings import get_local_embedder
 
         return get_local_embedder(model.name).count_tokens
     from apps.llm.tokenizer import Tokenizer
@@ -49,7 +48,7 @@ def token_counter(model: EmbeddingModel) -> Callable[[str], int]:
 def claim(document_id: int) -> Document | None:
     """Take the document for processing, or None if it is not ours to take."""
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.KNOWLEDGE["PROCESSING_TIMEOUT"])
+    stale = now - timedelta(seconds=knowledge_settings().processing_timeout)
     taken = Document.objects.filter(pk=document_id).filter(
         Q(status=Document.Status.PENDING) | Q(status=Document.Status.PROCESSING, processing_started_at__lt=stale)
     ).update(status=Document.Status.PROCESSING, processing_started_at=now, attempts=F("attempts") + 1,
@@ -69,15 +68,15 @@ def process_document(document_id: int, *, client: LLMClient | None = None) -> Do
     if document is None:
         logger.info("Document %s is not pending (or is being processed): skipped", document_id)
         return None
-    config = settings.KNOWLEDGE
+    config = knowledge_settings()
     try:
-        model = embedding_model(config["EMBEDDING_MODEL"])
+        model = embedding_model(config.embedding_model)
         with document.file.open("rb") as fh:
             data = fh.read()
-        extracted = extract_text(document.file.name, data, max_bytes=config["MAX_UPLOAD_BYTES"])
-        size = min(config["CHUNK_TOKENS"], model.max_input_tokens)
+        extracted = extract_text(document.file.name, data, max_bytes=config.max_upload_bytes)
+        size = min(config.chunk_tokens, model.max_input_tokens)
         pieces = chunk_text(extracted.text, count_tokens=token_counter(model), max_tokens=size,
-                            overlap=min(config["CHUNK_OVERLAP"], size // 4), hard_limit=model.max_input_tokens)
+                            overlap=min(config.chunk_overlap, size // 4), hard_limit=model.max_input_tokens)
         Document.objects.filter(pk=document.pk).update(chunk_count=len(pieces), mime_type=extracted.mime_type,
                                                        warnings=extracted.warnings)
         vectors, cost = _embed(document, model, [p.text for p in pieces], client or default_client())
@@ -104,7 +103,7 @@ def _embed(document: Document, model: EmbeddingModel, texts: list[str], client: 
     vectors: list[list[float]] = []
     cost: Decimal | None = Decimal(0)
     # Chunks per call: the unit of progress (the client splits further to the provider's limits).
-    for group in batched(texts, settings.KNOWLEDGE["EMBED_BATCH"]):
+    for group in batched(texts, knowledge_settings().embed_batch):
         response = client.generate_embedding(list(group), model=model.name, feature="knowledge.embed",
                                              user=document.uploaded_by_id)
         vectors.extend(response.embeddings)
@@ -135,7 +134,7 @@ def _store(document: Document, model: EmbeddingModel, pieces, vectors, cost) -> 
 def stale_documents() -> list[int]:
     """Documents a worker took and never finished (killed, or lost its message)."""
     now = timezone.now()
-    timeout = timedelta(seconds=settings.KNOWLEDGE["PROCESSING_TIMEOUT"])
+    timeout = timedelta(seconds=knowledge_settings().processing_timeout)
     return list(Document.objects.filter(
         Q(status=Document.Status.PROCESSING, processing_started_at__lt=now - timeout)
         | Q(status=Document.Status.PENDING, updated_at__lt=now - timeout)

@@ -7,15 +7,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
+from apps.knowledge.conf import knowledge_settings
+from apps.knowledge.embedding_models import EmbeddingModel, embedding_model
+from apps.knowledge.models import Chunk
 from apps.llm.client import LLMClient, default_client
-
-from .embedding_models import EmbeddingModel, embedding_model
-from .models import Chunk
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,13 @@ def retrieve(query: str, k: int = 10, *, model: str | None = None, document_ids:
     ``KNOWLEDGE_EF_SEARCH`` setting). Filters narrow the candidates; pgvector's iterative
     index scan keeps filtered searches returning ``k`` hits.
     """
-    model_info = embedding_model(model or settings.KNOWLEDGE["EMBEDDING_MODEL"])
+    model_info = embedding_model(model or knowledge_settings().embedding_model)
     client = client or default_client()
     embedded = client.generate_embedding(query, model=model_info.name, feature="knowledge.search", user=user)
     vector = embedded.embedding
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)",
-                       [str(ef_search or settings.KNOWLEDGE["EF_SEARCH"])])
+                       [str(ef_search or knowledge_settings().ef_search)])
         if document_ids is not None or uploaded_by is not None:
             cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         rows = list(nearest_chunks(vector, model_info, k=k, document_ids=document_ids, uploaded_by=uploaded_by))

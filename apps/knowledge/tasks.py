@@ -1,8 +1,8 @@
 import dramatiq
-from django.conf import settings
 from dramatiq_crontab import cron
 
-from . import pipeline
+from apps.knowledge import pipeline
+from apps.knowledge.conf import knowledge_settings
 
 QUEUE = "knowledge"
 
@@ -13,7 +13,6 @@ QUEUE = "knowledge"
     max_retries=5,
     min_backoff=5_000,
     max_backoff=300_000,
-    time_limit=settings.KNOWLEDGE["PROCESSING_TIMEOUT"] * 1000,
     on_retry_exhausted="knowledge.give_up_document",
 )
 def process_document(document_id: int) -> None:
@@ -21,9 +20,15 @@ def process_document(document_id: int) -> None:
     pipeline.process_document(document_id)
 
 
+def enqueue_document(document_id: int) -> None:
+    """Send a document to the workers, limited to ``KNOWLEDGE_PROCESSING_TIMEOUT`` (read per message)."""
+    process_document.send_with_options(args=(document_id,),
+                                       time_limit=knowledge_settings().processing_timeout * 1000)
+
+
 @dramatiq.actor(actor_name="knowledge.give_up_document", queue_name=QUEUE, max_retries=0)
 def give_up_document(message_data: dict, retry_info: dict) -> None:
-    from .models import Document
+    from apps.knowledge.models import Document
 
     document_id = message_data["args"][0]
     Document.objects.filter(pk=document_id).exclude(status=Document.Status.READY).update(
@@ -37,4 +42,4 @@ def give_up_document(message_data: dict, retry_info: dict) -> None:
 def requeue_stale_documents() -> None:
     """Picks up documents whose worker died or whose message was lost."""
     for document_id in pipeline.stale_documents():
-        process_document.send(document_id)
+        enqueue_document(document_id)

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.filebased import FileBasedCache
 
-from .types import MappingAccess
+from apps.llm.types import MappingAccess
 
 #: Bump when the cached payload's shape changes: old entries then simply miss.
 KEY_VERSION = 1

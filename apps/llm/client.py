@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -18,22 +18,35 @@ from typing import Any, TypeVar
 
 import openai
 
-from . import errors
-from .cache import LLMCache, cache_key, file_cache
-from .context import current_context
-from .budgets import BudgetGuard
-from .costs import CostBreakdown, calculate_chat_cost, calculate_cost, calculate_embedding_cost
-from .embeddings import EmbeddingBatch, EmbeddingBatcher
-from .models_cache import ModelsCache
-from .providers import COMPATIBLE, LOCAL, OPENAI, OPENROUTER, PROVIDER_ORDER, Provider
-from .recording import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
-from .request_log import default_recorder
-from .responses import chat_response_from_completion
-from .retry import RetryPolicy
-from .streaming import ChatStream
-from .tokenizer import Tokenizer
-from .types import ChatResponse, EmbeddingResponse, Usage, UsageStats
-from .usage import usage_stats
+from apps.llm import errors
+from apps.llm.accounting.budgets import BudgetGuard
+from apps.llm.accounting.context import current_context
+from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
+from apps.llm.accounting.request_log import default_recorder
+from apps.llm.accounting.usage import usage_stats
+from apps.llm.cache import LLMCache, cache_key, file_cache
+from apps.llm.conf import ProviderSettings, llm_settings
+from apps.llm.costs import (
+    CostBreakdown,
+    calculate_chat_cost,
+    calculate_cost,
+    calculate_embedding_cost,
+)
+from apps.llm.pricing.lookup import ModelsCache
+from apps.llm.tokenizer import Tokenizer
+from apps.llm.transport.embeddings import EmbeddingBatch, EmbeddingBatcher
+from apps.llm.transport.providers import (
+    COMPATIBLE,
+    LOCAL,
+    OPENAI,
+    OPENROUTER,
+    Provider,
+    configured_providers,
+)
+from apps.llm.transport.responses import chat_response_from_completion
+from apps.llm.transport.retry import RetryPolicy
+from apps.llm.transport.streaming import ChatStream
+from apps.llm.types import ChatResponse, EmbeddingResponse, Usage, UsageStats
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +66,10 @@ _ANSWER_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens",
 class LLMClient:
     """Chat completions and embeddings with cost, caching, retries and fallback.
 
-    Keys not passed here come from the environment (``OPENROUTER_API_KEY``,
-    ``OPENAI_API_KEY``, ``LLM_BASE_URL``/``LLM_API_KEY``) unless ``configure_from_env=False``.
+    Keys not passed here come from ``settings.LLM["PROVIDERS"]`` (this project fills it from
+    ``OPENROUTER_API_KEY``, ``OPENAI_API_KEY``, ``LLM_BASE_URL``/``LLM_API_KEY``) unless
+    ``configure_from_env=False``. ``provider_settings`` configures any registered provider
+    (``apps.llm.transport.providers.register_provider``) by name.
     """
 
     def __init__(
@@ -75,30 +90,17 @@ class LLMClient:
         cache_backend: Any = None,
         models_cache: ModelsCache | None = None,
         recorders: Iterable[Recorder] | None = None,
+        provider_settings: Mapping[str, ProviderSettings] | None = None,
         configure_from_env: bool = True,
     ):
-        if configure_from_env:
-            from config.env import load_env
-
-            env = load_env()
-            apikey_openrouter = apikey_openrouter or _secret(env.openrouter_api_key)
-            apikey_openai = apikey_openai or _secret(env.openai_api_key)
-            base_url = base_url or env.llm_base_url
-            apikey_compatible = apikey_compatible or _secret(env.llm_api_key)
-            openrouter_base_url = openrouter_base_url or env.openrouter_base_url
-            openai_base_url = openai_base_url or env.openai_base_url
-
-        self.providers: dict[str, Provider] = {}
-        if apikey_openrouter:
-            self.providers[OPENROUTER] = Provider(
-                OPENROUTER, openrouter_base_url or "https://openrouter.ai/api/v1", apikey_openrouter, timeout,
-                # OpenRouter's app attribution headers.
-                default_headers={"X-Title": "LLM Platform"},
-            )
-        if apikey_openai:
-            self.providers[OPENAI] = Provider(OPENAI, openai_base_url or "https://api.openai.com/v1", apikey_openai, timeout)
-        if base_url:
-            self.providers[COMPATIBLE] = Provider(COMPATIBLE, base_url, apikey_compatible, timeout)
+        configured = {**(llm_settings().providers if configure_from_env else {}), **(provider_settings or {})}
+        explicit = {OPENROUTER: (apikey_openrouter, openrouter_base_url), OPENAI: (apikey_openai, openai_base_url),
+                    COMPATIBLE: (apikey_compatible, base_url)}
+        for name, (key, url) in explicit.items():
+            if key or url:
+                given = configured.get(name) or ProviderSettings()
+                configured[name] = ProviderSettings(api_key=key or given.api_key, base_url=url or given.base_url)
+        self.providers: dict[str, Provider] = configured_providers(configured, timeout=timeout)
 
         self.retry = retry or RetryPolicy()
         if cache_backend is None:
@@ -117,7 +119,7 @@ class LLMClient:
 
     @property
     def primary_provider(self) -> str | None:
-        return next((name for name in PROVIDER_ORDER if name in self.providers), None)
+        return next(iter(self.providers), None)
 
     def chat_completion(
         self,
@@ -154,7 +156,7 @@ class LLMClient:
                 (completion, used), attempts = self._send(
                     providers, model,
                     lambda p, name: p.client.chat.completions.create(
-                        model=name, messages=messages, **self._extra_body(p), **params
+                        model=name, messages=messages, **p.request_options(), **params
                     ),
                 )
                 response = self._priced(
@@ -207,7 +209,7 @@ class LLMClient:
                 providers, model,
                 lambda p, name: p.client.chat.completions.create(
                     model=name, messages=messages, stream=True, stream_options={"include_usage": True},
-                    **self._extra_body(p), **params,
+                    **p.request_options(), **params,
                 ),
             )
 
@@ -357,7 +359,7 @@ class LLMClient:
                 for p in self.providers.values()
             ],
             "primary_provider": self.primary_provider,
-            "fallback_order": [name for name in PROVIDER_ORDER if name in self.providers],
+            "fallback_order": list(self.providers),
             "retry": {"max_attempts": self.retry.max_attempts, "total_timeout": self.retry.total_timeout},
             "cache": self.cache.get_cache_info().model_dump(),
             "local_embeddings": True,
@@ -420,11 +422,6 @@ class LLMClient:
 
     def _secrets(self) -> list[str]:
         return [p.api_key for p in self.providers.values() if p.api_key]
-
-    @staticmethod
-    def _extra_body(provider: Provider) -> dict[str, Any]:
-        # OpenRouter reports what it charged (usage.cost) when asked to.
-        return {"extra_body": {"usage": {"include": True}}} if provider.name == OPENROUTER else {}
 
     # -- pricing, caching and recording ----------------------------------------------------
 
@@ -503,10 +500,6 @@ class LLMClient:
 def _attribution(user: Any, feature: str) -> tuple[Any, str]:
     context = current_context()
     return (user if user is not None else context.user), (feature or context.feature)
-
-
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 def _elapsed_ms(started: float) -> float:

@@ -14,9 +14,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from .models_cache import ModelsCache
-from .pricing import ModelPricing
-from .types import Usage
+from apps.llm.pricing.lookup import ModelsCache
+from apps.llm.pricing.sheets import ModelPricing
+from apps.llm.types import Usage
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 import dramatiq
 from dramatiq_crontab import cron
 
-from .pricing_sync import OPENAI, OPENROUTER, SyncError, SyncFailed, SyncRequest, record_sync
+from apps.llm.accounting.request_log import replay_spool
+from apps.llm.accounting.retention import delete_old_requests as delete
+from apps.llm.conf import llm_settings
+from apps.llm.pricing.sync import (
+    OPENAI,
+    OPENROUTER,
+    SyncError,
+    SyncFailed,
+    SyncRequest,
+    record_sync,
+)
 
 # -- model-pricing sync ------------------------------------------------------------------------
 
@@ -65,25 +75,16 @@ def sync_model_pricing(
 @dramatiq.actor(actor_name="llm.delete_old_requests", queue_name="default", max_retries=3, time_limit=60 * 60 * 1000)
 def delete_old_requests() -> None:
     """Keeps the raw request log to ``LLM_RETENTION_DAYS`` (the daily rollups are kept)."""
-    from django.conf import settings
-
-    from .retention import delete_old_requests as delete
-
-    deleted = delete(days=settings.LLM["RETENTION_DAYS"])
-    delete_old_requests.logger.info("Deleted %d request-log rows older than %d days", deleted,
-                                    settings.LLM["RETENTION_DAYS"])
+    days = llm_settings().retention_days
+    deleted = delete(days=days)
+    delete_old_requests.logger.info("Deleted %d request-log rows older than %d days", deleted, days)
 
 
 @cron("*/5 * * * *")
 @dramatiq.actor(actor_name="llm.replay_request_spool", queue_name="default", max_retries=0)
 def replay_request_spool() -> None:
     """Writes the request records that processes which died before writing them left behind."""
-    from pathlib import Path
-
-    from django.conf import settings
-
-    from .request_log import replay_spool
-
-    files, rows = replay_spool(Path(settings.LLM["SPOOL_DIR"]), store_text=settings.LLM["STORE_TEXT"])
+    config = llm_settings()
+    files, rows = replay_spool(config.spool_dir, store_text=config.store_text)
     if files:
         replay_request_spool.logger.warning("Replayed %d spool files: %d records were missing", files, rows)

@@ -161,10 +161,12 @@ def _tiktoken_cache_dir() -> Path | None:
         if variable in os.environ:
             value = os.environ[variable]
             return Path(value) if value else None
-    from config.env import load_env
+    from apps.llm.conf import llm_settings
 
-    # Unset: tiktoken would use a shared temp dir; keep the project's runtime files under var/.
-    cache_dir = load_env().var_dir / "cache" / "tiktoken"
+    # Unset: tiktoken would use a shared temp dir; the project's setting keeps its files with its own.
+    cache_dir = llm_settings().tokenizer_cache_dir
+    if cache_dir is None:
+        return Path(tempfile.gettempdir()) / "data-gym-cache"  # tiktoken's own default
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
     return cache_dir
 

@@ -76,7 +76,7 @@ class ChatResponse(MappingAccess):
 
     def json(self, *, strict: bool = False, schema: Any = None) -> Any:
         """The JSON value in ``content`` (see ``JSONExtractor``)."""
-        from .extractor import JSONExtractor
+        from apps.llm.extractor import JSONExtractor
 
         return JSONExtractor().extract_json_from_response(self.content, strict=strict, schema=schema)
 

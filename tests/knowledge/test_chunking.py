@@ -26,7 +26,7 @@ from collections.abc import Callable
 import pytest
 
 from apps.knowledge.chunking import Chunk, chunk_text
-from apps.llm.local_embeddings import get_local_embedder
+from apps.llm.transport.local_embeddings import get_local_embedder
 from apps.llm.tokenizer import Tokenizer
 
 Counter = Callable[[str], int]

@@ -21,8 +21,8 @@ from apps.knowledge.models import Chunk, Document
 from apps.knowledge.search import search
 from apps.knowledge.tasks import QUEUE, process_document
 from apps.llm.client import LLMClient
-from apps.llm.request_log import SyncDatabaseRecorder
-from apps.llm.simulator import OpenAISimulator
+from apps.llm.accounting.request_log import SyncDatabaseRecorder
+from apps.llm.testing.simulator import OpenAISimulator
 
 from ..conftest import wait_for
 

@@ -24,8 +24,8 @@ from apps.knowledge.search import nearest_chunks, search
 from apps.llm import errors
 from apps.llm.client import LLMClient
 from apps.llm.models import LLMRequest
-from apps.llm.request_log import SyncDatabaseRecorder
-from apps.llm.simulator import CHAT, EMBEDDINGS, OpenAISimulator
+from apps.llm.accounting.request_log import SyncDatabaseRecorder
+from apps.llm.testing.simulator import CHAT, EMBEDDINGS, OpenAISimulator
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "documents"
 JSON_DOC = textwrap.dedent(inspect.getdoc(json))

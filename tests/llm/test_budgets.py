@@ -15,8 +15,8 @@ from django.db.models import Sum
 from apps.llm import errors
 from apps.llm.client import LLMClient
 from apps.llm.models import Budget, BudgetSpend, LLMRequest
-from apps.llm.request_log import SyncDatabaseRecorder
-from apps.llm.simulator import CHAT, OpenAISimulator
+from apps.llm.accounting.request_log import SyncDatabaseRecorder
+from apps.llm.testing.simulator import CHAT, OpenAISimulator
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_scopes(sim, admin_user, django_user_model):
 def test_soft_limit_warns_once(sim, caplog):
     client = make_client(sim)
     budget = Budget.objects.create(name="soft", period="month", soft_limit=Decimal("0.0000001"))
-    with caplog.at_level(logging.WARNING, logger="apps.llm.budgets"):
+    with caplog.at_level(logging.WARNING, logger="apps.llm.accounting.budgets"):
         ask(client, 1)
         ask(client, 2)
     assert caplog.text.count("Budget 'soft' passed its soft limit") == 1

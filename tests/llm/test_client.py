@@ -16,9 +16,9 @@ from django.db import connection
 from apps.llm import errors
 from apps.llm.client import LLMClient
 from apps.llm.costs import calculate_chat_cost
-from apps.llm.embeddings import EmbeddingBatcher, RequestLimits
-from apps.llm.retry import RetryPolicy
-from apps.llm.simulator import CHAT, EMBEDDINGS, OpenAISimulator, SimResponse
+from apps.llm.transport.embeddings import EmbeddingBatcher, RequestLimits
+from apps.llm.transport.retry import RetryPolicy
+from apps.llm.testing.simulator import CHAT, EMBEDDINGS, OpenAISimulator, SimResponse
 from apps.llm.types import ChatResponse
 from tests.recorded import chat_completions, error_bodies, to_sim_response
 

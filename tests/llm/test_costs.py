@@ -23,9 +23,9 @@ import pytest
 
 from apps.llm.costs import CostBreakdown, calculate_chat_cost, calculate_cost, calculate_embedding_cost
 from apps.llm.models import ModelPrice
-from apps.llm.models_cache import ModelsCache
-from apps.llm.pricing import ModelPricing, PriceTier, parse_openrouter_catalog
-from apps.llm.pricing_store import apply_prices
+from apps.llm.pricing.lookup import ModelsCache
+from apps.llm.pricing.sheets import ModelPricing, PriceTier, parse_openrouter_catalog
+from apps.llm.pricing.store import apply_prices
 from apps.llm.types import Usage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -24,13 +24,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.llm import dashboard as dash
-from apps.llm.admin_usage import EstimatedCountPaginator
+from apps.llm.dashboard import calls
+from apps.llm.admin.base import EstimatedCountPaginator
 from apps.llm.dashboard import DashboardFilters, build_dashboard, percentile
 from apps.llm.models import LATENCY_BUCKETS_MS, Budget, BudgetSpend, LLMRequest, latency_bucket
-from apps.llm.recording import ERROR, SUCCESS, CallRecord
-from apps.llm.request_log import write_records
+from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
+from apps.llm.accounting.request_log import write_records
 from apps.llm.types import Usage
-from apps.llm.views_dashboard import export_rows, request_log_url
+from apps.llm.admin.dashboard import export_rows, request_log_url
 
 DASHBOARD = "/admin/llm/llmusagedaily/dashboard/"
 LOG = "/admin/llm/llmrequest/"
@@ -318,8 +319,8 @@ def test_latency_percentiles_are_within_the_bucket_resolution(seed):
 
 
 @pytest.mark.parametrize("range_scan_max, probe_rows", [
-    (10**9, dash.PROBE_ROWS),  # few matches: read them all, sort
-    (0, dash.PROBE_ROWS),  # many: the costliest calls of the log hold the answer
+    (10**9, calls.PROBE_ROWS),  # few matches: read them all, sort
+    (0, calls.PROBE_ROWS),  # many: the costliest calls of the log hold the answer
     (0, 3),  # many, but not among the costliest: the probe comes up short, then read them all
 ])
 @pytest.mark.parametrize("dims", [
@@ -327,8 +328,8 @@ def test_latency_percentiles_are_within_the_bucket_resolution(seed):
     {"model": "gpt-4o-mini", "user_id": "first user"},  # crossed: from the log, by the plans above
 ])
 def test_most_expensive_and_recent_failures(seed, monkeypatch, range_scan_max, probe_rows, dims):
-    monkeypatch.setattr(dash, "RANGE_SCAN_MAX", range_scan_max)
-    monkeypatch.setattr(dash, "PROBE_ROWS", probe_rows)
+    monkeypatch.setattr(calls, "RANGE_SCAN_MAX", range_scan_max)
+    monkeypatch.setattr(calls, "PROBE_ROWS", probe_rows)
     dims = {k: seed.users[0].pk if v == "first user" else v for k, v in dims.items()}
     assert_request_tables(seed, build_dashboard(filters(**dims)), seed.select(START, TODAY, **dims))
 
@@ -363,9 +364,9 @@ def test_raw_tables_are_skipped_when_the_rollups_say_nothing_matches(seed, djang
 
 
 def test_a_slow_raw_query_is_cut_short(seed, monkeypatch):
-    monkeypatch.setattr(dash, "RAW_LOG_TIMEOUT_MS", 1)
+    monkeypatch.setattr(calls, "RAW_LOG_TIMEOUT_MS", 1)
     slow = LLMRequest.objects.extra(where=["pg_sleep(0.05) IS NOT NULL"])  # noqa: S610 (a test's own SQL)
-    table = dash._raw_table(lambda: slow.order_by("-created_at").values(*dash._CALL_FIELDS)[:10])
+    table = calls._raw_table(lambda: slow.order_by("-created_at").values(*calls._CALL_FIELDS)[:10])
     assert table.timed_out and table.rows == []
     # The timeout ended with the block: later queries run normally.
     with connection.cursor() as cursor:

@@ -15,7 +15,7 @@ from django.db.models.functions import TruncDate
 from django.urls import reverse
 
 from apps.knowledge.models import Document
-from apps.llm.demo import (
+from apps.demo.demo import (
     DEMO_DOCUMENT_PREFIX,
     DEMO_MODELS,
     DEMO_PROVIDER,
@@ -25,7 +25,7 @@ from apps.llm.demo import (
     plan_traffic,
 )
 from apps.llm.models import LLMRequest, LLMUsageDaily
-from apps.llm.recording import ERROR, SUCCESS, CallRecord
+from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
 from apps.llm.types import Usage
 
 pytestmark = pytest.mark.django_db

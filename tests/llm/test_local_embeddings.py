@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.llm.local_embeddings import (
+from apps.llm.transport.local_embeddings import (
     LOCAL_MODEL_NAME,
     LOCAL_MODELS,
     EmbeddingBatch,
@@ -77,7 +77,7 @@ def test_aliases_resolve_to_one_model_and_one_process_wide_embedder():
 
 
 def test_concurrent_first_calls_create_one_embedder():
-    import apps.llm.local_embeddings as module
+    import apps.llm.transport.local_embeddings as module
 
     saved = dict(module._EMBEDDERS)
     module._EMBEDDERS.clear()

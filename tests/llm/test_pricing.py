@@ -15,15 +15,16 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from apps.llm.models import ModelPrice
-from apps.llm.models_cache import ModelsCache
-from apps.llm.pricing import (
+from apps.llm.pricing.lookup import ModelsCache
+from apps.llm.transport.providers import ProviderSpec, register_provider, unregister_provider
+from apps.llm.pricing.sheets import (
     PRICE_COMPONENTS,
     ModelPricing,
     PriceTier,
     parse_openrouter_catalog,
     parse_price_table,
 )
-from apps.llm.pricing_store import BUNDLED_FILES, DATA_DIR, apply_prices, load_bundled_prices
+from apps.llm.pricing.store import BUNDLED_FILES, DATA_DIR, apply_prices, load_bundled_prices
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pricing"
 
@@ -420,8 +421,16 @@ def test_models_cache_slug_prefers_paid_base_model():
     assert ModelsCache().get("z-ai/glm-5.2:free", "openrouter").model_id == "z-ai/glm-5.2:free"
 
 
+@pytest.fixture
+def free_test_provider():
+    """A provider registered as free, as a project would register its own in-house server."""
+    register_provider(ProviderSpec("simulator", free=True))
+    yield
+    unregister_provider("simulator")
+
+
 @pytest.mark.django_db
-def test_models_cache_unknown_and_free_models():
+def test_models_cache_unknown_and_free_models(free_test_provider):
     cache = ModelsCache()
     assert cache.get("no-such/model", "openrouter") is None
     assert cache.get("gpt-99", None) is None

@@ -27,9 +27,9 @@ from django.utils import timezone
 from dramatiq_crontab import scheduler
 
 from apps.llm.models import ModelPrice, PricingSyncRun
-from apps.llm.pricing import PRICE_COMPONENTS
-from apps.llm.pricing_sync import OPENAI_TABLE, FetchError
-from apps.llm.simulator import OpenAISimulator, SimResponse
+from apps.llm.pricing.sheets import PRICE_COMPONENTS
+from apps.llm.pricing.sync import OPENAI_TABLE, FetchError
+from apps.llm.testing.simulator import OpenAISimulator, SimResponse
 from apps.llm.tasks import PRICING_SYNC_RETRIES, sync_model_pricing
 from config.env import BASE_DIR, load_env
 
@@ -359,13 +359,14 @@ def test_manage_py_exits_non_zero_on_a_network_failure(test_database_url):
 
 
 @pytest.mark.django_db
-def test_the_api_key_is_sent_to_the_configured_url_only_and_never_shown(monkeypatch):
+def test_the_api_key_is_sent_to_the_configured_url_only_and_never_shown(monkeypatch, settings):
     secret = "sk-or-v1-test-secret-0123456789"
     with OpenAISimulator(openrouter_catalog=raw(AUG)) as sim:
         monkeypatch.setenv("OPENROUTER_BASE_URL", sim.openrouter_base_url)
         monkeypatch.setenv("OPENROUTER_API_KEY", secret)
         load_env.cache_clear()
         try:
+            settings.LLM = load_env().llm  # what config/ makes of the environment at startup
             sim.enqueue("embeddings/models", SimResponse(json=raw(EMB)))
             out, err = sync()
             sim.fail_next("models", status=401, message=f"Invalid API key {secret}")

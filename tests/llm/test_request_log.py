@@ -19,20 +19,20 @@ from django.db.models import Count, Sum
 
 from apps.llm import errors
 from apps.llm.client import LLMClient
-from apps.llm.context import llm_context
+from apps.llm.accounting.context import llm_context
 from apps.llm.models import LATENCY_BUCKETS_MS, LLMRequest, LLMUsageDaily
-from apps.llm.recording import ERROR, SUCCESS, CallRecord
-from apps.llm.request_log import (
+from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
+from apps.llm.accounting.request_log import (
     DatabaseRecorder,
     SyncDatabaseRecorder,
     record_to_json,
     replay_spool,
     write_records,
 )
-from apps.llm.retry import RetryPolicy
-from apps.llm.simulator import CHAT, OpenAISimulator
+from apps.llm.transport.retry import RetryPolicy
+from apps.llm.testing.simulator import CHAT, OpenAISimulator
 from apps.llm.types import Usage
-from apps.llm.usage import usage_stats
+from apps.llm.accounting.usage import usage_stats
 
 from ..conftest import wait_for
 

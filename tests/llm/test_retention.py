@@ -5,9 +5,9 @@ import pytest
 from django.db.models import Sum
 
 from apps.llm.models import LLMRequest, LLMUsageDaily
-from apps.llm.recording import SUCCESS, CallRecord
-from apps.llm.request_log import write_records
-from apps.llm.retention import delete_old_requests
+from apps.llm.accounting.records import SUCCESS, CallRecord
+from apps.llm.accounting.request_log import write_records
+from apps.llm.accounting.retention import delete_old_requests
 from apps.llm.types import Usage
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)

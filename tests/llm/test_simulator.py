@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from apps.llm.simulator import CHAT, EMBEDDINGS, MODELS, OpenAISimulator, SimResponse
+from apps.llm.testing.simulator import CHAT, EMBEDDINGS, MODELS, OpenAISimulator, SimResponse
 from config.env import BASE_DIR
 from tests.recorded import chat_completions, embeddings, error_bodies, find_records, load_fixture, to_sim_response
 
@@ -468,7 +468,7 @@ def test_command_line_entry_point():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.llm.simulator", "--port", str(port)],
+        [sys.executable, "-m", "apps.llm.testing.simulator", "--port", str(port)],
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
         text=True,

@@ -415,7 +415,7 @@ def _project_copy(root: Path) -> Path:
     copy = root / "project"
     (copy / "config").mkdir(parents=True)
     (copy / "apps" / "llm").mkdir(parents=True)
-    for relative in ("config/__init__.py", "config/env.py", "apps/__init__.py", "apps/llm/tokenizer.py"):
+    for relative in ("apps/__init__.py", "apps/llm/tokenizer.py", "apps/llm/conf.py"):
         shutil.copy2(BASE_DIR / relative, copy / relative)
     (copy / "apps" / "llm" / "__init__.py").write_text("")
     return copy
@@ -429,13 +429,20 @@ def _run_offline(copy: Path, body: str, env_overrides: dict[str, str | None]) ->
             env.pop(key, None)
         else:
             env[key] = value
-    script = _NO_NETWORK + textwrap.dedent(body)
+    script = _NO_NETWORK + _SETTINGS + textwrap.dedent(body)
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=copy, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
+
+# The project's settings as config/ makes them: tiktoken's files under var/.
+_SETTINGS = """
+from pathlib import Path
+from django.conf import settings
+settings.configure(LLM={"TOKENIZER_CACHE_DIR": Path.cwd() / "var" / "cache" / "tiktoken"})
+"""
 
 _LOAD_AND_REPORT = """
 import json, os

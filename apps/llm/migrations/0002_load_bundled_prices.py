@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from apps.llm.pricing_store import BUNDLED_FILES, load_bundled_prices
+from apps.llm.pricing.store import BUNDLED_FILES, load_bundled_prices
 
 
 def load_prices(apps, schema_editor):

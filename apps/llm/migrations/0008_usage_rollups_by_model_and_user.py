@@ -2,7 +2,7 @@
 
 The sums come from LLMUsageDaily, the lists (costliest calls, latest failures) from the
 request log, one pass over it per list. The backfill is frozen SQL, as the tables were at this
-migration (18 latency buckets, 10 calls per list), not a call into apps.llm.rollups, whose code
+migration (18 latency buckets, 10 calls per list), not a call into apps.llm.accounting.rollups, whose code
 follows the models of later migrations.
 """
 
@@ -10,7 +10,6 @@ import django.contrib.postgres.fields
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
-
 
 SUMS = ("requests", "successes", "failures", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",
         "reasoning_tokens", "total_tokens", "cost", "provider_cost", "saved_cost", "latency_ms_sum")

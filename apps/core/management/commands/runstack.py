@@ -7,8 +7,7 @@ from django.core.management.base import BaseCommand
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
-from config import embedded_postgres
-from config.env import load_env
+from apps.core import embedded_postgres
 
 
 class Command(BaseCommand):
@@ -37,8 +36,8 @@ class Command(BaseCommand):
         try:
             manager.loop()
         finally:
-            env = load_env()
-            if not env.database_url and embedded_postgres.stop(env.var_dir / "pgdata"):
+            pgdata = settings.EMBEDDED_POSTGRES_DIR
+            if pgdata is not None and embedded_postgres.stop(pgdata):
                 self.stdout.write("Stopped the embedded database.")
         # Ctrl-C or SIGTERM is how a user ends `make run`: not a failure.
         if manager.returncode not in (0, 130, 143):

@@ -3,8 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...documents import DuplicateDocument, add_document, check_upload
-from ...extraction import ExtractionError
+from apps.knowledge.documents import DuplicateDocument, add_document, check_upload
+from apps.knowledge.extraction import ExtractionError
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
                 self.stderr.write(f"\n  skipped: {problem}")
         self.stdout.write(f"\nAdded {len(added)} documents, skipped {skipped}.")
         if wait:
-            from ...pipeline import process_document
+            from apps.knowledge.pipeline import process_document
 
             for number, document in enumerate(added, 1):
                 self._progress(number, len(added), f"embedding {document.title}")

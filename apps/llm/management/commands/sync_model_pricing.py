@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.llm.pricing_sync import (
+from apps.llm.pricing.sync import (
     DEFAULT_TIMEOUT,
     OPENAI,
     OPENROUTER,

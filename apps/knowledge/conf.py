@@ -1,0 +1,41 @@
+"""The knowledge base's settings: the only reader of ``settings.KNOWLEDGE``, read when asked.
+
+    KNOWLEDGE = {
+        "EMBEDDING_MODEL": "local/all-minilm-l6-v2",
+        "ANSWER_MODEL": "openai/gpt-4o-mini",
+        "CHUNK_TOKENS": 512, "CHUNK_OVERLAP": 64,
+        "MAX_UPLOAD_BYTES": 25 * 1024 * 1024,
+        "EF_SEARCH": 80,               # HNSW ef_search
+        "EMBED_BATCH": 64,             # chunks per embedding call
+        "PROCESSING_TIMEOUT": 900,     # seconds before a document stuck in processing is retried
+    }
+
+Every key is optional; this project's ``config/`` fills them from the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class KnowledgeSettings:
+    embedding_model: str = "local/all-minilm-l6-v2"
+    answer_model: str = "openai/gpt-4o-mini"
+    chunk_tokens: int = 512
+    chunk_overlap: int = 64
+    max_upload_bytes: int = 25 * 1024 * 1024
+    ef_search: int = 80
+    embed_batch: int = 64
+    processing_timeout: int = 900
+
+
+def knowledge_settings() -> KnowledgeSettings:
+    """``settings.KNOWLEDGE`` as typed values, with the defaults for what it leaves out."""
+    raw: Mapping[str, Any] = getattr(settings, "KNOWLEDGE", {})
+    return KnowledgeSettings(**{f.name: raw[f.name.upper()] for f in fields(KnowledgeSettings)
+                                if raw.get(f.name.upper()) is not None})

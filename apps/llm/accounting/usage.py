@@ -1,0 +1,52 @@
+"""Usage statistics from the daily rollups (never from the raw request log): the smallest that answers."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from apps.llm.models import SUMMARY_COUNTERS
+from apps.llm.types import UsageStats
+
+
+def usage_stats(
+    *,
+    days: int = 30,
+    start: date | None = None,
+    end: date | None = None,
+    user: Any = None,
+    feature: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+) -> UsageStats:
+    """Totals for ``start``..``end`` (inclusive; default: the last ``days`` days up to today)."""
+    from apps.llm.accounting.rollups import rollup_for
+
+    end = end or timezone.localdate()
+    start = start or end - timedelta(days=days - 1)
+    narrowed = {"user_id": None if user is None else getattr(user, "pk", user), "feature": feature,
+                "model": model, "provider": provider}
+    narrowed = {column: value for column, value in narrowed.items() if value is not None}
+    # models_used needs the model column.
+    rows = rollup_for({"model", *narrowed}).model.objects.filter(date__gte=start, date__lte=end, **narrowed)
+    totals = rows.aggregate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
+    requests = totals["requests"] or 0
+    hits = totals["cache_hits"] or 0
+    failures = totals["failures"] or 0
+    # A failed call neither hit nor missed the cache.
+    misses = requests - hits - failures
+    return UsageStats(
+        total_requests=requests,
+        total_tokens=totals["total_tokens"] or 0,
+        total_cost=(totals["cost"] or Decimal(0)).normalize(),
+        saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
+        cache_hits=hits,
+        cache_misses=misses,
+        cache_hit_rate=hits / (hits + misses) if hits + misses else 0.0,
+        models_used=sorted(rows.order_by().values_list("model", flat=True).distinct()),
+        errors=failures,
+    )

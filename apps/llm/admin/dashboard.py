@@ -1,0 +1,319 @@
+"""The cost dashboard page and its CSV exports (the figures themselves: ``dashboard.py``).
+
+This module only presents: it formats the ``Dashboard`` dataclasses, turns every figure and
+row into a link to the request log filtered the same way, and hands the charts to Chart.js
+(shipped in Unfold's static files) as JSON through ``json_script``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.admin import AdminSite
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from apps.llm.admin.formatting import money
+from apps.llm.dashboard import (
+    OTHER,
+    PERIOD_LABELS,
+    TOP_ROWS,
+    DailySeries,
+    Dashboard,
+    DashboardFilters,
+    Figure,
+    LoggedCall,
+    RawTable,
+    UsageRow,
+    build_dashboard,
+    rollup_today,
+)
+
+EXPORTS = ("headline", "daily", "models", "users", "features", "expensive", "failures")
+PALETTE = ["#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#db2777", "#ca8a04", "#64748b"]
+OTHER_COLOUR = "#94a3b8"
+
+
+# -- links ------------------------------------------------------------------------------------------
+
+
+def request_log_url(filters: DashboardFilters, **extra: str) -> str:
+    """The request-log changelist showing exactly the calls behind a figure (see admin_usage filters)."""
+    params = {"created_at_from": filters.start.isoformat(), "created_at_to": filters.end.isoformat(),
+              **filters.dimension_params(), **extra}
+    return f"{reverse('admin:llm_llmrequest_changelist')}?{urlencode(params)}"
+
+
+def dashboard_url(filters: DashboardFilters, **extra: str) -> str:
+    return f"{reverse('admin:llm_dashboard')}?{urlencode({**filters.query_params(), **extra})}"
+
+
+def call_url(call: LoggedCall) -> str:
+    return reverse("admin:llm_llmrequest_change", args=[call.id])
+
+
+#: Which calls each headline figure counts, as extra request-log filters.
+FIGURE_LOG_FILTERS = {"cache_hit_rate": {"cached__exact": "1"}, "saved": {"cached__exact": "1"},
+                      "error_rate": {"status__exact": "error"}}
+
+
+# -- formatting ---------------------------------------------------------------------------------------
+
+
+def format_value(value: Decimal | int | float | None, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "money":
+        return money(value)
+    if kind == "rate":
+        return f"{value * 100:.1f}%"
+    if kind == "ms":
+        return f"{value:,.0f} ms"
+    return f"{value:,}"
+
+
+def format_change(figure: Figure) -> tuple[str, str]:
+    """The change as text, and whether it is good, bad or neutral news."""
+    change = figure.change
+    if change is None:
+        return ("new" if figure.value and not figure.previous else "—"), "neutral"
+    text = f"{change * 100:+.1f} pts" if figure.kind == "rate" else f"{change * 100:+.1f}%"
+    if round(change * 100, 1) == 0 or figure.lower_is_better is None:
+        return text, "neutral"
+    return text, "good" if (change < 0) == figure.lower_is_better else "bad"
+
+
+def _float(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- charts -----------------------------------------------------------------------------------------------
+
+
+def _colour(index: int, label: str) -> str:
+    return OTHER_COLOUR if label == OTHER else PALETTE[index % len(PALETTE)]
+
+
+def _day_links(filters: DashboardFilters, days: Sequence, **extra: str) -> list[str]:
+    return [request_log_url(filters.narrowed(start=d, end=d), **extra) for d in days]
+
+
+def charts(data: Dashboard) -> dict[str, dict[str, Any]]:
+    """Chart.js configurations; ``format`` and ``links`` are read by static/llm/dashboard.js."""
+    daily: DailySeries = data.daily
+    filters = data.filters
+    labels = [d.isoformat() for d in daily.days]
+    stacked = {"x": {"stacked": True}, "y": {"stacked": True, "beginAtZero": True}}
+    return {
+        "spend": {
+            "type": "bar", "format": "money", "links": _day_links(filters, daily.days),
+            "data": {"labels": labels, "datasets": [
+                {"label": label, "data": [float(v) for v in values], "backgroundColor": _colour(i, label)}
+                for i, (label, _, values) in enumerate(daily.cost_by_model)]},
+            "options": {"scales": stacked},
+        },
+        "tokens": {
+            "type": "bar", "format": "count", "links": _day_links(filters, daily.days),
+            "data": {"labels": labels, "datasets": [
+                {"label": "Input (uncached)", "data": daily.input_tokens, "backgroundColor": PALETTE[0]},
+                {"label": "Cached input", "data": daily.cached_tokens, "backgroundColor": PALETTE[4]},
+                {"label": "Output", "data": daily.output_tokens, "backgroundColor": PALETTE[2]},
+            ]},
+            "options": {"scales": stacked},
+        },
+        "requests": {
+            "type": "bar", "format": "count", "links": _day_links(filters, daily.days),
+            "data": {"labels": labels, "datasets": [
+                {"label": "Requests", "data": daily.requests, "backgroundColor": PALETTE[0], "order": 2},
+                {"label": "Errors", "data": daily.failures, "type": "line", "borderColor": "#dc2626",
+                 "backgroundColor": "#dc2626", "order": 1},
+            ]},
+            "options": {"scales": {"y": {"beginAtZero": True}}},
+        },
+        "latency": {
+            "type": "line", "format": "ms", "links": _day_links(filters, daily.days),
+            "data": {"labels": labels, "datasets": [
+                {"label": "p50", "data": [_float(v) for v in daily.p50_ms], "borderColor": PALETTE[0],
+                 "backgroundColor": PALETTE[0], "spanGaps": True},
+                {"label": "p95", "data": [_float(v) for v in daily.p95_ms], "borderColor": PALETTE[3],
+                 "backgroundColor": PALETTE[3], "spanGaps": True},
+            ]},
+            "options": {"scales": {"y": {"beginAtZero": True}}},
+        },
+        "features": _share_chart(data.features, data.current.cost),
+        "users": _share_chart(data.users, data.current.cost),
+    }
+
+
+def _share_chart(rows: list[UsageRow], total: Decimal) -> dict[str, Any]:
+    """Spend per row (horizontal bars), with whatever the top rows leave out as "Other"."""
+    labels, values, links = [r.label for r in rows], [float(r.cost) for r in rows], [dashboard_url(r.filters)
+                                                                                      for r in rows]
+    rest = total - sum((r.cost for r in rows), Decimal(0))
+    if rest > 0:
+        labels.append(OTHER)
+        values.append(float(rest))
+        links.append("")
+    return {"type": "bar", "format": "money", "links": links,
+            "data": {"labels": labels, "datasets": [
+                {"label": "Spend", "data": values,
+                 "backgroundColor": [_colour(i, label) for i, label in enumerate(labels)]}]},
+            "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}}}}
+
+
+# -- page context ------------------------------------------------------------------------------------------
+
+
+def _figures(data: Dashboard) -> list[dict[str, Any]]:
+    figures = []
+    for figure in data.figures:
+        change, tone = format_change(figure)
+        figures.append({
+            "key": figure.key, "label": figure.label, "value": format_value(figure.value, figure.kind),
+            "previous": format_value(figure.previous, figure.kind), "change": change, "tone": tone,
+            "link": request_log_url(data.filters, **FIGURE_LOG_FILTERS.get(figure.key, {})),
+        })
+    return figures
+
+
+def _usage_rows(rows: list[UsageRow]) -> list[dict[str, Any]]:
+    return [{"label": r.label, "drill_url": dashboard_url(r.filters), "log_url": request_log_url(r.filters),
+             "requests": f"{r.requests:,}", "failures": f"{r.failures:,}", "tokens": f"{r.tokens:,}",
+             "cost": money(r.cost), "avg_cost": money(r.avg_cost), "saved": money(r.saved_cost)} for r in rows]
+
+
+def _calls(table: RawTable | None, users: dict[int, str]) -> dict[str, Any] | None:
+    if table is None:
+        return None
+    return {"timed_out": table.timed_out, "rows": [
+        {"url": call_url(c), "created_at": c.created_at, "provider": c.provider, "model": c.model,
+         "feature": c.feature or "—", "user": users.get(c.user_id, f"#{c.user_id}") if c.user_id else "—",
+         "tokens": f"{c.total_tokens:,}", "cost": money(c.cost), "latency": f"{c.latency_ms:,.0f} ms",
+         "error": f"{c.error_type}: {c.error_message[:200]}" if c.error_type else c.error_message[:200]}
+        for c in table.rows]}
+
+
+def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
+    filters, options = data.filters, data.options
+    users = dict((int(v), label) for v, label in options.users if v.isdigit())
+    return {
+        "data": data,
+        "period_label": f"{filters.start:%d %b %Y} – {filters.end:%d %b %Y}",
+        "previous_label": f"{data.previous_filters.start:%d %b %Y} – {data.previous_filters.end:%d %b %Y}",
+        "periods": list(PERIOD_LABELS.items()),
+        "form": {"period": filters.period, "start": filters.start.isoformat(), "end": filters.end.isoformat(),
+                 "provider": filters.provider, "model": filters.model, "user": filters.user_param,
+                 "feature": filters.feature_param},
+        "options": {
+            "providers": _with_selected(options.providers, filters.provider),
+            "models": _with_selected(sorted({m for _, m in options.models}), filters.model),
+            "users": _with_selected_pairs(options.users, filters.user_param),
+            "features": _with_selected_pairs([(f or "-", f or "(no feature)") for f in options.features],
+                                             filters.feature_param),
+        },
+        "figures": _figures(data),
+        "budgets": data.budgets,
+        "budgets_reached": data.budgets_reached,
+        "charts": charts(data),
+        "models": _usage_rows(data.models[:TOP_ROWS]),
+        "more_models": max(len(data.models) - TOP_ROWS, 0),
+        "users": _usage_rows(data.users),
+        "features": _usage_rows(data.features),
+        "expensive": _calls(data.expensive, users),
+        "failures": _calls(data.failures, users),
+        "raw_log": raw_log,
+        "log_url": request_log_url(filters),
+        "exports": [(name, dashboard_url(filters, export=name)) for name in EXPORTS
+                    if raw_log or name not in ("expensive", "failures")],
+        "reset_url": reverse("admin:llm_dashboard"),
+    }
+
+
+def _with_selected(values: Iterable[str], selected: str) -> list[str]:
+    values = list(values)
+    return values if not selected or selected in values else [selected, *values]
+
+
+def _with_selected_pairs(pairs: Iterable[tuple[str, str]], selected: str) -> list[tuple[str, str]]:
+    pairs = list(pairs)
+    return pairs if not selected or selected in {v for v, _ in pairs} else [(selected, selected), *pairs]
+
+
+# -- CSV -------------------------------------------------------------------------------------------------------
+
+
+def _num(value: Decimal | float | int | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def export_rows(data: Dashboard, section: str) -> list[list[str]]:
+    """The rows of one CSV export, header first: exactly the figures the page shows."""
+    if section == "headline":
+        return [["metric", "value", "previous", "change"],
+                *[[f.key, _num(f.value), _num(f.previous), _num(f.change)] for f in data.figures]]
+    if section == "daily":
+        d = data.daily
+        series = data.daily.cost_by_model
+        header = ["date", "requests", "errors", "spend_usd", "input_tokens", "cached_tokens", "output_tokens",
+                  "p50_ms", "p95_ms", *[f"spend_usd:{label}" for label, _, _ in series]]
+        return [header, *[
+            [day.isoformat(), _num(d.requests[i]), _num(d.failures[i]), _num(d.cost[i]), _num(d.input_tokens[i]),
+             _num(d.cached_tokens[i]), _num(d.output_tokens[i]), _num(d.p50_ms[i]), _num(d.p95_ms[i]),
+             *[_num(values[i]) for _, _, values in series]]
+            for i, day in enumerate(d.days)]]
+    if section in ("models", "users", "features"):
+        key_columns = {"models": ["provider", "model"], "users": ["user_id", "user"], "features": ["feature"]}[section]
+        rows = [[*key_columns, "requests", "errors", "cache_hits", "tokens", "spend_usd", "avg_cost_usd",
+                 "saved_usd"]]
+        for r in getattr(data, section):
+            keys = {"models": [r.filters.provider, r.filters.model],
+                    "users": [r.filters.user_param, r.label], "features": [r.filters.feature or ""]}[section]
+            rows.append([*keys, _num(r.requests), _num(r.failures), _num(r.cache_hits), _num(r.tokens),
+                         _num(r.cost), _num(r.avg_cost), _num(r.saved_cost)])
+        return rows
+    if section in ("expensive", "failures"):
+        table = getattr(data, section)
+        header = ["id", "created_at", "provider", "model", "status", "feature", "user_id", "total_tokens", "cost_usd",
+                  "latency_ms", "error_type", "error_message"]
+        return [header, *[
+            [str(c.id), c.created_at.isoformat(), c.provider, c.model, c.status, c.feature, _num(c.user_id),
+             _num(c.total_tokens), _num(c.cost), _num(c.latency_ms), c.error_type, c.error_message]
+            for c in (table.rows if table else [])]]
+    raise ValueError(section)
+
+
+def csv_response(data: Dashboard, section: str) -> HttpResponse:
+    f = data.filters
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="llm-{section}-{f.start}-{f.end}.csv"'
+    csv.writer(response).writerows(export_rows(data, section))
+    return response
+
+
+# -- the view --------------------------------------------------------------------------------------------------
+
+
+def dashboard_response(request: HttpRequest, *, admin_site: AdminSite, raw_log: bool) -> HttpResponse:
+    """The page (or ``?export=<section>`` as CSV); permissions are checked by the caller."""
+    filters = DashboardFilters.from_query(request.GET, today=rollup_today())
+    export = request.GET.get("export", "")
+    raw_sections = ("expensive", "failures")
+    if (export and export not in EXPORTS) or (export in raw_sections and not raw_log):
+        return HttpResponse(f"Unknown export {export!r}", status=400, content_type="text/plain")
+    # An export of the rollup sections needs no raw-log query.
+    data = build_dashboard(filters, raw_log=raw_log and (not export or export in raw_sections))
+    if export:
+        return csv_response(data, export)
+    page = {**admin_site.each_context(request), "title": "LLM cost and usage", **context(data, raw_log=raw_log)}
+    return TemplateResponse(request, "admin/llm/dashboard.html", page)

@@ -1,0 +1,183 @@
+"""List filters of the request log and the daily rollups: indexed lookups only.
+
+The request log can hold tens of millions of rows: every filter here narrows by an indexed
+column, and the dropdowns read their choices by index skip-scans instead of SELECT DISTINCT.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from unfold.contrib.filters.admin import (
+    DropdownFilter,
+    RangeDateFilter,
+    TextFilter,
+)
+from unfold.utils import parse_date_str
+
+from apps.llm.dashboard import (
+    NO_FEATURE,
+    parse_feature,
+    parse_user,
+)
+from apps.llm.transport.providers import LOCAL, provider_specs
+
+#: Most distinct values a skip-scan filter lists (each costs one index probe).
+MAX_SKIP_SCAN_VALUES = 500
+
+
+class DayRangeFilter(RangeDateFilter):
+    """Days (UTC, inclusive, as in the rollups) on a timestamp: ``created_at_from`` / ``created_at_to``.
+
+    Filters with a half-open range on the timestamp itself, so the created_at indexes serve it
+    (a ``created_at::date`` comparison could not use them).
+    """
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        start = _iso_date(self.used_parameters.get(f"{self.parameter_name}_from"))
+        end = _iso_date(self.used_parameters.get(f"{self.parameter_name}_to"))
+        if start:
+            queryset = queryset.filter(**{f"{self.parameter_name}__gte": datetime.combine(start, time.min, UTC)})
+        if end:
+            queryset = queryset.filter(
+                **{f"{self.parameter_name}__lt": datetime.combine(end + timedelta(days=1), time.min, UTC)})
+        return queryset
+
+
+def _iso_date(value: Any) -> date | None:
+    """ISO (what the dashboard links and the calendar widget write), else the site's input formats."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        parsed = parse_date_str(value)
+    if parsed is None:
+        raise IncorrectLookupParameters(f"Not a date: {value!r}")
+    return parsed
+
+
+class ProviderFilter(DropdownFilter):
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = [*provider_specs(), LOCAL]
+        if self.value() and self.value() not in names:
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+def distinct_indexed_values(table: str, column: str, limit: int = MAX_SKIP_SCAN_VALUES) -> list[str]:
+    """The distinct values of an indexed column by a skip scan: one index probe per value.
+
+    ``SELECT DISTINCT`` would read every row; this recursive query jumps from each value to the
+    next through the index whose leading column is ``column``.
+    """
+    table, column = connection.ops.quote_name(table), connection.ops.quote_name(column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH RECURSIVE v(value) AS (
+                (SELECT {column} FROM {table} ORDER BY {column} LIMIT 1)
+                UNION ALL
+                SELECT (SELECT {column} FROM {table} WHERE {column} > v.value ORDER BY {column} LIMIT 1)
+                FROM v WHERE v.value IS NOT NULL
+            )
+            SELECT value FROM v WHERE value IS NOT NULL LIMIT %s
+            """,
+            [limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+class SkipScanDropdownFilter(DropdownFilter):
+    """A dropdown of a column's distinct values, read through its index (the request log's)."""
+
+    column = ""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        values = distinct_indexed_values(model_admin.model._meta.db_table, self.column)
+        choices = [self.choice(value) for value in values]
+        if self.value() and self.value() not in {c[0] for c in choices}:
+            choices.append((self.value(), self.value()))
+        return choices
+
+    def choice(self, value: str) -> tuple[str, str]:
+        return value, value
+
+
+class ModelFilter(SkipScanDropdownFilter):
+    title = "model"
+    parameter_name = "model"
+    column = "model"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(model=self.value()) if self.value() else queryset
+
+
+class FeatureDropdownFilter(SkipScanDropdownFilter):
+    """``feature=-`` selects calls without a feature."""
+
+    title = "feature"
+    parameter_name = "feature"
+    column = "feature"
+
+    def choice(self, value: str) -> tuple[str, str]:
+        return (value, value) if value else (NO_FEATURE, "(no feature)")
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        feature = parse_feature(self.value())
+        return queryset if feature is None else queryset.filter(feature=feature)
+
+
+class FeatureTextFilter(TextFilter):
+    """Exact feature name (``-``: none): a text box, for the rollups' changelist (no dropdown to fill)."""
+
+    title = "feature"
+    parameter_name = "feature"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        feature = parse_feature((self.value() or "").strip())
+        return queryset if feature is None else queryset.filter(feature=feature)
+
+
+class ModelTextFilter(TextFilter):
+    title = "model"
+    parameter_name = "model"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = (self.value() or "").strip()
+        return queryset.filter(model=value) if value else queryset
+
+
+class UserFilter(TextFilter):
+    """A user id, an e-mail address, or ``none`` for calls without a user (users can be many:
+    no dropdown of them all)."""
+
+    title = "user (id, e-mail or none)"
+    parameter_name = "user"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = (self.value() or "").strip()
+        if not value:
+            return queryset
+        parsed = parse_user(value)
+        if parsed is not None:
+            user_id, without_user = parsed
+            return queryset.filter(user__isnull=True) if without_user else queryset.filter(user_id=user_id)
+        from django.contrib.auth import get_user_model
+
+        ids = get_user_model().objects.filter(Q(email__iexact=value) | Q(username=value)).values("pk")
+        return queryset.filter(user_id__in=ids)

@@ -1,0 +1,124 @@
+from decimal import Decimal
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.urls import path, reverse
+from django.utils.html import format_html
+from unfold.admin import ModelAdmin
+
+from apps.llm.models import ModelPrice, PricingSyncRun
+from apps.llm.pricing.sheets import PRICE_COMPONENTS
+
+MILLION = Decimal(1_000_000)
+
+
+class CurrentFilter(admin.SimpleListFilter):
+    title = "period"
+    parameter_name = "period"
+
+    def lookups(self, request, model_admin):
+        return [("current", "Current"), ("history", "Superseded")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "current":
+            return queryset.filter(valid_to__isnull=True)
+        if self.value() == "history":
+            return queryset.filter(valid_to__isnull=False)
+        return queryset
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(ModelAdmin):
+    """Prices come from the bundled files and the pricing sync, so rows are read-only here.
+
+    Only ``is_active`` may be changed: editing a price in place would rewrite the history that
+    past costs were computed from.
+    """
+
+    list_display = ["model_id", "provider", "prompt_per_million", "completion_per_million", "context_length",
+                    "is_active", "valid_from", "valid_to"]
+    list_filter = [CurrentFilter, "provider", "is_active", "source"]
+    search_fields = ["model_id", "canonical_slug", "name"]
+    ordering = ["provider", "model_id", "-valid_from"]
+    list_per_page = 100
+    readonly_fields = [
+        "provider", "model_id", "canonical_slug", "name", *PRICE_COMPONENTS, "extra_prices", "tiers",
+        "context_length", "modality", "input_modalities", "output_modalities", "source", "fetched_at",
+        "valid_from", "valid_to",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Prompt $/M", ordering="prompt")
+    def prompt_per_million(self, obj: ModelPrice) -> str:
+        return f"{(obj.prompt * MILLION).normalize():f}"
+
+    @admin.display(description="Completion $/M", ordering="completion")
+    def completion_per_million(self, obj: ModelPrice) -> str:
+        return f"{(obj.completion * MILLION).normalize():f}"
+
+    # -- "Sync now" and the last sync runs (templates/admin/llm/modelprice/change_list.html) ----
+
+    def get_urls(self):
+        sync_now = path("sync-now/", self.admin_site.admin_view(self.sync_now_view), name="llm_modelprice_sync_now")
+        return [sync_now, *super().get_urls()]
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        """Who may refresh prices: those who may change price rows (withdraw a model)."""
+        return self.has_change_permission(request)
+
+    def sync_now_view(self, request: HttpRequest) -> HttpResponse:
+        """Queue the pricing sync for a worker; the page shows its run once it has finished."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_sync_permission(request):
+            raise PermissionDenied
+        # Imported here: the actor module declares its queue on the broker when imported.
+        from apps.llm.tasks import sync_model_pricing
+
+        sync_model_pricing.send(trigger="admin")
+        self.message_user(
+            request, "Pricing sync queued: a worker runs it shortly; reload this page for the result.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:llm_modelprice_changelist"))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "pricing_sync_runs": PricingSyncRun.latest_per_provider(),
+            "pricing_sync_url": reverse("admin:llm_modelprice_sync_now") if self.has_sync_permission(request) else "",
+        }
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(PricingSyncRun)
+class PricingSyncRunAdmin(ModelAdmin):
+    """The history of pricing syncs; written by the sync only, so read-only here."""
+
+    list_display = ["started_at", "provider", "trigger", "status", "added", "changed", "deactivated", "reactivated",
+                    "rejected", "duration_ms"]
+    list_filter = ["status", "provider", "trigger"]
+    ordering = ["-started_at"]
+    fields = ["provider", "trigger", "status", "started_at", "finished_at", "duration_ms", "source", "added",
+              "changed", "deactivated", "reactivated", "unchanged", "rejected", "error", "summary_text"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: PricingSyncRun | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: PricingSyncRun | None = None) -> bool:
+        return False
+
+    @admin.display(description="Summary")
+    def summary_text(self, obj: PricingSyncRun) -> str:
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', obj.summary)

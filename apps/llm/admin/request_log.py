@@ -1,0 +1,184 @@
+"""Admin pages of LLM usage: the request log, budgets, daily rollups and the cost dashboard.
+
+The request log can hold tens of millions of rows, so nothing here scans it: the list is
+ordered by the created_at index, counted from the planner's estimate instead of COUNT(*),
+filtered by indexed columns whose choices come from index skip-scans, searched by exact
+ids only, and its date drill-down is derived from MIN/MAX instead of SELECT DISTINCT.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from django.contrib import admin
+from django.db.models import Max, Min, Q, QuerySet
+from django.http import HttpRequest
+from django.utils import formats, timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.text import capfirst
+from unfold.contrib.filters.admin import (
+    BooleanRadioFilter,
+    ChoicesDropdownFilter,
+)
+from unfold.views import ChangeList
+
+from apps.llm.admin.base import (
+    DashboardLinkMixin,
+    ReadOnlyAdmin,
+    user_of,
+)
+from apps.llm.admin.filters import (
+    DayRangeFilter,
+    FeatureDropdownFilter,
+    ModelFilter,
+    ProviderFilter,
+    UserFilter,
+)
+from apps.llm.admin.formatting import badge, format_prompt, format_text, money
+from apps.llm.models import LLMRequest
+
+
+class RequestLogChangeList(ChangeList):
+    """Leaves the prompt and answer out of list queries, and drills down by date without DISTINCT."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: list | None = None) -> QuerySet:
+        return super().get_queryset(request, exclude_parameters).defer("prompt", "response", "error_message")
+
+    @cached_property
+    def fast_date_hierarchy(self) -> dict[str, Any]:
+        """What Django's ``{% date_hierarchy %}`` shows, with choices spanning MIN..MAX.
+
+        Django lists the months/days that have rows with SELECT DISTINCT over all of them; here
+        the bounds come from two index probes and every month/day between them is offered (a
+        quiet day in the middle leads to an empty page, a small price for not scanning).
+        """
+        name = self.date_hierarchy
+        year, month, day = (self.params.get(f"{name}__{part}") for part in ("year", "month", "day"))
+
+        def link(filters: dict[str, Any]) -> str:
+            return self.get_query_string(filters, [f"{name}__"])
+
+        def title(value: date, fmt: str) -> str:
+            return capfirst(formats.date_format(value, fmt))
+
+        if year and month and day:
+            chosen = date(int(year), int(month), int(day))
+            return {"show": True, "back": {"link": link({f"{name}__year": year, f"{name}__month": month}),
+                                           "title": title(chosen, "YEAR_MONTH_FORMAT")},
+                    "choices": [{"title": title(chosen, "MONTH_DAY_FORMAT")}]}
+        # The date lookups already narrowed self.queryset, so these bounds lie inside them.
+        bounds = self.queryset.aggregate(first=Min(name), last=Max(name))
+        if bounds["first"] is None:
+            return {"show": False}
+        first, last = (timezone.localtime(bounds[k]).date() for k in ("first", "last"))
+        if not year and first.year == last.year:
+            year = first.year
+            if first.month == last.month:
+                month = first.month
+        if year and month:
+            year, month = int(year), int(month)
+            days = [date(year, month, d) for d in range(1, calendar.monthrange(year, month)[1] + 1)]
+            return {"show": True, "back": {"link": link({f"{name}__year": year}), "title": str(year)},
+                    "choices": [{"link": link({f"{name}__year": year, f"{name}__month": month, f"{name}__day": d.day}),
+                                 "title": title(d, "MONTH_DAY_FORMAT")} for d in days if first <= d <= last]}
+        if year:
+            year = int(year)
+            low, high = max(first, date(year, 1, 1)), min(last, date(year, 12, 31))
+            return {"show": True, "back": {"link": link({}), "title": "All dates"},
+                    "choices": [{"link": link({f"{name}__year": year, f"{name}__month": m}),
+                                 "title": title(date(year, m, 1), "YEAR_MONTH_FORMAT")}
+                                for m in range(low.month, high.month + 1)]}
+        return {"show": True, "back": None,
+                "choices": [{"link": link({f"{name}__year": y}), "title": str(y)}
+                            for y in range(first.year, last.year + 1)]}
+
+
+STATUS_VARIANTS = {"success": "success", "error": "danger"}
+
+
+
+
+@admin.register(LLMRequest)
+class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
+    """The raw request log: read-only, and fast on tens of millions of rows (see the module doc)."""
+
+    change_list_template = "admin/llm/llmrequest/change_list.html"
+    list_display = ["created_at", "status_label", "provider", "model", "feature", "user_display", "prompt_tokens",
+                    "completion_tokens", "total_tokens", "cost_display", "latency_display", "cached"]
+    list_display_links = ["created_at"]
+    # Sorting by any other column would sort the whole table.
+    sortable_by = ["created_at"]
+    ordering = ["-created_at"]
+    date_hierarchy = "created_at"
+    list_filter = [("created_at", DayRangeFilter), ("status", ChoicesDropdownFilter), ProviderFilter, ModelFilter,
+                   ("cached", BooleanRadioFilter), UserFilter, FeatureDropdownFilter]
+    list_filter_submit = True
+    actions = None
+    search_fields = ["request_id"]  # enables the box; the lookups are get_search_results'
+    search_help_text = "An exact request id (ours or the provider's) or model name."
+    fieldsets = [
+        ("Call", {"fields": ["id", "created_at", "endpoint", "status_label", "provider", "model_requested", "model",
+                             "request_id", "user", "feature", "key_fingerprint"]}),
+        ("Error", {"fields": ["error_type", "error_message"]}),
+        ("Tokens", {"fields": ["prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens",
+                               "reasoning_tokens", "total_tokens"]}),
+        ("Cost", {"fields": ["cost_display", "provider_cost", "saved_cost", "price", "cached", "cache_key"]}),
+        ("Timing", {"fields": ["latency_display", "time_to_first_token_ms", "attempts"]}),
+        ("Prompt and answer", {"fields": ["prompt_display", "response_display"]}),
+    ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return RequestLogChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        """Exact matches only: our id (the primary key), the provider's request id, or a model.
+
+        Substring search would read every row. The primary key and model are indexed; the
+        provider's request id is compared for equality (an index on it would make that instant).
+        """
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=UUID(term)), False
+        except ValueError:
+            pass
+        return queryset.filter(Q(request_id=term) | Q(model=term)), False
+
+    @admin.display(description="status")
+    def status_label(self, obj: LLMRequest) -> str:
+        return format_html('<span title="{}">{}</span>', obj.error_type,
+                           badge(obj.status, STATUS_VARIANTS.get(obj.status, "")))
+
+    @admin.display(description="user")
+    def user_display(self, obj: Any) -> str:
+        return user_of(obj)
+
+    @admin.display(description="cost")
+    def cost_display(self, obj: LLMRequest) -> str:
+        if obj.cost is None:
+            return "unknown price"
+        if obj.cached and obj.saved_cost:
+            return f"{money(obj.cost)} (saved {money(obj.saved_cost)})"
+        return money(obj.cost)
+
+    @admin.display(description="latency")
+    def latency_display(self, obj: LLMRequest) -> str:
+        return f"{obj.latency_ms:,.0f} ms"
+
+    @admin.display(description="prompt")
+    def prompt_display(self, obj: LLMRequest) -> str:
+        if obj.prompt is None:
+            return "Not stored (LLM_STORE_TEXT)."
+        return format_prompt(obj.prompt)
+
+    @admin.display(description="answer")
+    def response_display(self, obj: LLMRequest) -> str:
+        if obj.response is None:
+            return "Not stored (LLM_STORE_TEXT)." if obj.status == LLMRequest.Status.SUCCESS else "—"
+        return format_text(obj.response)

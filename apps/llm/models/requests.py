@@ -1,0 +1,123 @@
+"""The request log: one row per call of the client, written once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.llm.models.fields import money_field
+from apps.llm.models.prices import ModelPrice
+
+if TYPE_CHECKING:
+    from apps.llm.accounting.records import CallRecord
+
+
+#: Upper bounds (ms) of the latency histogram buckets kept in the daily rollups; the last
+#: bucket takes everything slower.
+LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10_000, 15_000,
+                      20_000, 30_000, 60_000)
+#: A histogram has one bucket per bound, and one for everything slower.
+HISTOGRAM_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
+
+
+def latency_bucket(latency_ms: float) -> int:
+    for index, bound in enumerate(LATENCY_BUCKETS_MS):
+        if latency_ms <= bound:
+            return index
+    return len(LATENCY_BUCKETS_MS)
+
+
+class LLMRequest(models.Model):
+    """One call of the LLM client: success, failure or cache hit. Written once, never edited."""
+
+    class Status(models.TextChoices):
+        SUCCESS = "success"
+        ERROR = "error"
+
+    # Made by the client before the call, so replaying a spooled record cannot duplicate it.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    endpoint = models.CharField(max_length=20, help_text="chat, chat.stream or embeddings")
+    provider = models.CharField(max_length=50)
+    model_requested = models.CharField(max_length=255)
+    model = models.CharField(max_length=255, help_text="The model that answered, as the provider named it.")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    error_type = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+
+    cost = money_field(null=True, blank=True, help_text="Our cost in USD; empty when the model's price is unknown.")
+    provider_cost = money_field(null=True, blank=True, help_text="What the provider reported it charged.")
+    saved_cost = money_field(null=True, blank=True, help_text="A cache hit: the cost of the call it replaced.")
+    price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                              db_constraint=False, db_index=False,
+                              help_text="The price sheet the cost was computed from.")
+    cached = models.BooleanField(default=False)
+
+    latency_ms = models.FloatField(default=0)
+    time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    cache_key = models.CharField(max_length=100, blank=True, default="")
+    # No database constraint: a deleted user must not make the log unwritable. No index of its
+    # own either: llm_request_user (user, -created_at) serves every lookup by user.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                             db_constraint=False, db_index=False, related_name="+")
+    feature = models.CharField(max_length=100, blank=True, default="")
+    key_fingerprint = models.CharField(max_length=16, blank=True, default="",
+                                       help_text="SHA-256 prefix of the API key used; never the key.")
+    request_id = models.CharField(max_length=255, blank=True, default="")
+    prompt = models.JSONField(null=True, blank=True, help_text="Stored only when LLM_STORE_TEXT allows.")
+    response = models.TextField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "LLM request"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at"], name="llm_request_created"),
+            models.Index(fields=["model", "-created_at"], name="llm_request_model"),
+            models.Index(fields=["user", "-created_at"], name="llm_request_user"),
+            models.Index(fields=["feature", "-created_at"], name="llm_request_feature"),
+            models.Index(fields=["status", "-created_at"], name="llm_request_status"),
+            models.Index(fields=["-cost"], name="llm_request_cost", condition=Q(cost__isnull=False)),
+            # The admin's search by a provider's request id.
+            models.Index(fields=["request_id"], name="llm_request_request_id", condition=~Q(request_id="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.model or self.model_requested} {self.status}"
+
+    @classmethod
+    def from_call(cls, call: CallRecord, *, store_text: bool, clip: Callable[[str | None], str | None]) -> LLMRequest:
+        usage = call.usage
+
+        def fit(value: str, field: str) -> str:
+            return value[: cls._meta.get_field(field).max_length]
+
+        return cls(
+            id=call.id, created_at=call.created_at, endpoint=call.endpoint, provider=fit(call.provider, "provider"),
+            model_requested=fit(call.requested_model, "model_requested"), model=fit(call.model, "model"),
+            status=call.status, error_type=fit(call.error_type, "error_type"),
+            error_message=clip(call.error_message) or "",
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, total_tokens=usage.total_tokens,
+            cost=call.cost, provider_cost=call.provider_cost, saved_cost=call.saved_cost,
+            price_id=call.price_id, cached=call.cached, latency_ms=call.latency_ms,
+            time_to_first_token_ms=call.time_to_first_token_ms, attempts=min(call.attempts, 32767),
+            cache_key=fit(call.cache_key, "cache_key"), user_id=call.user_id, feature=fit(call.feature, "feature"),
+            key_fingerprint=call.key_fingerprint, request_id=fit(call.request_id or "", "request_id"),
+            prompt=call.prompt if store_text else None,
+            response=clip(call.response_text) if store_text else None,
+        )
