@@ -286,12 +286,9 @@ class LLMClient:
             model=served_model, provider=provider_name, usage=usage, cost=cost, cached=not missing,
             latency_ms=_elapsed_ms(started), requests=requests, price_id=price_id,
         )
-        self._emit(CallRecord(
-            endpoint="embeddings", provider=provider_name, requested_model=model, model=served_model,
-            status=SUCCESS, usage=usage, cost=cost, price_id=price_id, cached=not missing,
-            latency_ms=response.latency_ms,
-            attempts=attempts, key_fingerprint=route[0].key_fingerprint if route else "",
-            user_id=_user_id(user), feature=feature,
+        self._emit(CallRecord.of_response(
+            response, endpoint="embeddings", requested_model=model, status=SUCCESS, attempts=attempts,
+            key_fingerprint=route[0].key_fingerprint if route else "", user_id=_user_id(user), feature=feature,
         ))
         return response
 
@@ -465,17 +462,11 @@ class LLMClient:
 
     def _record_chat(self, endpoint: str, provider: Provider, response: ChatResponse, key: str,
                      user: Any, feature: str, messages: list) -> None:
-        self._emit(CallRecord(
-            endpoint=endpoint, provider=response.provider, requested_model=response.requested_model,
-            model=response.model, status=SUCCESS, usage=response.usage, cost=response.cost,
-            provider_cost=response.provider_cost, saved_cost=response.saved_cost, price_id=response.price_id,
-            cached=response.cached,
-            latency_ms=response.latency_ms, time_to_first_token_ms=response.time_to_first_token_ms,
-            attempts=response.attempts, cache_key=key,
+        self._emit(CallRecord.of_response(
+            response, endpoint=endpoint, status=SUCCESS, cache_key=key,
             # The provider that answered, which is not the first one tried after a fallback.
             key_fingerprint=self.providers.get(response.provider, provider).key_fingerprint,
-            request_id=response.request_id, user_id=_user_id(user), feature=feature,
-            prompt=messages, response_text=response.content,
+            user_id=_user_id(user), feature=feature, prompt=messages, response_text=response.content,
         ))
 
     def _record_failure(self, endpoint: str, provider: Provider | None, model: str, error: errors.LLMError,

@@ -13,14 +13,9 @@ from dramatiq_crontab import cron
 from apps.llm.accounting.request_log import replay_spool
 from apps.llm.accounting.retention import delete_old_requests as delete
 from apps.llm.conf import llm_settings
-from apps.llm.pricing.sync import (
-    OPENAI,
-    OPENROUTER,
-    SyncError,
-    SyncFailed,
-    SyncRequest,
-    record_sync,
-)
+from apps.llm.pricing.catalogs import SyncError, SyncFailed
+from apps.llm.pricing.sync import SyncRequest, record_sync
+from apps.llm.transport.providers import OPENAI, OPENROUTER
 
 # -- model-pricing sync ------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from dramatiq_crontab import scheduler
 
 from apps.llm.models import ModelPrice, PricingSyncRun
 from apps.llm.pricing.sheets import PRICE_COMPONENTS
-from apps.llm.pricing.sync import OPENAI_TABLE, FetchError
+from apps.llm.pricing.catalogs import OPENAI_TABLE, FetchError
 from apps.llm.testing.simulator import OpenAISimulator, SimResponse
 from apps.llm.tasks import PRICING_SYNC_RETRIES, sync_model_pricing
 from config.env import BASE_DIR, load_env

@@ -1,7 +1,13 @@
-"""What the client reports about every call it makes, and an in-process tally of it.
+"""What the client reports about every call it makes: the one definition of a call record.
 
 The client hands one ``CallRecord`` per call (success, failure or cache hit) to each of its
 recorders. The database request log is one recorder; ``UsageTally`` is the in-process one.
+Recorders are the accounting's extension point: anything with ``record(call)`` (and,
+optionally, ``flush()``) can be passed to ``LLMClient(recorders=[...])``.
+
+Everything else that lists the fields of a call derives them from here: the request log's
+columns (``log_columns``, which ``LLMRequest.from_call`` stores), the admin's detail page
+(``COLUMN_GROUPS``), and the tables of calls on the dashboard and their CSV (``LoggedCall``).
 """
 
 from __future__ import annotations
@@ -9,9 +15,13 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Protocol
+from functools import cache
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from apps.llm.types import Usage, UsageStats
 
@@ -47,6 +57,71 @@ class CallRecord:
     # Idempotency: replaying a record can never create a second row.
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+    @classmethod
+    def of_response(cls, response: BaseModel, **fields: Any) -> CallRecord:
+        """A record of an API result (``ChatResponse``, ``EmbeddingResponse``): the fields they share, copied."""
+        shared = _shared_fields(type(response))
+        return cls(**{name: getattr(response, name) for name in shared if name not in fields}, **fields)
+
+
+@cache
+def _shared_fields(response_type: type[BaseModel]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclass_fields(CallRecord)) & frozenset(response_type.model_fields)
+
+
+#: Record fields the request log names otherwise.
+_LOG_NAMES = {"requested_model": "model_requested", "response_text": "response"}
+#: Token counts, flattened from ``CallRecord.usage`` into columns of their own (the cost the
+#: provider reported is a field of the record itself).
+USAGE_COLUMNS = tuple(name for name in Usage.model_fields if name != "provider_cost")
+#: Every column of the request log, in record order.
+LOG_COLUMNS: tuple[str, ...] = tuple(
+    column for f in dataclass_fields(CallRecord)
+    for column in (USAGE_COLUMNS if f.name == "usage" else (_LOG_NAMES.get(f.name, f.name),))
+)
+
+
+def log_columns(call: CallRecord) -> dict[str, Any]:
+    """The request-log row of a record: ``LOG_COLUMNS`` -> value."""
+    values = {_LOG_NAMES.get(f.name, f.name): getattr(call, f.name) for f in dataclass_fields(call) if f.name != "usage"}
+    return values | {name: getattr(call.usage, name) for name in USAGE_COLUMNS}
+
+
+#: The request-log columns as a person reads a call (the admin's detail page); every column once.
+COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
+    "Call": ("id", "created_at", "endpoint", "status", "provider", "model_requested", "model", "request_id",
+             "user_id", "feature", "key_fingerprint"),
+    "Error": ("error_type", "error_message"),
+    "Tokens": ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens",
+               "total_tokens"),
+    "Cost": ("cost", "provider_cost", "saved_cost", "price_id", "cached", "cache_key"),
+    "Timing": ("latency_ms", "time_to_first_token_ms", "attempts"),
+    "Prompt and answer": ("prompt", "response"),
+}
+
+
+@dataclass(frozen=True)
+class LoggedCall:
+    """A call as lists show it (the dashboard's tables and their CSV): a row of the log without its text."""
+
+    id: uuid.UUID
+    created_at: datetime
+    provider: str
+    model: str
+    status: str
+    feature: str
+    user_id: int | None
+    total_tokens: int
+    cost: Decimal | None
+    latency_ms: float
+    error_type: str
+    error_message: str
+
+
+#: The request-log columns of a ``LoggedCall``.
+SUMMARY_COLUMNS = tuple(f.name for f in dataclass_fields(LoggedCall))
 
 
 class Recorder(Protocol):

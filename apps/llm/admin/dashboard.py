@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
+from uuid import UUID
 
 from django.contrib.admin import AdminSite
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from apps.llm.accounting.records import SUMMARY_COLUMNS, LoggedCall
 from apps.llm.admin.formatting import money
 from apps.llm.dashboard import (
     OTHER,
@@ -27,7 +30,6 @@ from apps.llm.dashboard import (
     Dashboard,
     DashboardFilters,
     Figure,
-    LoggedCall,
     RawTable,
     UsageRow,
     build_dashboard,
@@ -257,6 +259,17 @@ def _num(value: Decimal | float | int | None) -> str:
     return str(value)
 
 
+def _cell(value: Any) -> str:
+    """A value of a logged call as CSV text (strings as they are, ids and times in ISO form)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return _num(value)
+
+
 def export_rows(data: Dashboard, section: str) -> list[list[str]]:
     """The rows of one CSV export, header first: exactly the figures the page shows."""
     if section == "headline":
@@ -284,12 +297,8 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
         return rows
     if section in ("expensive", "failures"):
         table = getattr(data, section)
-        header = ["id", "created_at", "provider", "model", "status", "feature", "user_id", "total_tokens", "cost_usd",
-                  "latency_ms", "error_type", "error_message"]
-        return [header, *[
-            [str(c.id), c.created_at.isoformat(), c.provider, c.model, c.status, c.feature, _num(c.user_id),
-             _num(c.total_tokens), _num(c.cost), _num(c.latency_ms), c.error_type, c.error_message]
-            for c in (table.rows if table else [])]]
+        header = [f"{name}_usd" if name == "cost" else name for name in SUMMARY_COLUMNS]
+        return [header, *[[_cell(getattr(c, name)) for name in SUMMARY_COLUMNS] for c in (table.rows if table else [])]]
     raise ValueError(section)
 
 

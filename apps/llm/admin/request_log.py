@@ -26,6 +26,7 @@ from unfold.contrib.filters.admin import (
 )
 from unfold.views import ChangeList
 
+from apps.llm.accounting.records import COLUMN_GROUPS
 from apps.llm.admin.base import (
     DashboardLinkMixin,
     ReadOnlyAdmin,
@@ -98,6 +99,9 @@ class RequestLogChangeList(ChangeList):
 
 
 STATUS_VARIANTS = {"success": "success", "error": "danger"}
+#: Columns the detail page shows through a method of the admin (formatted) or a relation.
+DETAIL_FIELDS = {"status": "status_label", "user_id": "user", "price_id": "price", "cost": "cost_display",
+                 "latency_ms": "latency_display", "prompt": "prompt_display", "response": "response_display"}
 
 
 
@@ -120,16 +124,7 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     actions = None
     search_fields = ["request_id"]  # enables the box; the lookups are get_search_results'
     search_help_text = "An exact request id (ours or the provider's) or model name."
-    fieldsets = [
-        ("Call", {"fields": ["id", "created_at", "endpoint", "status_label", "provider", "model_requested", "model",
-                             "request_id", "user", "feature", "key_fingerprint"]}),
-        ("Error", {"fields": ["error_type", "error_message"]}),
-        ("Tokens", {"fields": ["prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens",
-                               "reasoning_tokens", "total_tokens"]}),
-        ("Cost", {"fields": ["cost_display", "provider_cost", "saved_cost", "price", "cached", "cache_key"]}),
-        ("Timing", {"fields": ["latency_display", "time_to_first_token_ms", "attempts"]}),
-        ("Prompt and answer", {"fields": ["prompt_display", "response_display"]}),
-    ]
+    fieldsets = [(group, {"fields": [DETAIL_FIELDS.get(c, c) for c in columns]}) for group, columns in COLUMN_GROUPS.items()]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:

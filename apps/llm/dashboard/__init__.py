@@ -5,6 +5,7 @@ rollups, ``calls`` reads the two tables of single calls from the raw log under a
 ``results`` holds the dataclasses they return.
 """
 
+from apps.llm.accounting.records import LoggedCall
 from apps.llm.dashboard.calls import most_expensive_calls, recent_failures
 from apps.llm.dashboard.filters import (
     MAX_DAYS,
@@ -34,7 +35,6 @@ from apps.llm.dashboard.results import (
     DailySeries,
     Dashboard,
     Figure,
-    LoggedCall,
     RawTable,
     Totals,
     UsageRow,

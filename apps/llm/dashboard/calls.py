@@ -7,7 +7,6 @@ counts the rollups already gave, and always under a statement timeout.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,8 +30,9 @@ from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 logger = logging.getLogger(__name__)
 
 
+from apps.llm.accounting.records import SUMMARY_COLUMNS, LoggedCall
 from apps.llm.dashboard.filters import DashboardFilters
-from apps.llm.dashboard.results import TOP_ROWS, LoggedCall, RawTable
+from apps.llm.dashboard.results import TOP_ROWS, RawTable
 
 _MONEY = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
 _ZERO = Decimal(0)
@@ -50,7 +50,6 @@ RAW_LOG_TIMEOUT_MS = 2_000
 
 # -- the raw log: bounded ---------------------------------------------------------------------------
 
-_CALL_FIELDS = [f.name for f in dataclasses.fields(LoggedCall)]
 
 
 @contextmanager
@@ -105,7 +104,7 @@ def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = No
             return probe
     queryset = LLMRequest.objects.filter(filters.request_log_q(), cost__isnull=False)
     order = ExpressionWrapper(F("cost") + Value(_ZERO), output_field=_MONEY).desc()
-    return _raw_table(lambda: queryset.order_by(order, "id").values(*_CALL_FIELDS)[:limit])
+    return _raw_table(lambda: queryset.order_by(order, "id").values(*SUMMARY_COLUMNS)[:limit])
 
 
 def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTable | None:
@@ -118,7 +117,7 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
     if kept not in rollup.call_lists or limit > KEPT_CALLS:
         return None
     dims, params = filters.dimensions_sql()
-    columns = ", ".join(f"r.{connection.ops.quote_name(c)}" for c in _CALL_FIELDS)
+    columns = ", ".join(f"r.{connection.ops.quote_name(c)}" for c in SUMMARY_COLUMNS)
     sql = (f"WITH kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
            f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) "
            f"SELECT {columns} FROM kept LEFT JOIN {LLMRequest._meta.db_table} r ON r.id = kept.i "
@@ -127,7 +126,7 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
             cursor.execute(sql, [filters.start, filters.end, *params, limit])
-            return [dict(zip(_CALL_FIELDS, row)) for row in cursor.fetchall()]
+            return [dict(zip(SUMMARY_COLUMNS, row)) for row in cursor.fetchall()]
 
     table = _raw_table(run)
     return None if any(call.id is None for call in table.rows) else table
@@ -135,7 +134,7 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
 
 def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
     dims, params = filters.dimensions_sql()
-    columns = ", ".join(connection.ops.quote_name(c) for c in _CALL_FIELDS)
+    columns = ", ".join(connection.ops.quote_name(c) for c in SUMMARY_COLUMNS)
     sql = (f"SELECT {columns} FROM (SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
            f"ORDER BY cost DESC LIMIT %s) top "
            f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC, id LIMIT %s")
@@ -143,7 +142,7 @@ def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
             cursor.execute(sql, [PROBE_ROWS, *filters.window, *params, limit])
-            return [dict(zip(_CALL_FIELDS, row)) for row in cursor.fetchall()]
+            return [dict(zip(SUMMARY_COLUMNS, row)) for row in cursor.fetchall()]
 
     return _raw_table(run)
 
@@ -166,4 +165,4 @@ def recent_failures(filters: DashboardFilters, *, matching: int | None = None, l
         order = ExpressionWrapper(F("created_at") + Value(timedelta(0)), output_field=DateTimeField()).desc()
     else:
         order = F("created_at").desc()
-    return _raw_table(lambda: queryset.order_by(order, "id").values(*_CALL_FIELDS)[:limit])
+    return _raw_table(lambda: queryset.order_by(order, "id").values(*SUMMARY_COLUMNS)[:limit])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
+from apps.llm.accounting.records import LoggedCall
 from apps.llm.dashboard.filters import DashboardFilters
 from apps.llm.models import LATENCY_BUCKETS_MS, zero_counters
 from apps.llm.models.requests import HISTOGRAM_BUCKETS
@@ -211,24 +211,6 @@ class BudgetUsage:
     @property
     def status(self) -> str:
         return "hard" if self.hard_reached else "soft" if self.soft_reached else "ok"
-
-
-@dataclass(frozen=True)
-class LoggedCall:
-    """A row of the raw log, without its prompt and answer (never loaded for the tables)."""
-
-    id: UUID
-    created_at: datetime
-    provider: str
-    model: str
-    status: str
-    feature: str
-    user_id: int | None
-    total_tokens: int
-    cost: Decimal | None
-    latency_ms: float
-    error_type: str
-    error_message: str
 
 
 @dataclass(frozen=True)

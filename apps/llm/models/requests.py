@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.llm.accounting.records import CallRecord, log_columns
 from apps.llm.models.fields import money_field
 from apps.llm.models.prices import ModelPrice
-
-if TYPE_CHECKING:
-    from apps.llm.accounting.records import CallRecord
-
 
 #: Upper bounds (ms) of the latency histogram buckets kept in the daily rollups; the last
 #: bucket takes everything slower.
@@ -100,24 +96,16 @@ class LLMRequest(models.Model):
 
     @classmethod
     def from_call(cls, call: CallRecord, *, store_text: bool, clip: Callable[[str | None], str | None]) -> LLMRequest:
-        usage = call.usage
-
-        def fit(value: str, field: str) -> str:
-            return value[: cls._meta.get_field(field).max_length]
-
-        return cls(
-            id=call.id, created_at=call.created_at, endpoint=call.endpoint, provider=fit(call.provider, "provider"),
-            model_requested=fit(call.requested_model, "model_requested"), model=fit(call.model, "model"),
-            status=call.status, error_type=fit(call.error_type, "error_type"),
-            error_message=clip(call.error_message) or "",
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens, total_tokens=usage.total_tokens,
-            cost=call.cost, provider_cost=call.provider_cost, saved_cost=call.saved_cost,
-            price_id=call.price_id, cached=call.cached, latency_ms=call.latency_ms,
-            time_to_first_token_ms=call.time_to_first_token_ms, attempts=min(call.attempts, 32767),
-            cache_key=fit(call.cache_key, "cache_key"), user_id=call.user_id, feature=fit(call.feature, "feature"),
-            key_fingerprint=call.key_fingerprint, request_id=fit(call.request_id or "", "request_id"),
-            prompt=call.prompt if store_text else None,
-            response=clip(call.response_text) if store_text else None,
-        )
+        """The row of a record: its text only if ``store_text``, long text ``clip``-ped, names cut to fit."""
+        values = log_columns(call)
+        if not store_text:
+            values["prompt"] = values["response"] = None
+        values["request_id"] = values["request_id"] or ""
+        values["attempts"] = min(values["attempts"], 32767)  # a smallint
+        for f in cls._meta.concrete_fields:
+            value = values[f.attname]
+            if isinstance(value, str) and isinstance(f, models.TextField):
+                values[f.attname] = clip(value)
+            elif isinstance(value, str) and f.max_length:
+                values[f.attname] = value[: f.max_length]
+        return cls(**values)

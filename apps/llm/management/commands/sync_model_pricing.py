@@ -7,16 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.llm.pricing.sync import (
-    DEFAULT_TIMEOUT,
-    OPENAI,
-    OPENROUTER,
-    PROVIDERS,
-    SyncError,
-    SyncRequest,
-    record_sync,
-    run_sync,
-)
+from apps.llm.pricing.catalogs import DEFAULT_TIMEOUT, PROVIDERS, SyncError
+from apps.llm.pricing.sync import SyncRequest, record_sync, run_sync
+from apps.llm.transport.providers import OPENAI, OPENROUTER
 
 
 class Command(BaseCommand):
