@@ -7,13 +7,19 @@ PYTHON ?= $(shell for p in $$(ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.p
 # `make run` is a development server; production settings come from the environment.
 export DJANGO_ENV ?= development
 
-.PHONY: run test demo stop db shell migrate venv clean
+.PHONY: run test lint demo stop db shell migrate venv clean
 
 run: $(VENV)/.installed ## site + worker + scheduler on 127.0.0.1:8000 (Ctrl-C stops all)
 	$(BIN)/python manage.py runstack
 
 test: $(VENV)/.installed ## the whole test suite
 	DJANGO_ENV=test $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff (lint and format) and mypy over apps/ and config/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check apps config
+	@# The settings need no database for type checking: a placeholder URL keeps the embedded server off.
+	DJANGO_ENV=test DATABASE_URL=postgresql://typecheck@localhost/typecheck $(BIN)/mypy
 
 demo: $(VENV)/.installed ## simulated LLM traffic for the dashboards (loopback simulator: no keys, no cost)
 	$(BIN)/python manage.py llm_demo $(DEMO_ARGS)

@@ -16,8 +16,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-import openai
-
 from apps.llm import errors
 from apps.llm.accounting.budgets import BudgetGuard
 from apps.llm.accounting.context import current_context
@@ -44,7 +42,7 @@ from apps.llm.transport.providers import (
     configured_providers,
 )
 from apps.llm.transport.responses import chat_response_from_completion
-from apps.llm.transport.retry import RetryPolicy
+from apps.llm.transport.retry import RetryPolicy, send
 from apps.llm.transport.streaming import ChatStream
 from apps.llm.types import ChatResponse, EmbeddingResponse, Usage, UsageStats
 
@@ -385,37 +383,7 @@ class LLMClient:
         return [first, *(p for p in self.providers.values() if p is not first and p.serves(model))]
 
     def _send(self, providers: list[Provider], model: str, request: Callable[[Provider, str], T]) -> tuple[tuple[T, Provider], int]:
-        """``request`` on each provider in turn, retrying retryable errors with backoff.
-
-        Returns ``((result, provider used), attempts)``. Bounded by ``retry.max_attempts`` per
-        provider and ``retry.total_timeout`` overall.
-        """
-        policy = self.retry
-        deadline = time.monotonic() + policy.total_timeout
-        attempts = 0
-        error: errors.LLMError | None = None
-        for provider in providers:
-            name = provider.model_name(model)
-            for attempt in range(1, policy.max_attempts + 1):
-                attempts += 1
-                try:
-                    return (request(provider, name), provider), attempts
-                except openai.OpenAIError as exc:
-                    error = errors.from_openai(exc, provider=provider.name, model=name, secrets=self._secrets())
-                error.attempts = attempts
-                if isinstance(error, errors.BadRequestError):
-                    raise error from None  # the same request fails everywhere
-                if not policy.should_retry(error, attempt):
-                    break  # next provider: its key, quota and health are its own
-                delay = policy.delay(error, attempt)
-                if time.monotonic() + delay > deadline:
-                    raise error from None
-                logger.warning("LLM call failed (%s); retry %d in %.2fs", error, attempt, delay)
-                time.sleep(delay)
-            if time.monotonic() > deadline:
-                break
-        assert error is not None
-        raise error from None
+        return send(providers, model, request, policy=self.retry, secrets=self._secrets())
 
     def _secrets(self) -> list[str]:
         return [p.api_key for p in self.providers.values() if p.api_key]

@@ -1,11 +1,24 @@
-"""When and how long to wait before trying a failed request again."""
+"""Sending a request with bounded retries and fallback: when to try again, and how long to wait."""
 
 from __future__ import annotations
 
+import logging
 import random
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
-from apps.llm.errors import LLMError, RateLimitError
+import openai
+
+from apps.llm.errors import BadRequestError, LLMError, RateLimitError, from_openai
+
+if TYPE_CHECKING:
+    from apps.llm.transport.providers import Provider
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,3 +51,45 @@ class RetryPolicy:
 
 
 NO_RETRIES = RetryPolicy(max_attempts=1)
+
+
+def send(
+    providers: Sequence[Provider],
+    model: str,
+    request: Callable[[Provider, str], T],
+    *,
+    policy: RetryPolicy,
+    secrets: Iterable[str] = (),
+) -> tuple[tuple[T, Provider], int]:
+    """``request`` on each provider in turn, retrying retryable errors with backoff.
+
+    Returns ``((result, provider used), attempts)``. Bounded by ``policy.max_attempts`` per
+    provider and ``policy.total_timeout`` overall. SDK errors become typed ``LLMError``s with
+    ``secrets`` scrubbed from their messages; a ``BadRequestError`` is raised at once (the same
+    request fails everywhere).
+    """
+    deadline = time.monotonic() + policy.total_timeout
+    attempts = 0
+    error: LLMError | None = None
+    for provider in providers:
+        name = provider.model_name(model)
+        for attempt in range(1, policy.max_attempts + 1):
+            attempts += 1
+            try:
+                return (request(provider, name), provider), attempts
+            except openai.OpenAIError as exc:
+                error = from_openai(exc, provider=provider.name, model=name, secrets=secrets)
+            error.attempts = attempts
+            if isinstance(error, BadRequestError):
+                raise error from None
+            if not policy.should_retry(error, attempt):
+                break  # next provider: its key, quota and health are its own
+            delay = policy.delay(error, attempt)
+            if time.monotonic() + delay > deadline:
+                raise error from None
+            logger.warning("LLM call failed (%s); retry %d in %.2fs", error, attempt, delay)
+            time.sleep(delay)
+        if time.monotonic() > deadline:
+            break
+    assert error is not None, "no provider to send to"
+    raise error from None
