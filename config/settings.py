@@ -13,7 +13,7 @@ try:
 except ConfigError as error:
     sys.exit(f"Configuration error: {error}")
 
-from . import django_cfg_compat  # noqa: E402  (must precede every django_cfg import)
+from . import django_cfg_compat
 
 django_cfg_compat.install()
 

@@ -217,3 +217,25 @@ def test_no_settings_are_read_at_import_time():
 def test_import_time_reads_are_found(source, expected):
     tree = ast.parse(source)
     assert sorted({setting for setting, _ in settings_reads(import_time_nodes(tree))}) == expected
+
+
+#: Inside apps/llm, what each layer must not import: lower layers know nothing of higher ones.
+LLM_LAYERS_NEVER_IMPORT = {
+    "apps.llm.transport": ("pricing", "accounting", "models", "dashboard", "admin", "client"),
+    "apps.llm.pricing": ("accounting", "dashboard", "admin", "client"),
+    "apps.llm.accounting": ("dashboard", "admin", "client"),
+    "apps.llm.dashboard": ("admin", "client"),
+}
+
+
+def test_llm_layers_import_downwards_only():
+    wrong = []
+    for name, module in project_modules().items():
+        layer = next((layer for layer in LLM_LAYERS_NEVER_IMPORT if name == layer or name.startswith(layer + ".")), None)
+        if layer is None:
+            continue
+        for target, line in imported_modules(module):
+            for forbidden in LLM_LAYERS_NEVER_IMPORT[layer]:
+                if target == f"apps.llm.{forbidden}" or target.startswith(f"apps.llm.{forbidden}."):
+                    wrong.append(f"{module.path.relative_to(ROOT)}:{line} imports {target}")
+    assert not wrong, "\n".join(wrong)

@@ -42,6 +42,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+import itertools
 
 __all__ = ["Chunk", "chunk_text"]
 
@@ -240,7 +241,7 @@ class _Chunker:
             if cuts[-1] < cut < end:
                 cuts.append(cut)
         cuts.append(end)
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             self._add_piece(a, b)
 
     def _add_piece(self, start: int, end: int) -> None:

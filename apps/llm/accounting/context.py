@@ -22,7 +22,7 @@ class CallContext:
     feature: str = ""
 
 
-_current: ContextVar[CallContext] = ContextVar("llm_call_context", default=CallContext())
+_current: ContextVar[CallContext] = ContextVar("llm_call_context", default=CallContext())  # noqa: B039 (frozen)
 
 
 def current_context() -> CallContext:

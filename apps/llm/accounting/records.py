@@ -16,7 +16,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any, Protocol
@@ -36,7 +36,7 @@ class CallRecord:
     requested_model: str
     model: str
     status: str
-    usage: Usage = Usage()
+    usage: Usage = Usage()  # noqa: RUF009 (a frozen model: one shared empty usage is safe)
     cost: Decimal | None = None
     provider_cost: Decimal | None = None
     saved_cost: Decimal | None = None
@@ -56,7 +56,7 @@ class CallRecord:
     response_text: str | None = None
     # Idempotency: replaying a record can never create a second row.
     id: uuid.UUID = field(default_factory=uuid.uuid4)
-    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
     @classmethod

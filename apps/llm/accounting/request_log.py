@@ -67,7 +67,7 @@ def write_records(records: list[CallRecord], *, using: str = "default", store_te
     if not records:
         return 0
     rows = [LLMRequest.from_call(r, store_text=store_text, clip=lambda t: _clip(t, text_limit)) for r in records]
-    fields = [f for f in LLMRequest._meta.concrete_fields]
+    fields = list(LLMRequest._meta.concrete_fields)
     columns = ", ".join(connections[using].ops.quote_name(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     connection = connections[using]
@@ -147,7 +147,8 @@ class DatabaseRecorder:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             self._segment += 1
             self._spool_path = self.spool_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{self._segment}.jsonl"
-            self._spool_file = open(self._spool_path, "a", encoding="utf-8")
+            # Kept open across calls (one append per record); closed when the segment is done.
+            self._spool_file = open(self._spool_path, "a", encoding="utf-8")  # noqa: SIM115
         return self._spool_file
 
     def _take_batch(self) -> tuple[list[CallRecord], Path | None]:

@@ -184,7 +184,7 @@ def project(fine: dict[Key, dict[str, Any]], dimensions: tuple[str, ...]) -> dic
         into = coarse[(key[0], *(key[i] for i in positions))]
         for name in SUMS:
             into[name] += sums[name]
-        into["latency_histogram"] = [a + b for a, b in zip(into["latency_histogram"], sums["latency_histogram"])]
+        into["latency_histogram"] = [a + b for a, b in zip(into["latency_histogram"], sums["latency_histogram"], strict=True)]
         for kept in CALL_LISTS:
             into[kept.ids] = kept.first(into[kept.ids] + sums[kept.ids])
     return coarse

@@ -1,4 +1,4 @@
-"""The cost dashboard page and its CSV exports (the figures themselves: ``dashboard.py``).
+"""The cost dashboard page and its CSV exports (the figures themselves: ``apps.llm.dashboard``).
 
 This module only presents: it formats the ``Dashboard`` dataclasses, turns every figure and
 row into a link to the request log filtered the same way, and hands the charts to Chart.js
@@ -45,7 +45,7 @@ OTHER_COLOUR = "#94a3b8"
 
 
 def request_log_url(filters: DashboardFilters, **extra: str) -> str:
-    """The request-log changelist showing exactly the calls behind a figure (see admin_usage filters)."""
+    """The request-log changelist showing exactly the calls behind a figure (see ``apps.llm.admin.filters``)."""
     params = {"created_at_from": filters.start.isoformat(), "created_at_to": filters.end.isoformat(),
               **filters.dimension_params(), **extra}
     return f"{reverse('admin:llm_llmrequest_changelist')}?{urlencode(params)}"
@@ -202,7 +202,7 @@ def _calls(table: RawTable | None, users: dict[int, str]) -> dict[str, Any] | No
 
 def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
     filters, options = data.filters, data.options
-    users = dict((int(v), label) for v, label in options.users if v.isdigit())
+    users = {int(v): label for v, label in options.users if v.isdigit()}
     return {
         "data": data,
         "period_label": f"{filters.start:%d %b %Y} – {filters.end:%d %b %Y}",

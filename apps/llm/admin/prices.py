@@ -1,3 +1,5 @@
+"""The model-price admin (history, filters, "Sync now") and the record of pricing-sync runs."""
+
 from decimal import Decimal
 
 from django.contrib import admin, messages

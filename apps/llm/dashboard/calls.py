@@ -23,16 +23,14 @@ from django.db.models import (
     Value,
 )
 
+from apps.llm.accounting.records import SUMMARY_COLUMNS, LoggedCall
 from apps.llm.accounting.rollups import COSTLIEST, LATEST_FAILURES, CallList, rollup_for
+from apps.llm.dashboard.filters import DashboardFilters
+from apps.llm.dashboard.results import TOP_ROWS, RawTable
 from apps.llm.models import KEPT_CALLS, LLMRequest
 from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
 logger = logging.getLogger(__name__)
-
-
-from apps.llm.accounting.records import SUMMARY_COLUMNS, LoggedCall
-from apps.llm.dashboard.filters import DashboardFilters
-from apps.llm.dashboard.results import TOP_ROWS, RawTable
 
 _MONEY = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
 _ZERO = Decimal(0)
@@ -126,7 +124,7 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
             cursor.execute(sql, [filters.start, filters.end, *params, limit])
-            return [dict(zip(SUMMARY_COLUMNS, row)) for row in cursor.fetchall()]
+            return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
     table = _raw_table(run)
     return None if any(call.id is None for call in table.rows) else table
@@ -142,7 +140,7 @@ def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
             cursor.execute(sql, [PROBE_ROWS, *filters.window, *params, limit])
-            return [dict(zip(SUMMARY_COLUMNS, row)) for row in cursor.fetchall()]
+            return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
     return _raw_table(run)
 

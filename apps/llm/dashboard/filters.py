@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -12,11 +11,6 @@ from typing import Any
 from django.db.models import (
     Q,
 )
-
-logger = logging.getLogger(__name__)
-
-
-
 
 #: Period choices: name -> number of days ending today (inclusive).
 PERIODS: dict[str, int] = {"today": 1, "7": 7, "30": 30, "90": 90}

@@ -20,7 +20,6 @@ Days are UTC dates: the rollups are keyed by ``created_at.date()`` of UTC timest
 
 from __future__ import annotations
 
-import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,18 +42,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.llm.accounting.rollups import rollup_for
-from apps.llm.models import (
-    COUNTERS,
-    HISTOGRAM_BUCKETS,
-    SUMMARY_COUNTERS,
-    Budget,
-    BudgetSpend,
-)
-from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
-
-logger = logging.getLogger(__name__)
-
-
 from apps.llm.dashboard.calls import most_expensive_calls, recent_failures
 from apps.llm.dashboard.filters import NO_USER, OTHER, DashboardFilters
 from apps.llm.dashboard.results import (
@@ -68,6 +55,14 @@ from apps.llm.dashboard.results import (
     headline,
     user_label,
 )
+from apps.llm.models import (
+    COUNTERS,
+    HISTOGRAM_BUCKETS,
+    SUMMARY_COUNTERS,
+    Budget,
+    BudgetSpend,
+)
+from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
 CHART_MODELS = 6
 #: Values each filter dropdown offers (the biggest spenders of the period).

@@ -137,7 +137,7 @@ class PricingSyncRun(models.Model):
         return self.status == self.Status.OK
 
     def set_report(self, report) -> None:
-        """Copy a ``pricing_sync.SyncReport`` into the counts, summary and JSON columns."""
+        """Copy a ``pricing.report.SyncReport`` into the counts, summary and JSON columns."""
         for name, value in report.counts().items():
             setattr(self, name, value)
         self.source = report.source()

@@ -75,7 +75,8 @@ class LLMRequest(models.Model):
                                        help_text="SHA-256 prefix of the API key used; never the key.")
     request_id = models.CharField(max_length=255, blank=True, default="")
     prompt = models.JSONField(null=True, blank=True, help_text="Stored only when LLM_STORE_TEXT allows.")
-    response = models.TextField(null=True, blank=True)
+    # NULL: not stored (LLM_STORE_TEXT); "" is an empty answer.
+    response = models.TextField(null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         verbose_name = "LLM request"

@@ -86,7 +86,7 @@ def to_decimal(value: Any) -> Decimal:
     """
     if isinstance(value, Decimal):
         result = value
-    elif isinstance(value, bool) or isinstance(value, float):
+    elif isinstance(value, (bool, float)):
         raise ValueError(f"expected a decimal string, got {type(value).__name__} {value!r}")
     elif isinstance(value, int):
         result = Decimal(value)

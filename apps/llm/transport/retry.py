@@ -53,7 +53,7 @@ class RetryPolicy:
 NO_RETRIES = RetryPolicy(max_attempts=1)
 
 
-def send(
+def send[T](
     providers: Sequence[Provider],
     model: str,
     request: Callable[[Provider, str], T],
