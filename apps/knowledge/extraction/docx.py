@@ -58,7 +58,7 @@ def _docx_text(data: bytes, max_bytes: int, warnings: list[str]) -> tuple[str, s
     return "\n\n".join(block for block in blocks if block.strip()), title
 
 
-def _docx_blocks(container) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def _docx_blocks(container) -> Iterator[str]:
     """Paragraphs and tables in document order; a table is one block, a row per line."""
     from docx.table import Table
 
@@ -69,7 +69,7 @@ def _docx_blocks(container) -> Iterator[str]:  # type: ignore[no-untyped-def]
             yield item.text
 
 
-def _docx_table(table) -> str:  # type: ignore[no-untyped-def]
+def _docx_table(table) -> str:
     rows: list[str] = []
     # The elements themselves, not their id(): lxml may hand out a new proxy (and reuse an id)
     # for an element nobody references.

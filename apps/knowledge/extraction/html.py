@@ -62,7 +62,7 @@ def _html_declared_encoding(data: bytes) -> str | None:
     return "utf-8" if name.startswith("utf-16") or name == "utf-8" else name
 
 
-def _visible_text(soup) -> str:  # type: ignore[no-untyped-def]
+def _visible_text(soup) -> str:
     """The text a browser shows, with block elements as paragraphs and table cells ``|``-separated."""
     from bs4 import NavigableString, Tag
     from bs4.element import PreformattedString
@@ -124,7 +124,7 @@ def _visible_text(soup) -> str:  # type: ignore[no-untyped-def]
     return "".join(out)
 
 
-def _is_hidden(tag) -> bool:  # type: ignore[no-untyped-def]
+def _is_hidden(tag) -> bool:
     attrs = tag.attrs
     if not attrs:
         return False

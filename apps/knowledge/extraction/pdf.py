@@ -91,7 +91,7 @@ def _pdf_text(data: bytes, warnings: list[str]) -> tuple[str, int, str | None]:
     return "\n\n".join(texts), page_count, title
 
 
-def _pdf_title(reader) -> str | None:  # type: ignore[no-untyped-def]
+def _pdf_title(reader) -> str | None:
     try:
         metadata = reader.metadata
         title = metadata.title if metadata is not None else None
