@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
 
 from config.env import BASE_DIR
+
+if TYPE_CHECKING:
+    from apps.llm.client import LLMClient
+    from apps.llm.testing.simulator import OpenAISimulator
+
+#: The OpenAI key of clients pointed at a simulator, unless a test gives its own.
+SIM_KEY = "sk-test-simulator-0000"
 
 
 @pytest.fixture
@@ -25,24 +33,6 @@ def test_database_url(django_db_setup) -> str:
     if host.startswith("/"):
         return f"postgresql://{auth}@/{s['NAME']}?host={quote(host)}&port={s['PORT']}"
     return f"postgresql://{auth}@{host}:{s['PORT']}/{s['NAME']}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class ManagedProcess:
@@ -133,3 +123,58 @@ def _drop_stray_connections(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@pytest.fixture
+def media_in_tmp(settings, tmp_path) -> None:
+    """Uploaded files go to the test's tmp_path (opt in with ``pytest.mark.usefixtures``)."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+# -- the OpenAI simulator and clients pointed at it ------------------------------------------------
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., OpenAISimulator]]:
+    """Start loopback ``OpenAISimulator`` servers (keyword arguments: its knobs); all are
+    stopped at teardown."""
+    from apps.llm.testing.simulator import OpenAISimulator
+
+    with contextlib.ExitStack() as running:
+        yield lambda **knobs: running.enter_context(OpenAISimulator(**knobs))
+
+
+@pytest.fixture
+def sim(make_sim) -> OpenAISimulator:
+    """A fresh simulator for the test, stopped at teardown."""
+    return make_sim()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., LLMClient]]:
+    """Build ``LLMClient`` objects for a test; all are closed at teardown.
+
+    ``make_client(sim, key=..., **kwargs)``: ``sim`` (optional) points the OpenAI provider at
+    that simulator with the API key ``key``; every other keyword argument goes to ``LLMClient``
+    (providers, ``recorders``, ``retry``, ``timeout``...). Unless given, a client is never
+    configured from the environment and has its own in-memory cache.
+    """
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from apps.llm.client import LLMClient
+
+    clients: list[LLMClient] = []
+
+    def make(sim: OpenAISimulator | None = None, *, key: str = SIM_KEY, **kwargs) -> LLMClient:
+        if sim is not None:
+            kwargs.setdefault("apikey_openai", key)
+            kwargs.setdefault("openai_base_url", sim.base_url)
+        kwargs.setdefault("configure_from_env", False)
+        kwargs.setdefault("cache_backend", LocMemCache(f"test-{uuid.uuid4()}", {}))
+        client = LLMClient(**kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

@@ -10,8 +10,7 @@ from django.db import connection
 from apps.core import embedded_postgres
 from config.database import database_config
 from config.env import load_env
-
-from .conftest import wait_for
+from tests.helpers import wait_for
 
 
 def test_socket_dsn_becomes_discrete_fields():

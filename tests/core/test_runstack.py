@@ -11,8 +11,7 @@ from dramatiq_postgres import PostgresBroker
 from apps.core.models import Heartbeat
 from apps.core.tasks import record_heartbeat
 from config.env import BASE_DIR
-
-from .conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 
 def _status(url: str) -> int | None:

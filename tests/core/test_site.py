@@ -1,4 +1,3 @@
-import json
 
 import pytest
 from django.contrib.auth import get_user_model

@@ -10,8 +10,7 @@ from dramatiq_postgres import PostgresBroker
 
 from apps.core.models import Heartbeat
 from apps.core.tasks import record_heartbeat
-
-from .conftest import wait_for
+from tests.helpers import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 

@@ -14,7 +14,6 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.urls import reverse
 
-from apps.knowledge.models import Document
 from apps.demo.demo import (
     DEMO_DOCUMENT_PREFIX,
     DEMO_MODELS,
@@ -24,18 +23,14 @@ from apps.demo.demo import (
     demo_user_email,
     plan_traffic,
 )
-from apps.llm.models import LLMRequest, LLMUsageDaily
+from apps.knowledge.models import Document
 from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
+from apps.llm.models import LLMRequest, LLMUsageDaily
 from apps.llm.types import Usage
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_in_tmp")]
 
 FEATURES = {"support.reply", "search.rerank", "summarize", "knowledge.embed", "knowledge.answer"}
-
-
-@pytest.fixture(autouse=True)
-def media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
 
 
 def demo(*args: str) -> str:

@@ -26,8 +26,8 @@ from collections.abc import Callable
 import pytest
 
 from apps.knowledge.chunking import Chunk, chunk_text
-from apps.llm.transport.local_embeddings import get_local_embedder
 from apps.llm.tokenizer import Tokenizer
+from apps.llm.transport.local_embeddings import get_local_embedder
 
 Counter = Callable[[str], int]
 

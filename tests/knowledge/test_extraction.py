@@ -11,7 +11,6 @@ import io
 import random
 import re
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +21,14 @@ from apps.knowledge.extraction import (
     content_hash,
     extract_text,
 )
+from tests.helpers import DOCUMENTS
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "documents"
 LIMIT = 10 * 1024 * 1024
 DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return (DOCUMENTS / name).read_bytes()
 
 
 def extract(name: str, data: bytes, max_bytes: int = LIMIT) -> ExtractedText:

@@ -6,11 +6,8 @@ import inspect
 import json
 import math
 import textwrap
-import uuid
-from pathlib import Path
 
 import pytest
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection, transaction
 from django.db.models import Count, Max, Sum
 
@@ -22,36 +19,24 @@ from apps.knowledge.models import Chunk, Document
 from apps.knowledge.pipeline import claim, process_document
 from apps.knowledge.search import nearest_chunks, search
 from apps.llm import errors
+from apps.llm.accounting.request_log import SyncDatabaseRecorder
 from apps.llm.client import LLMClient
 from apps.llm.models import LLMRequest
-from apps.llm.accounting.request_log import SyncDatabaseRecorder
-from apps.llm.testing.simulator import CHAT, EMBEDDINGS, OpenAISimulator
+from apps.llm.testing.simulator import CHAT, EMBEDDINGS
+from tests.helpers import DOCUMENTS
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "documents"
 JSON_DOC = textwrap.dedent(inspect.getdoc(json))
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_in_tmp")]
 
 
 @pytest.fixture
-def local_client():
-    return LLMClient(configure_from_env=False, cache_backend=LocMemCache(f"k-{uuid.uuid4()}", {}),
-                     recorders=[SyncDatabaseRecorder()])
+def local_client(make_client) -> LLMClient:
+    """No provider: embeddings run locally, chat has nowhere to go."""
+    return make_client(recorders=[SyncDatabaseRecorder()])
 
 
-@pytest.fixture
-def sim():
-    with OpenAISimulator() as simulator:
-        yield simulator
-
-
-def remote_client(sim) -> LLMClient:
-    return LLMClient(apikey_openai="sk-test-knowledge-0000", openai_base_url=sim.base_url, configure_from_env=False,
-                     cache_backend=LocMemCache(f"k-{uuid.uuid4()}", {}), recorders=[SyncDatabaseRecorder()])
+def remote_client(make_client, sim) -> LLMClient:
+    return make_client(sim, key="sk-test-knowledge-0000", recorders=[SyncDatabaseRecorder()])
 
 
 def add(name: str, data: bytes | str, **kwargs) -> Document:
@@ -80,11 +65,11 @@ def test_a_document_becomes_chunks_with_vectors(local_client, django_capture_on_
     assert logged.count() == batches and logged.first().provider == "local"
 
 
-def test_remote_embeddings_are_batched_costed_and_logged(sim, settings):
+def test_remote_embeddings_are_batched_costed_and_logged(make_client, sim, settings):
     group = 8
     settings.KNOWLEDGE = {**settings.KNOWLEDGE, "EMBEDDING_MODEL": OPENAI_SMALL.name, "CHUNK_TOKENS": 64,
                           "CHUNK_OVERLAP": 8, "EMBED_BATCH": group}
-    client = remote_client(sim)
+    client = remote_client(make_client, sim)
     document = add("stdlib.md", stdlib_text(json, inspect, textwrap, math))
     done = process_document(document.pk, client=client)
     assert done.status == "ready" and done.chunk_count > group  # several groups...
@@ -122,9 +107,9 @@ def test_only_one_worker_can_claim_a_document(local_client):
     [
         ("empty.txt", b"", "empty"),
         ("photo.txt", bytes(range(256)) * 40, "binary"),
-        ("scanned.pdf", (FIXTURES / "scanned.pdf").read_bytes(), "text layer"),
-        ("encrypted.pdf", (FIXTURES / "encrypted.pdf").read_bytes(), "encrypted"),
-        ("truncated.pdf", (FIXTURES / "truncated.pdf").read_bytes(), "damaged pdf"),
+        ("scanned.pdf", (DOCUMENTS / "scanned.pdf").read_bytes(), "text layer"),
+        ("encrypted.pdf", (DOCUMENTS / "encrypted.pdf").read_bytes(), "encrypted"),
+        ("truncated.pdf", (DOCUMENTS / "truncated.pdf").read_bytes(), "damaged pdf"),
         ("broken.docx", b"PK\x03\x04 not really a zip", "not a .docx file"),
     ],
 )
@@ -137,7 +122,7 @@ def test_bad_input_fails_the_document_with_a_clear_reason(local_client, name, da
 
 
 def test_invalid_utf8_is_repaired_and_said(local_client):
-    done = process_document(add("broken.txt", (FIXTURES / "broken-utf8.txt").read_bytes()).pk, client=local_client)
+    done = process_document(add("broken.txt", (DOCUMENTS / "broken-utf8.txt").read_bytes()).pk, client=local_client)
     assert done.status == "ready" and any("UTF-8" in w for w in done.warnings)
 
 
@@ -187,9 +172,9 @@ def test_filters_narrow_the_search(local_client):
     assert hits and {h.document_id for h in hits} == {b.pk} and a.pk != b.pk
 
 
-def test_answer_cites_its_context_and_adds_up_the_cost(sim, settings):
+def test_answer_cites_its_context_and_adds_up_the_cost(make_client, sim, settings):
     settings.KNOWLEDGE = {**settings.KNOWLEDGE, "EMBEDDING_MODEL": OPENAI_SMALL.name}
-    client = remote_client(sim)
+    client = remote_client(make_client, sim)
     process_document(add("json.md", JSON_DOC).pk, client=client)
     result = answer("What does json.dumps do?", k=3, model="gpt-4o-mini", client=client)
     prompt = sim.requests_for(CHAT)[-1].json["messages"][1]["content"]

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection
 
 from apps.llm import errors
 from apps.llm.client import LLMClient
 from apps.llm.costs import calculate_chat_cost
+from apps.llm.testing.simulator import CHAT, EMBEDDINGS, OpenAISimulator, SimResponse
 from apps.llm.transport.embeddings import EmbeddingBatcher, RequestLimits
 from apps.llm.transport.retry import RetryPolicy
-from apps.llm.testing.simulator import CHAT, EMBEDDINGS, OpenAISimulator, SimResponse
 from apps.llm.types import ChatResponse
 from tests.recorded import chat_completions, error_bodies, to_sim_response
 
@@ -31,32 +30,14 @@ FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, total_
 
 
 @pytest.fixture
-def sim():
-    with OpenAISimulator() as simulator:
-        yield simulator
+def other_sim(make_sim) -> OpenAISimulator:
+    return make_sim()
 
 
 @pytest.fixture
-def other_sim():
-    with OpenAISimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def make_client():
-    clients = []
-
-    def make(**kwargs) -> LLMClient:
-        kwargs.setdefault("configure_from_env", False)
-        kwargs.setdefault("retry", FAST_RETRY)
-        kwargs.setdefault("cache_backend", LocMemCache(f"test-{uuid.uuid4()}", {}))
-        client = LLMClient(**kwargs)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
+def make_client(make_client):
+    """The shared factory (tests/conftest.py), retrying fast unless a test gives its own policy."""
+    return functools.partial(make_client, retry=FAST_RETRY)
 
 
 def openai_client(make_client, sim, **kwargs) -> LLMClient:

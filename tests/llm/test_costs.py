@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,8 @@ from apps.llm.pricing.lookup import ModelsCache
 from apps.llm.pricing.sheets import ModelPricing, PriceTier, parse_openrouter_catalog
 from apps.llm.pricing.store import apply_prices
 from apps.llm.types import Usage
+from tests.helpers import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECORDED = FIXTURES / "recorded" / "openrouter-chat-responses-pydantic-ai-cassettes.json"
 
 D = Decimal

@@ -18,8 +18,9 @@ import pytest
 import apps.llm.tokenizer as tokenizer_module
 from apps.llm.tokenizer import IMAGE_TOKENS_ESTIMATE, IMAGE_TOKENS_LOW_DETAIL, EncodingInfo, Tokenizer, load_encoding
 from config.env import BASE_DIR
+from tests.helpers import FIXTURES
 
-RECORDED = BASE_DIR / "tests" / "fixtures" / "recorded" / "openai-chat-responses-pydantic-ai-cassettes.json"
+RECORDED = FIXTURES / "recorded" / "openai-chat-responses-pydantic-ai-cassettes.json"
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from decimal import Decimal
 
 import pytest
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection
 from django.db.models import Sum
 
 from apps.llm import errors
+from apps.llm.accounting.request_log import SyncDatabaseRecorder
 from apps.llm.client import LLMClient
 from apps.llm.models import Budget, BudgetSpend, LLMRequest
-from apps.llm.accounting.request_log import SyncDatabaseRecorder
-from apps.llm.testing.simulator import CHAT, OpenAISimulator
+from apps.llm.testing.simulator import CHAT
 
 
 @pytest.fixture
-def sim():
-    with OpenAISimulator() as simulator:
-        yield simulator
-
-
-def make_client(sim) -> LLMClient:
-    client = LLMClient(apikey_openai="sk-test-budget-000000", openai_base_url=sim.base_url, configure_from_env=False,
-                       cache_backend=LocMemCache(f"budget-{uuid.uuid4()}", {}), recorders=[SyncDatabaseRecorder()])
+def client(make_client, sim) -> LLMClient:
+    """A client of the simulator whose calls are logged (budgets count what the log records)."""
+    client = make_client(sim, key="sk-test-budget-000000", recorders=[SyncDatabaseRecorder()])
     client.budgets.refresh_seconds = 0  # see budget edits at once
     return client
 
@@ -38,8 +31,7 @@ def ask(client, n: int, **kwargs):
 
 
 @pytest.mark.django_db
-def test_hard_limit_refuses_before_sending(sim):
-    client = make_client(sim)
+def test_hard_limit_refuses_before_sending(sim, client):
     one_call = client.estimate_cost("gpt-4o-mini", 20, 50)
     Budget.objects.create(name="daily", period="day", hard_limit=one_call * Decimal("2.5"))
     ask(client, 1)
@@ -61,8 +53,7 @@ def test_hard_limit_refuses_before_sending(sim):
 
 
 @pytest.mark.django_db
-def test_refused_call_never_reaches_the_provider(sim):
-    client = make_client(sim)
+def test_refused_call_never_reaches_the_provider(sim, client):
     Budget.objects.create(name="zero", period="month", hard_limit=Decimal("0"))
     with pytest.raises(errors.BudgetExceeded):
         ask(client, 1)
@@ -70,9 +61,8 @@ def test_refused_call_never_reaches_the_provider(sim):
 
 
 @pytest.mark.django_db
-def test_scopes(sim, admin_user, django_user_model):
+def test_scopes(sim, admin_user, django_user_model, client):
     other = django_user_model.objects.create_user(email="other@example.com", password="x", username="other")
-    client = make_client(sim)
     Budget.objects.create(name="admin", scope="user", user=admin_user, period="day", hard_limit=Decimal(0))
     Budget.objects.create(name="search", scope="feature", feature="search", period="day", hard_limit=Decimal(0))
     with pytest.raises(errors.BudgetExceeded, match="'admin'"):
@@ -84,8 +74,7 @@ def test_scopes(sim, admin_user, django_user_model):
 
 
 @pytest.mark.django_db
-def test_soft_limit_warns_once(sim, caplog):
-    client = make_client(sim)
+def test_soft_limit_warns_once(sim, caplog, client):
     budget = Budget.objects.create(name="soft", period="month", soft_limit=Decimal("0.0000001"))
     with caplog.at_level(logging.WARNING, logger="apps.llm.accounting.budgets"):
         ask(client, 1)
@@ -95,9 +84,8 @@ def test_soft_limit_warns_once(sim, caplog):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_calls_never_admit_past_the_hard_limit(sim, price_table):
+def test_concurrent_calls_never_admit_past_the_hard_limit(sim, price_table, client):
     sim.latency = 0.02
-    client = make_client(sim)
     estimate = client.estimate_cost("gpt-4o-mini", 20, 50)
     budget = Budget.objects.create(name="tight", period="day", hard_limit=estimate * 6)
     outcomes: list[str] = []

@@ -5,22 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import psycopg
 import pytest
-from django.contrib.auth import get_user_model
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection
 from django.db.models import Count, Sum
 
 from apps.llm import errors
-from apps.llm.client import LLMClient
 from apps.llm.accounting.context import llm_context
-from apps.llm.models import LATENCY_BUCKETS_MS, LLMRequest, LLMUsageDaily
 from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
 from apps.llm.accounting.request_log import (
     DatabaseRecorder,
@@ -29,27 +25,27 @@ from apps.llm.accounting.request_log import (
     replay_spool,
     write_records,
 )
-from apps.llm.transport.retry import RetryPolicy
-from apps.llm.testing.simulator import CHAT, OpenAISimulator
-from apps.llm.types import Usage
 from apps.llm.accounting.usage import usage_stats
-
-from ..conftest import wait_for
+from apps.llm.client import LLMClient
+from apps.llm.models import LATENCY_BUCKETS_MS, LLMRequest, LLMUsageDaily
+from apps.llm.testing.simulator import CHAT
+from apps.llm.transport.retry import RetryPolicy
+from apps.llm.types import Usage
+from tests.helpers import wait_for
 
 KEY = "sk-proj-" + "Z9y8X7w6" * 5
 HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture
-def sim():
-    with OpenAISimulator() as simulator:
-        yield simulator
+def client_for(make_client, sim) -> Callable[..., LLMClient]:
+    """``client_for(recorder)``: a client of the simulator that records through ``recorder``."""
 
+    def make(recorder, **kwargs) -> LLMClient:
+        return make_client(sim, key=KEY, recorders=[recorder], retry=RetryPolicy(max_attempts=2, base_delay=0.01),
+                           **kwargs)
 
-def client_for(sim, recorder, **kwargs) -> LLMClient:
-    return LLMClient(apikey_openai=KEY, openai_base_url=sim.base_url, configure_from_env=False,
-                     cache_backend=LocMemCache(f"log-{uuid.uuid4()}", {}), recorders=[recorder],
-                     retry=RetryPolicy(max_attempts=2, base_delay=0.01), **kwargs)
+    return make
 
 
 def server_admin_connection() -> psycopg.Connection:
@@ -70,8 +66,8 @@ def make_record(**overrides) -> CallRecord:
 
 
 @pytest.mark.django_db
-def test_every_kind_of_call_is_a_row(sim, admin_user):
-    client = client_for(sim, SyncDatabaseRecorder(store_text=True, text_limit=10))
+def test_every_kind_of_call_is_a_row(sim, client_for, admin_user):
+    client = client_for(SyncDatabaseRecorder(store_text=True, text_limit=10))
     with llm_context(user=admin_user, feature="support.reply"):
         first = client.chat_completion(HELLO, "gpt-4o-mini")
         hit = client.chat_completion(HELLO, "gpt-4o-mini")
@@ -103,16 +99,16 @@ def test_every_kind_of_call_is_a_row(sim, admin_user):
 
 
 @pytest.mark.django_db
-def test_text_is_not_stored_when_not_allowed(sim):
-    client = client_for(sim, SyncDatabaseRecorder(store_text=False))
+def test_text_is_not_stored_when_not_allowed(sim, client_for):
+    client = client_for(SyncDatabaseRecorder(store_text=False))
     client.chat_completion(HELLO, "gpt-4o-mini")
     row = LLMRequest.objects.get()
     assert row.prompt is None and row.response is None and row.total_tokens > 0
 
 
 @pytest.mark.django_db
-def test_rollups_match_the_raw_log_and_stats_filter(sim, admin_user):
-    client = client_for(sim, SyncDatabaseRecorder())
+def test_rollups_match_the_raw_log_and_stats_filter(sim, client_for, admin_user):
+    client = client_for(SyncDatabaseRecorder())
     for i in range(6):
         client.chat_completion([{"role": "user", "content": f"q{i % 4}"}], "gpt-4o-mini",
                                feature="a" if i % 2 else "b", user=admin_user if i < 3 else None)

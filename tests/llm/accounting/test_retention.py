@@ -4,10 +4,10 @@ from decimal import Decimal
 import pytest
 from django.db.models import Sum
 
-from apps.llm.models import LLMRequest, LLMUsageDaily
 from apps.llm.accounting.records import SUCCESS, CallRecord
 from apps.llm.accounting.request_log import write_records
 from apps.llm.accounting.retention import delete_old_requests
+from apps.llm.models import LLMRequest, LLMUsageDaily
 from apps.llm.types import Usage
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)

@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from apps.llm.models import LLMRequest, LLMUsageByModel, LLMUsageByUser, LLMUsageDaily
 from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
 from apps.llm.accounting.request_log import write_records
 from apps.llm.accounting.rollups import SUMS, all_rollups, rebuild, rebuild_coarse, rollup_for
+from apps.llm.models import LLMRequest, LLMUsageByModel, LLMUsageByUser, LLMUsageDaily
 from apps.llm.types import Usage
 
 DAY = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)

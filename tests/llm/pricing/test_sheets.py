@@ -1,22 +1,16 @@
-"""Price catalogs -> ``ModelPricing`` -> ``ModelPrice`` rows -> ``ModelsCache`` lookups, on real data.
+"""Price catalogs -> ``ModelPricing`` (apps/llm/pricing/sheets.py), on real data.
 
 The catalogs are real OpenRouter snapshots in three formats (tests/fixtures/pricing/SOURCES.md).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from django.db import IntegrityError, transaction
 
-from apps.llm.models import ModelPrice
-from apps.llm.pricing.lookup import ModelsCache
-from apps.llm.transport.providers import ProviderSpec, register_provider, unregister_provider
 from apps.llm.pricing.sheets import (
     PRICE_COMPONENTS,
     ModelPricing,
@@ -24,32 +18,11 @@ from apps.llm.pricing.sheets import (
     parse_openrouter_catalog,
     parse_price_table,
 )
-from apps.llm.pricing.store import BUNDLED_FILES, DATA_DIR, apply_prices, load_bundled_prices
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pricing"
-
-DEC_2025 = "openrouter-models-2025-12-18.json"
-JAN_2026 = "openrouter-models-2026-01-29.json"
-AUG_2026 = "openrouter-models-2026-08-18.json"
-EMBEDDINGS = "openrouter-embeddings-models-2025-12-14.json"
-FETCHED = datetime(2026, 8, 18, 20, 1, 54, tzinfo=UTC)
+from apps.llm.pricing.store import DATA_DIR
+from tests.llm.pricing.catalogs import AUG_2026, DEC_2025, EMBEDDINGS, FETCHED, JAN_2026, parse, parsed, raw_catalog
 
 ROUTERS_2025 = {"openrouter/auto", "openrouter/bodybuilder"}
 ROUTERS_2026_08 = ROUTERS_2025 | {"openrouter/auto-beta", "openrouter/fusion", "openrouter/pareto-code"}
-
-
-@functools.cache
-def raw_catalog(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def parse(name: str):
-    return parse_openrouter_catalog(raw_catalog(name), source=name, fetched_at=FETCHED)
-
-
-@functools.cache
-def parsed(name: str) -> dict[str, ModelPricing]:
-    return {p.model_id: p for p in parse(name).accepted}
 
 
 def entry(model_id: str = "test/model", **pricing) -> dict:
@@ -295,175 +268,3 @@ def test_price_table_rejects_bad_rows():
     result = parse_price_table(table, provider="openai", source="t", fetched_at=None)
     assert [p.model_id for p in result.accepted] == ["ok"]
     assert {r.model_id for r in result.rejected} == {"typo", "neg"}
-
-
-# -- the database -----------------------------------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_migration_loaded_the_bundled_prices():
-    current = ModelPrice.objects.current()
-    table = json.loads((DATA_DIR / "openai-prices.json").read_text())["models"]
-    assert current.filter(provider="openrouter").count() == 409 + 21
-    assert current.filter(provider="openai").count() == len(table) == 42
-    assert set(current.values_list("source", flat=True)) == {b.source for b in BUNDLED_FILES}
-    assert not ModelPrice.objects.filter(valid_to__isnull=False).exists()
-    chat = ModelPrice.objects.get(provider="openrouter", model_id="anthropic/claude-sonnet-4.5")
-    assert chat.valid_from == chat.fetched_at == FETCHED
-    assert ModelPrice.objects.get(provider="openai", model_id="gpt-4o-mini").prompt == Decimal("0.00000015")
-    embedding = ModelPrice.objects.get(provider="openrouter", model_id="openai/text-embedding-3-small")
-    assert embedding.output_modalities == ["embeddings"]
-    outputs = {m for row in current.values_list("output_modalities", flat=True) for m in row}
-    assert outputs == {"text", "image", "audio", "embeddings"}
-
-
-@pytest.mark.django_db
-def test_rows_give_back_exactly_the_parsed_pricing():
-    """numeric(32, 24) and the JSON columns keep every price, tier and extra exactly."""
-    for bundled in BUNDLED_FILES:
-        expected = bundled.read().accepted
-        rows = {r.model_id: r for r in ModelPrice.objects.current().filter(source=bundled.source)}
-        assert len(rows) == len(expected)
-        for pricing in expected:
-            row = rows[pricing.model_id]
-            assert row.to_pricing() == pricing.model_copy(update={"price_id": row.pk}), pricing.model_id
-
-
-@pytest.mark.django_db
-def test_apply_prices_keeps_history():
-    ModelPrice.objects.filter(provider="openrouter").delete()
-    december = parse(DEC_2025).accepted
-    first = apply_prices(ModelPrice, december, now=datetime(2025, 12, 18, 16, tzinfo=UTC))
-    assert len(first.created) == 347
-
-    january = parse_openrouter_catalog(raw_catalog(JAN_2026), source=JAN_2026, fetched_at=FETCHED).accepted
-    switch = datetime(2026, 1, 29, 5, tzinfo=UTC)
-    second = apply_prices(ModelPrice, january, now=switch)
-    assert "deepseek/deepseek-r1" in second.changed
-    # Zero-valued keys dropped in 2026-01 are not a price change.
-    assert "deepseek/deepseek-chat" in second.unchanged
-    assert len(second.created) + len(second.changed) + len(second.unchanged) == 345
-
-    old, new = ModelPrice.objects.filter(provider="openrouter", model_id="deepseek/deepseek-r1").order_by("valid_from")
-    assert (old.prompt, old.valid_to) == (Decimal("0.0000003"), switch)
-    assert (new.prompt, new.valid_from, new.valid_to) == (Decimal("0.0000007"), switch, None)
-    # Models gone from the catalog are the sync's decision: apply_prices leaves them current.
-    assert ModelPrice.objects.current().filter(provider="openrouter").count() == 345 + 347 - len(
-        {p.model_id for p in december} & {p.model_id for p in january})
-
-    again = apply_prices(ModelPrice, january, now=switch + timedelta(hours=1))
-    assert again.created == again.changed == [] and len(again.unchanged) == 345
-
-
-@pytest.mark.django_db
-def test_load_bundled_prices_never_overrides_newer_prices():
-    synced_at = datetime(2026, 11, 27, tzinfo=UTC)
-    ModelPrice.objects.filter(provider="openai", model_id="gpt-4o").update(valid_to=synced_at)
-    ModelPrice.objects.create(provider="openai", model_id="gpt-4o", prompt=Decimal("0.000002"), source="sync",
-                              valid_from=synced_at)
-    result = load_bundled_prices(ModelPrice)
-    assert result.created == []
-    assert ModelPrice.objects.current().get(provider="openai", model_id="gpt-4o").source == "sync"
-
-
-@pytest.mark.django_db
-def test_one_current_row_per_model():
-    with pytest.raises(IntegrityError), transaction.atomic():
-        ModelPrice.objects.create(provider="openai", model_id="gpt-4o-mini", source="duplicate")
-    # A closed row may sit next to the current one.
-    ModelPrice.objects.create(provider="openai", model_id="gpt-4o-mini", source="old",
-                              valid_from=FETCHED - timedelta(days=30), valid_to=FETCHED - timedelta(days=1))
-    with pytest.raises(IntegrityError), transaction.atomic():
-        ModelPrice.objects.create(provider="openai", model_id="x", source="t", prompt=Decimal("-1"))
-
-
-# -- ModelsCache ------------------------------------------------------------------------------------
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("model", "provider", "expected"),
-    [
-        # Exact ids.
-        ("anthropic/claude-sonnet-4.5", "openrouter", ("openrouter", "anthropic/claude-sonnet-4.5")),
-        ("anthropic/claude-sonnet-4.5", None, ("openrouter", "anthropic/claude-sonnet-4.5")),
-        ("gpt-4o-mini", "openai", ("openai", "gpt-4o-mini")),
-        # OpenRouter answers with canonical slugs; :batch variants share them but are not what ran.
-        ("anthropic/claude-4.5-sonnet-20250929", "openrouter", ("openrouter", "anthropic/claude-sonnet-4.5")),
-        ("openai/gpt-5-mini-2025-08-07", "openrouter", ("openrouter", "openai/gpt-5-mini")),
-        ("openai/gpt-5-mini-2025-08-07", None, ("openrouter", "openai/gpt-5-mini")),
-        # Bare OpenAI names.
-        ("gpt-4o-mini", None, ("openai", "gpt-4o-mini")),
-        ("gpt-4o-mini", "openrouter", ("openrouter", "openai/gpt-4o-mini")),
-        # The provider's prefix.
-        ("openai/gpt-4o-mini", "openai", ("openai", "gpt-4o-mini")),
-        ("openai/gpt-4o-mini", None, ("openrouter", "openai/gpt-4o-mini")),
-        # Dated OpenAI snapshots: their own row when they have one, else the base model's.
-        ("gpt-4o-mini-2024-07-18", "openai", ("openai", "gpt-4o-mini")),
-        ("gpt-4.1-nano-2025-04-14", None, ("openai", "gpt-4.1-nano")),
-        ("gpt-4o-2024-05-13", "openai", ("openai", "gpt-4o-2024-05-13")),
-        # Not in our OpenAI table: OpenRouter's pass-through price of the same model.
-        ("gpt-5.1-codex-max", "openai", ("openrouter", "openai/gpt-5.1-codex-max")),
-        # Embeddings.
-        ("text-embedding-3-small", "openai", ("openai", "text-embedding-3-small")),
-        ("openai/text-embedding-3-small", "openrouter", ("openrouter", "openai/text-embedding-3-small")),
-    ],
-)
-def test_models_cache_resolves(model, provider, expected):
-    pricing = ModelsCache().get(model, provider)
-    assert pricing is not None and (pricing.provider, pricing.model_id) == expected
-
-
-@pytest.mark.django_db
-def test_models_cache_slug_prefers_paid_base_model():
-    # z-ai/glm-5.2 has :batch and :free variants under the same slug.
-    assert ModelsCache().get("z-ai/glm-5.2-20260616", "openrouter").model_id == "z-ai/glm-5.2"
-    assert ModelsCache().get("z-ai/glm-5.2:free", "openrouter").model_id == "z-ai/glm-5.2:free"
-
-
-@pytest.fixture
-def free_test_provider():
-    """A provider registered as free, as a project would register its own in-house server."""
-    register_provider(ProviderSpec("simulator", free=True))
-    yield
-    unregister_provider("simulator")
-
-
-@pytest.mark.django_db
-def test_models_cache_unknown_and_free_models(free_test_provider):
-    cache = ModelsCache()
-    assert cache.get("no-such/model", "openrouter") is None
-    assert cache.get("gpt-99", None) is None
-    assert cache.get("llama3", "compatible") is None
-    for model, provider in [("local/all-minilm-l6-v2", None), ("anything", "local"), ("gpt-4o", "simulator")]:
-        free = cache.get(model, provider)
-        assert free is not None and free.prices() == {} and free.model_id == model
-
-
-@pytest.mark.django_db
-def test_models_cache_ttl_and_invalidate():
-    now = [0.0]
-    cache = ModelsCache(ttl_seconds=60, clock=lambda: now[0])
-    count = ModelPrice.objects.current().count()
-    assert len(cache) == count == len(cache.all())
-
-    ModelPrice.objects.create(provider="openai", model_id="gpt-new", prompt=Decimal("0.000001"), source="test")
-    now[0] = 59.9
-    assert cache.get("gpt-new", "openai") is None  # the snapshot is still fresh
-    now[0] = 60.0
-    assert cache.get("gpt-new", "openai").prompt == Decimal("0.000001")
-    assert len(cache) == count + 1
-
-    ModelPrice.objects.filter(model_id="gpt-new").update(is_active=False)
-    assert cache.get("gpt-new", "openai") is not None
-    cache.invalidate()
-    assert cache.get("gpt-new", "openai") is None
-
-
-@pytest.mark.django_db
-def test_admin_lists_prices(admin_client):
-    response = admin_client.get("/admin/llm/modelprice/", {"period": "current", "provider": "openai", "q": "gpt-4o"})
-    assert response.status_code == 200
-    assert b"gpt-4o-mini" in response.content and b"0.15" in response.content  # $/M
-    row = ModelPrice.objects.get(provider="openai", model_id="gpt-4o-mini")
-    assert admin_client.get(f"/admin/llm/modelprice/{row.pk}/change/").status_code == 200

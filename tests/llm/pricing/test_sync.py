@@ -27,19 +27,17 @@ from django.utils import timezone
 from dramatiq_crontab import scheduler
 
 from apps.llm.models import ModelPrice, PricingSyncRun
-from apps.llm.pricing.sheets import PRICE_COMPONENTS
 from apps.llm.pricing.catalogs import OPENAI_TABLE, FetchError
-from apps.llm.testing.simulator import OpenAISimulator, SimResponse
+from apps.llm.pricing.sheets import PRICE_COMPONENTS
 from apps.llm.tasks import PRICING_SYNC_RETRIES, sync_model_pricing
+from apps.llm.testing.simulator import OpenAISimulator, SimResponse
 from config.env import BASE_DIR, load_env
+from tests.helpers import CATALOGS, free_port
 
-from ..conftest import free_port
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pricing"
-DEC = FIXTURES / "openrouter-models-2025-12-18.json"
-JAN = FIXTURES / "openrouter-models-2026-01-29.json"
-AUG = FIXTURES / "openrouter-models-2026-08-18.json"
-EMB = FIXTURES / "openrouter-embeddings-models-2025-12-14.json"
+DEC = CATALOGS / "openrouter-models-2025-12-18.json"
+JAN = CATALOGS / "openrouter-models-2026-01-29.json"
+AUG = CATALOGS / "openrouter-models-2026-08-18.json"
+EMB = CATALOGS / "openrouter-embeddings-models-2025-12-14.json"
 ZERO = Decimal(0)
 TIER_CONDITIONS = ("min_prompt_tokens", "utc_start", "utc_end")
 

@@ -21,31 +21,19 @@ import pytest
 
 from apps.llm.testing.simulator import CHAT, EMBEDDINGS, MODELS, OpenAISimulator, SimResponse
 from config.env import BASE_DIR
-from tests.recorded import chat_completions, embeddings, error_bodies, find_records, load_fixture, to_sim_response
+from tests.recorded import chat_completions, embeddings, error_bodies, load_fixture, to_sim_response
 
 HELLO = [{"role": "user", "content": "Hello there, how are you today?"}]
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[OpenAISimulator]:
-    with OpenAISimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim: OpenAISimulator) -> OpenAISimulator:
-    shared_sim.reset()
-    return shared_sim
-
-
-def make_client(base_url: str, **kwargs) -> openai.OpenAI:
+def sdk_client(base_url: str, **kwargs) -> openai.OpenAI:
     options = {"api_key": "sk-test", "max_retries": 0, "timeout": 5} | kwargs
     return openai.OpenAI(base_url=base_url, **options)
 
 
 @pytest.fixture
 def client(sim: OpenAISimulator) -> Iterator[openai.OpenAI]:
-    with make_client(sim.base_url) as c:
+    with sdk_client(sim.base_url) as c:
         yield c
 
 
@@ -82,7 +70,7 @@ def test_default_chat_is_deterministic_with_realistic_usage(client: openai.OpenA
 
 
 def test_usage_knobs_max_tokens_and_forced_tool_call():
-    with OpenAISimulator(cached_fraction=0.5, reasoning_tokens=7) as sim, make_client(sim.base_url) as client:
+    with OpenAISimulator(cached_fraction=0.5, reasoning_tokens=7) as sim, sdk_client(sim.base_url) as client:
         long_prompt = [{"role": "user", "content": "x" * 4000}]
         r = client.chat.completions.create(model="o4-mini", messages=long_prompt)
         assert r.usage.prompt_tokens_details.cached_tokens == r.usage.prompt_tokens // 2
@@ -102,7 +90,7 @@ def test_usage_knobs_max_tokens_and_forced_tool_call():
 def test_openrouter_base_url_adds_cost_from_the_catalog():
     catalog = load_fixture("openrouter-models-2026-01-29.json")
     pricing = next(m["pricing"] for m in catalog["data"] if m["id"] == "openai/gpt-4o-mini")
-    with OpenAISimulator(openrouter_catalog=catalog) as sim, make_client(sim.openrouter_base_url) as client:
+    with OpenAISimulator(openrouter_catalog=catalog) as sim, sdk_client(sim.openrouter_base_url) as client:
         r = client.chat.completions.create(model="openai/gpt-4o-mini", messages=HELLO)
         expected = r.usage.prompt_tokens * float(pricing["prompt"]) + r.usage.completion_tokens * float(
             pricing["completion"]
@@ -127,7 +115,7 @@ def test_recorded_openrouter_completion_is_parsed_by_the_sdk(sim: OpenAISimulato
         if r.body["usage"].get("prompt_tokens_details", {}).get("cached_tokens")
     )
     sim.enqueue(CHAT, to_sim_response(record))
-    with make_client(sim.openrouter_base_url) as client:
+    with sdk_client(sim.openrouter_base_url) as client:
         completion = client.chat.completions.create(model="x-ai/grok-4", messages=HELLO)
 
     assert completion.id == record.body["id"]
@@ -182,7 +170,7 @@ def test_recorded_stream_with_mid_stream_error_is_served_as_recorded(sim: OpenAI
     assert raw.headers["content-type"].startswith("text/event-stream")
 
     received = []
-    with make_client(sim.openrouter_base_url) as client:
+    with sdk_client(sim.openrouter_base_url) as client:
         stream = client.chat.completions.create(model="minimax/minimax-m2:free", messages=HELLO, stream=True)
         with pytest.raises(openai.APIError, match="Token limit reached"):
             for chunk in stream:
@@ -323,14 +311,14 @@ def test_recorded_context_length_exceeded(sim: OpenAISimulator, client: openai.O
 def test_recorded_openrouter_429(sim: OpenAISimulator):
     record = next(r for r in chat_completions(provider="openrouter", status=429))
     sim.enqueue(CHAT, to_sim_response(record))
-    with make_client(sim.openrouter_base_url) as client, pytest.raises(openai.RateLimitError) as info:
+    with sdk_client(sim.openrouter_base_url) as client, pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="google/gemini-2.5-flash", messages=HELLO)
     assert info.value.body == record.body["error"]
 
 
 def test_sdk_retries_are_visible_in_the_request_log(sim: OpenAISimulator):
     sim.fail_next(CHAT, 2, status=503, retry_after=0.01)
-    with make_client(sim.base_url, max_retries=2) as client:
+    with sdk_client(sim.base_url, max_retries=2) as client:
         completion = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert completion.choices[0].message.content
     sent = sim.requests_for(CHAT)
@@ -477,7 +465,7 @@ def test_command_line_entry_point():
     try:
         banner = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/v1" in banner
-        with make_client(f"http://127.0.0.1:{port}/v1") as client:
+        with sdk_client(f"http://127.0.0.1:{port}/v1") as client:
             assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
         assert proc.stdout.readline().startswith("POST /v1/chat/completions 200")
     finally:
