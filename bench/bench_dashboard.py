@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_ENV", "development")
 
-from _setup import percentile, table  # noqa: E402
-from bench_usage_stats import (  # noqa: E402
+from _setup import percentile, table
+from bench_usage_stats import (
     Catalog,
     build_rollups,
     check_rollups,
@@ -119,7 +119,7 @@ def check_same(dashboard, raw: dict, name: str) -> None:
     for row in raw["per_day_model"]:
         per_model[(row["provider"], row["model"])] += row["cost"] or 0
     shown = {(row.filters.provider, row.filters.model): row.cost for row in dashboard.models}
-    assert shown == {m: c for m, c in per_model.items()}, (name, "per-model spend")
+    assert shown == dict(per_model.items()), (name, "per-model spend")
     assert sum(dashboard.daily.requests) == f["cur_requests"], (name, "daily requests")
     assert [(r.filters.user_id, r.cost) for r in dashboard.users] == [(u["user_id"], u["cost"])
                                                                       for u in raw["users"]], (name, "users")

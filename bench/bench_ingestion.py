@@ -54,10 +54,9 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_ENV", "development")
 
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from _setup import setup_django, table  # noqa: E402
+import psycopg
+from _setup import setup_django, table
+from psycopg import sql
 
 LOCAL_MODEL = "local/all-minilm-l6-v2"
 REMOTE_MODEL = "text-embedding-3-small"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.llm.transport.local_embeddings import LocalEmbedder, available_cpus  # noqa: E402
+from apps.llm.transport.local_embeddings import LocalEmbedder, available_cpus
 
 # Fixed, so the corpus is the same on every run of the same Python version.
 STDLIB_MODULES = (

@@ -32,11 +32,11 @@ from django.conf import settings  # noqa: E402
 from django.core.cache.backends.locmem import LocMemCache  # noqa: E402
 from django.db.models import Sum  # noqa: E402
 
+from apps.llm.accounting import request_log  # noqa: E402
+from apps.llm.accounting.records import SUCCESS, CallRecord  # noqa: E402
+from apps.llm.accounting.request_log import DatabaseRecorder, SyncDatabaseRecorder  # noqa: E402
 from apps.llm.client import LLMClient  # noqa: E402
 from apps.llm.models import LLMRequest, LLMUsageDaily  # noqa: E402
-from apps.llm.accounting.records import SUCCESS, CallRecord  # noqa: E402
-from apps.llm.accounting import request_log  # noqa: E402
-from apps.llm.accounting.request_log import DatabaseRecorder, SyncDatabaseRecorder  # noqa: E402
 from apps.llm.testing.simulator import OpenAISimulator  # noqa: E402
 from apps.llm.types import Usage  # noqa: E402
 
@@ -137,12 +137,12 @@ def main() -> None:
 
                 # record() alone, on a finished call's record: the caller's whole share of the async path.
                 record_feature = f"{label}.record"
-                template = dict(endpoint="chat", provider="openai", requested_model=MODEL,
-                                model="gpt-4o-mini-2024-07-18", status=SUCCESS,
-                                usage=Usage(prompt_tokens=25, completion_tokens=40, total_tokens=65),
-                                latency_ms=3.2, attempts=1, cache_key="llm:v1:" + "0" * 64, key_fingerprint="0" * 12,
-                                feature=record_feature, prompt=MESSAGES,
-                                response_text="Prince Hamlet avenges his father's murder. Almost everyone dies.")
+                template = {"endpoint": "chat", "provider": "openai", "requested_model": MODEL,
+                                "model": "gpt-4o-mini-2024-07-18", "status": SUCCESS,
+                                "usage": Usage(prompt_tokens=25, completion_tokens=40, total_tokens=65),
+                                "latency_ms": 3.2, "attempts": 1, "cache_key": "llm:v1:" + "0" * 64, "key_fingerprint": "0" * 12,
+                                "feature": record_feature, "prompt": MESSAGES,
+                                "response_text": "Prince Hamlet avenges his father's murder. Almost everyone dies."}
                 record_times = []
                 for _ in range(args.calls):
                     rec = CallRecord(**template)

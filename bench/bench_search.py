@@ -56,11 +56,10 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_ENV", "development")
 
-import numpy as np  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from _setup import ROOT, percentile, setup_django, table  # noqa: E402
+import numpy as np
+import psycopg
+from _setup import ROOT, percentile, setup_django, table
+from psycopg import sql
 
 LOCAL_MODEL = "local/all-minilm-l6-v2"
 INDEX = "knowledge_hnsw_minilm"
@@ -407,7 +406,7 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
 
     vectors, query_vectors = corpus["vectors"], corpus["query_vectors"]
     started = time.perf_counter()
-    exact_ids, exact_dist = exact_top(query_vectors, vectors)
+    _exact_ids, exact_dist = exact_top(query_vectors, vectors)
     ties = sum(int(np.sum(d <= np.partition(d, K - 1)[K - 1] + TIE_EPS)) > K for d in exact_dist)
     log(f"exact      numpy brute force for {len(query_vectors)} queries: {time.perf_counter() - started:.1f} s "
         f"({ties} queries have more than {K} chunks tied at the {K}th distance)")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # TIKTOKEN_CACHE_DIR is set; development is what `make run` uses for local commands.
 os.environ.setdefault("DJANGO_ENV", "development")
 
-from apps.llm.tokenizer import Tokenizer, load_encoding  # noqa: E402
+from apps.llm.tokenizer import Tokenizer, load_encoding
 
 MODEL = "gpt-4o"
 TARGET = 1.10

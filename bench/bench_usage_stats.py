@@ -44,7 +44,9 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_ENV", "development")
 
-from _setup import percentile, table  # noqa: E402
+import itertools
+
+from _setup import percentile, table
 
 DAYS = 90
 CHUNK = 250_000
@@ -402,7 +404,7 @@ def rollup_select() -> str:
 
     bounds = [None, *LATENCY_BUCKETS_MS, None]
     buckets = []
-    for low, high in zip(bounds, bounds[1:]):
+    for low, high in itertools.pairwise(bounds):
         cond = " AND ".join(c for c in (f"latency_ms > {low}" if low is not None else "",
                                         f"latency_ms <= {high}" if high is not None else "") if c)
         buckets.append(f"count(*) FILTER (WHERE {cond})")

@@ -40,7 +40,7 @@ class ManagedProcess:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log = log
-        self._log_file = open(log, "wb")
+        self._log_file = open(log, "wb")  # noqa: SIM115 (the child writes to it until stop())
         self.popen = subprocess.Popen(
             args, cwd=BASE_DIR, env=env, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
         )

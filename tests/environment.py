@@ -4,8 +4,8 @@ import os
 
 os.environ.setdefault("DJANGO_ENV", "test")
 
-from apps.core import embedded_postgres  # noqa: E402
-from config.env import load_env  # noqa: E402
+from apps.core import embedded_postgres
+from config.env import load_env
 
 _env = load_env()
 _PGDATA = _env.var_dir / "pgdata"

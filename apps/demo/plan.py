@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from apps.demo.recorder import Stamp
@@ -104,7 +103,7 @@ def _timestamps(rng: random.Random, calls: int, days: int, now: datetime) -> lis
 
     More traffic lately and on weekdays, mostly in working hours, so the charts look lived in.
     """
-    today = now.astimezone(dt_timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     offsets = list(range(days))
     weights = [(1 + 0.8 * (days - 1 - d) / max(days - 1, 1))
                * (0.5 if (today - timedelta(days=d)).weekday() >= 5 else 1.0) for d in offsets]

@@ -29,7 +29,7 @@ def ensure_demo_users(count: int = DEMO_USER_COUNT) -> list[Any]:
         if user is None:
             user = User(email=email, username=f"demo-user-{n}", first_name="Demo", last_name=f"User {n}")
             if any(f.name == "is_test_account" for f in User._meta.fields):
-                setattr(user, "is_test_account", True)  # django-cfg's flag for non-customers
+                user.is_test_account = True  # django-cfg's flag for non-customers
             user.set_unusable_password()
             user.save()
         users.append(user)

@@ -86,7 +86,7 @@ def test_the_demo_fills_log_and_rollups_with_priced_simulated_traffic():
         assert isinstance(row.cost, Decimal) and row.cost > 0, row
         assert row.price_id is not None
     assert paid.filter(provider_cost__gt=0).exists()  # OpenRouter-style usage.cost from the catalog
-    assert {m for m in rows.values_list("model", flat=True)} >= {"anthropic/claude-sonnet-4.5", "openai/gpt-4o-mini"}
+    assert set(rows.values_list("model", flat=True)) >= {"anthropic/claude-sonnet-4.5", "openai/gpt-4o-mini"}
 
     # The rollups are the log, summed.
     # (hits spent no tokens: the rollups leave them out of the token sums)

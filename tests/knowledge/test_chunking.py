@@ -16,6 +16,7 @@ import difflib
 import functools
 import heapq
 import inspect
+import itertools
 import json
 import random
 import re
@@ -94,7 +95,7 @@ def check(text: str, chunks: list[Chunk], count: Counter, *, hard_limit: int, ov
     # No content lost: everything outside the chunks is whitespace; chunks go forward.
     assert not text[: chunks[0].start_char].strip()
     assert not text[chunks[-1].end_char :].strip()
-    for previous, chunk in zip(chunks, chunks[1:]):
+    for previous, chunk in itertools.pairwise(chunks):
         assert previous.start_char < chunk.start_char
         assert previous.end_char < chunk.end_char
         if chunk.start_char >= previous.end_char:
@@ -321,7 +322,7 @@ def test_consecutive_chunks_overlap_by_about_overlap_tokens(count):
     chunks = chunk_text(text, count_tokens=count, max_tokens=200, overlap=40)
     check(text, chunks, count, hard_limit=200, overlap=40)
     shared = []
-    for previous, chunk in zip(chunks, chunks[1:]):
+    for previous, chunk in itertools.pairwise(chunks):
         assert chunk.start_char < previous.end_char  # overlap present
         assert text[chunk.start_char - 1] == " "  # and it starts at a word
         shared.append(count(text[chunk.start_char : previous.end_char]) - count(""))
@@ -343,7 +344,7 @@ def test_no_overlap(count):
     text = " ".join(random.Random(11).choices(SENTENCES, k=100))
     chunks = chunk_text(text, count_tokens=count, max_tokens=100, overlap=0)
     check(text, chunks, count, hard_limit=100, overlap=0)
-    for previous, chunk in zip(chunks, chunks[1:]):
+    for previous, chunk in itertools.pairwise(chunks):
         assert chunk.start_char > previous.end_char
 
 

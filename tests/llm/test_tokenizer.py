@@ -345,9 +345,9 @@ def _unmeasurable(body: dict[str, Any]) -> str | None:
     if "truncated by collector" in json.dumps(body):
         return "request text truncated by the collector"
     for message in body["messages"]:
-        if isinstance(message.get("content"), list):
-            if any(part.get("type") != "text" for part in message["content"]):
-                return "image, audio or file input: cost not derivable from the request"
+        content = message.get("content")
+        if isinstance(content, list) and any(part.get("type") != "text" for part in content):
+            return "image, audio or file input: cost not derivable from the request"
     if (body.get("response_format") or {}).get("type") == "json_schema":
         return "response_format json_schema is not counted"
     return None

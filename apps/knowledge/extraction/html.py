@@ -20,14 +20,10 @@ _SKIPPED_TAGS = frozenset(
 _PARAGRAPH, _LINE, _CELL = 3, 2, 1
 _BLOCK_TAGS: dict[str, int] = {
     **dict.fromkeys(
-        (
-            "address article aside blockquote body caption center details dialog div dl fieldset figcaption "
-            "figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr html legend main menu ol p pre section "
-            "summary table ul"
-        ).split(),
+        ["address", "article", "aside", "blockquote", "body", "caption", "center", "details", "dialog", "div", "dl", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr", "html", "legend", "main", "menu", "ol", "p", "pre", "section", "summary", "table", "ul"],
         _PARAGRAPH,
     ),
-    **dict.fromkeys("li dt dd tr".split(), _LINE),
+    **dict.fromkeys(["li", "dt", "dd", "tr"], _LINE),
 }
 _BREAK_TEXT = {_PARAGRAPH: "\n\n", _LINE: "\n", _CELL: " | "}
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)

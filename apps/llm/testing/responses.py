@@ -69,7 +69,7 @@ class SimResponse:
         status: int,
         message: str | None = None,
         *,
-        type: str | None = None,  # noqa: A002 - the field is called "type" in the API
+        type: str | None = None,
         code: str | int | None = None,
         param: str | None = None,
         headers: Mapping[str, HeaderValue] | None = None,

@@ -7,6 +7,7 @@ The server knows nothing of the API; it hands every request to a callback.
 
 from __future__ import annotations
 
+import contextlib
 import http
 import json
 import socket
@@ -39,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the default prints every request to stderr: slow, noisy, and headers must not leak
 
 
@@ -80,10 +81,8 @@ class LoopbackServer(ThreadingHTTPServer):
         with self._open_lock:
             sockets = list(self._open)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):

@@ -7,7 +7,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -56,9 +56,9 @@ def server_admin_connection() -> psycopg.Connection:
 
 
 def make_record(**overrides) -> CallRecord:
-    values = dict(endpoint="chat", provider="openai", requested_model="gpt-4o-mini", model="gpt-4o-mini",
-                  status=SUCCESS, usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
-                  cost=Decimal("0.0000045"), latency_ms=120.0, feature="tests")
+    values = {"endpoint": "chat", "provider": "openai", "requested_model": "gpt-4o-mini", "model": "gpt-4o-mini",
+                  "status": SUCCESS, "usage": Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+                  "cost": Decimal("0.0000045"), "latency_ms": 120.0, "feature": "tests"}
     return CallRecord(**(values | overrides))
 
 
@@ -141,7 +141,7 @@ def test_rollups_match_the_raw_log_and_stats_filter(sim, client_for, admin_user)
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_keep_rollups_exact():
-    day = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
+    day = datetime(2026, 1, 5, 12, tzinfo=UTC)
     barrier = threading.Barrier(8)
 
     def writer(n: int) -> None:

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,7 +10,7 @@ from apps.llm.accounting.retention import delete_old_requests
 from apps.llm.models import LLMRequest, LLMUsageDaily
 from apps.llm.types import Usage
 
-NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
 @pytest.mark.django_db

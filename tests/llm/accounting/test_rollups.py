@@ -6,7 +6,7 @@ import importlib
 import random
 import threading
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,7 +18,7 @@ from apps.llm.accounting.rollups import SUMS, all_rollups, rebuild, rebuild_coar
 from apps.llm.models import LLMRequest, LLMUsageByModel, LLMUsageByUser, LLMUsageDaily
 from apps.llm.types import Usage
 
-DAY = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+DAY = datetime(2026, 3, 2, 9, tzinfo=UTC)
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4.1-nano"), ("openrouter", "anthropic/claude-haiku-4.5")]
 
 
@@ -50,7 +50,7 @@ def grouped(model, dimensions: tuple[str, ...]) -> dict[tuple, tuple]:
             into[i] += row[name]
         histogram = row["latency_histogram"]
         into[-1] = [a + b for a, b in zip(into[-1] or [0] * len(histogram), histogram)]
-    return {key: tuple(value[:-1]) + (tuple(value[-1]),) for key, value in sums.items()}
+    return {key: (*tuple(value[:-1]), tuple(value[-1])) for key, value in sums.items()}
 
 
 def kept_calls(dimensions: tuple[str, ...]) -> dict[tuple, tuple[list, list]]:
@@ -58,7 +58,7 @@ def kept_calls(dimensions: tuple[str, ...]) -> dict[tuple, tuple[list, list]]:
     10 latest failures, as (value, id), highest first, ties by id."""
     costly, failed = defaultdict(list), defaultdict(list)
     for row in LLMRequest.objects.values("id", "cost", "status", "created_at", *dimensions):
-        key = (row["created_at"].astimezone(timezone.utc).date(), *(row[d] for d in dimensions))
+        key = (row["created_at"].astimezone(UTC).date(), *(row[d] for d in dimensions))
         if row["cost"] is not None:
             costly[key].append((row["cost"], row["id"]))
         if row["status"] == ERROR:

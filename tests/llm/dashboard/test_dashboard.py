@@ -228,7 +228,7 @@ def test_raw_tables_are_skipped_when_the_rollups_say_nothing_matches(seed, djang
 
 def test_a_slow_raw_query_is_cut_short(seed, monkeypatch):
     monkeypatch.setattr(calls, "RAW_LOG_TIMEOUT_MS", 1)
-    slow = LLMRequest.objects.extra(where=["pg_sleep(0.05) IS NOT NULL"])  # noqa: S610 (a test's own SQL)
+    slow = LLMRequest.objects.extra(where=["pg_sleep(0.05) IS NOT NULL"])
     table = calls._raw_table(lambda: slow.order_by("-created_at").values(*calls.SUMMARY_COLUMNS)[:10])
     assert table.timed_out and table.rows == []
     # The timeout ended with the block: later queries run normally.

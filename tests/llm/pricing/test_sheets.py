@@ -81,7 +81,7 @@ def _plain(text: str) -> str:
 def test_float_printed_prices_keep_every_digit():
     jan = parsed(JAN_2026)["google/gemini-3-flash-preview"]
     assert jan.input_cache_write == Decimal("0.00000008333333333333334")
-    assert jan.input_cache_write != Decimal(8.333333333333334e-8)  # what a float detour would give
+    assert jan.input_cache_write != Decimal(8.333333333333334e-8)  # noqa: RUF032 (what a float detour would give)
     aug = parsed(AUG_2026)["google/gemini-3.7-flash"]
     assert str(aug.input_cache_write) == "2.08333333333333E-8"
 

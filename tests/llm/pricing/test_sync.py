@@ -256,7 +256,7 @@ def test_august_format_and_every_modality_are_stored_with_their_components():
 @pytest.mark.django_db
 def test_rejected_entries_are_reported_and_not_applied(tmp_path):
     ModelPrice.objects.filter(provider="openrouter").delete()
-    ok = dict(prompt="0.000001", completion="0.000002")
+    ok = {"prompt": "0.000001", "completion": "0.000002"}
     sync("--from-file", write_catalog(tmp_path, "first.json", [
         entry("t/stays", **ok), entry("t/goes-bad", **ok), entry("t/dropped", **ok)]))
     before = ModelPrice.objects.get(model_id="t/goes-bad")

@@ -438,7 +438,7 @@ def test_concurrent_calls(sim: OpenAISimulator, client: openai.OpenAI):
                 content = f"thread {n} call {i}"
                 r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": content}])
                 assert r.choices[0].message.content.endswith(content)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
