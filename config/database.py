@@ -31,7 +31,7 @@ def database_config(url: str) -> DatabaseConfig:
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         host=query.pop("host", None) or parts.hostname or "localhost",
-        port=int(query.pop("port", None) or parts.port or 5432),
+        port=int(query.pop("port", "") or parts.port or 5432),
         sslmode=query.pop("sslmode", "prefer"),
         # Persistent connections instead of django-cfg's default pool of 10 per process:
         # web, worker threads and scheduler would exhaust a small server's connections.

@@ -10,40 +10,49 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
 
 from .env import load_env
 
 _LOGGER_MODULE = "django_cfg.modules.django_logging.django_logger"
 
 
-def _relocate_logs(module) -> None:
+def _relocate_logs(module: ModuleType) -> None:
     # DjangoLogger writes to Path(os.getcwd()) / "logs" (no setting for it); point that at var/.
     real_path = module.Path
     var_dir = load_env().var_dir
 
-    def path(*parts):
+    def path(*parts: str | os.PathLike[str]) -> Path:
         if len(parts) == 1 and str(parts[0]) == os.getcwd():
             return var_dir
         return real_path(*parts)
 
-    module.Path = path
+    module.Path = path  # type: ignore[attr-defined]  # replacing a global of django-cfg's module
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Patches the logger module the moment django-cfg's package init imports it."""
 
-    def find_spec(self, name, path, target=None):
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         if name != _LOGGER_MODULE:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
-        exec_module = spec.loader.exec_module
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
 
-        def patched_exec(module):
+        def patched_exec(module: ModuleType) -> None:
             exec_module(module)
             _relocate_logs(module)
 
-        spec.loader.exec_module = patched_exec
+        loader.exec_module = patched_exec  # type: ignore[method-assign]  # patching django-cfg's loader instance
         return spec
 
 
@@ -63,6 +72,6 @@ def disable_network_and_codegen() -> None:
     from django_cfg.core.integration.version_checker import VersionChecker
 
     # The admin index asks pypi.org for django-cfg's latest version on every render.
-    VersionChecker.get_latest_version = lambda self: None
+    VersionChecker.get_latest_version = lambda self: None  # type: ignore[method-assign]  # monkeypatching a third-party class
     # In DEBUG it writes typings/ and pyrightconfig.json into the source tree.
     type_stubs._is_dev_context = lambda: False

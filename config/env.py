@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -159,7 +160,7 @@ def secret_value(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
     message = error["msg"].removeprefix("Value error, ")
     # Never echo the offending value: it may be a secret.

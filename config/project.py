@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from django_cfg import (
     AxesConfig,
@@ -22,6 +22,14 @@ from .env import BASE_DIR, Env, secret_value
 
 # Only used outside production, where Env refuses to start without a real SECRET_KEY.
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-never-used-in-production-0123456789"
+
+
+class AdminAccount(TypedDict):
+    """``settings.ADMIN_ACCOUNT``: the account ``ensure_admin`` creates."""
+
+    EMAIL: str
+    PASSWORD: str | None
+
 
 PROJECT_APPS = [
     "pgvector.django",
@@ -110,7 +118,7 @@ class ProjectConfig(DjangoConfig):
             "DRAMATIQ_CRONTAB": {"REDIS_URL": env.redis_url},
             "LOGGING": LOGGING,
             "ENVIRONMENT": env.django_env,
-            "ADMIN_ACCOUNT": {"EMAIL": env.admin_email, "PASSWORD": secret_value(env.admin_password)},
+            "ADMIN_ACCOUNT": AdminAccount(EMAIL=env.admin_email, PASSWORD=secret_value(env.admin_password)),
             "EMBEDDED_POSTGRES_DIR": None if env.database_url else env.var_dir / "pgdata",
             "LLM": env.llm,
             "KNOWLEDGE": env.knowledge,

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 
 
@@ -8,17 +10,20 @@ class MultipleFileInput(forms.ClearableFileInput):
 class MultipleFileField(forms.FileField):
     """A file field that takes several files (Django's documented pattern)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("widget", MultipleFileInput())
         super().__init__(*args, **kwargs)
 
-    def clean(self, data, initial=None):
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
         single = super().clean
         return [single(item, initial) for item in data] if isinstance(data, list | tuple) else [single(data, initial)]
 
 
 class UploadForm(forms.Form):
-    files = MultipleFileField(label="Files", help_text="Text, Markdown, HTML, PDF or Word (.docx) files.")
+    # The form metaclass moves declared fields into base_fields: this does not shadow BaseForm.files.
+    files = MultipleFileField(  # type: ignore[assignment]  # django-stubs does not model the metaclass
+        label="Files", help_text="Text, Markdown, HTML, PDF or Word (.docx) files."
+    )
 
 
 class SearchForm(forms.Form):

@@ -54,7 +54,7 @@ class LLMCache:
         self._hits = 0
         self._misses = 0
         self._lock = threading.Lock()
-        self._in_flight: dict[str, Future] = {}
+        self._in_flight: dict[str, Future[dict]] = {}
 
     def get(self, key: str) -> dict | None:
         value = self.backend.get(key)
@@ -73,7 +73,7 @@ class LLMCache:
         with self._lock:
             future = self._in_flight.get(key)
             leader = future is None
-            if leader:
+            if future is None:
                 future = self._in_flight[key] = Future()
         if not leader:
             value = future.result()  # re-raises the leader's error: the same call failed
@@ -111,7 +111,7 @@ class LLMCache:
         """Entries stored, where the backend can tell cheaply."""
         backend = self.backend
         if isinstance(backend, FileBasedCache):
-            return len(backend._list_cache_files())
+            return len(backend._list_cache_files())  # type: ignore[attr-defined]  # private Django API, not in the stubs
         if hasattr(backend, "_cache") and isinstance(backend._cache, dict):  # LocMemCache
             return len(backend._cache)
         return None

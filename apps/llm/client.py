@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast, overload
+
+from openai.types.chat import ChatCompletionMessageParam
 
 from apps.llm import errors
 from apps.llm.accounting.budgets import BudgetGuard
@@ -119,6 +121,24 @@ class LLMClient:
     def primary_provider(self) -> str | None:
         return next(iter(self.providers), None)
 
+    @overload
+    def chat_completion(
+        self, messages: list[dict[str, Any]], model: str = ..., *, provider: str | None = ...,
+        stream: Literal[False] = ..., cache: bool = ..., user: Any = ..., feature: str = ..., **params: Any,
+    ) -> ChatResponse: ...
+
+    @overload
+    def chat_completion(
+        self, messages: list[dict[str, Any]], model: str = ..., *, provider: str | None = ...,
+        stream: Literal[True], cache: bool = ..., user: Any = ..., feature: str = ..., **params: Any,
+    ) -> ChatStream: ...
+
+    @overload
+    def chat_completion(
+        self, messages: list[dict[str, Any]], model: str = ..., *, provider: str | None = ...,
+        stream: bool, cache: bool = ..., user: Any = ..., feature: str = ..., **params: Any,
+    ) -> ChatResponse | ChatStream: ...
+
     def chat_completion(
         self,
         messages: list[dict[str, Any]],
@@ -154,7 +174,7 @@ class LLMClient:
                 (completion, used), attempts = self._send(
                     providers, model,
                     lambda p, name: p.client.chat.completions.create(
-                        model=name, messages=messages, **p.request_options(), **params
+                        model=name, messages=_sdk_messages(messages), **p.request_options(), **params
                     ),
                 )
                 response = self._priced(
@@ -206,7 +226,7 @@ class LLMClient:
             return self._send(
                 providers, model,
                 lambda p, name: p.client.chat.completions.create(
-                    model=name, messages=messages, stream=True, stream_options={"include_usage": True},
+                    model=name, messages=_sdk_messages(messages), stream=True, stream_options={"include_usage": True},
                     **p.request_options(), **params,
                 ),
             )
@@ -274,6 +294,7 @@ class LLMClient:
                                  "", user, feature)
             raise
         self.cache._count(hit=not missing)
+        cost: Decimal | None
         if local or not missing:
             cost = Decimal(0)
         else:
@@ -370,6 +391,7 @@ class LLMClient:
         """The providers to try for ``model``, the chosen or primary one first."""
         if not self.providers:
             raise errors.NoProviderConfigured()
+        first: Provider | None
         if provider is not None:
             if provider not in self.providers:
                 raise errors.ConfigurationError(
@@ -463,6 +485,12 @@ def _attribution(user: Any, feature: str) -> tuple[Any, str]:
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _sdk_messages(messages: list[dict[str, Any]]) -> list[ChatCompletionMessageParam]:
+    # Messages go to the provider as the caller wrote them (it validates them): the SDK's
+    # per-role TypedDicts describe the same JSON.
+    return cast(list[ChatCompletionMessageParam], messages)
 
 
 def _user_id(user: Any) -> int | None:

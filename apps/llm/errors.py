@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypedDict
 
 import openai
 
@@ -144,9 +145,19 @@ def _error_code(exc: openai.APIStatusError) -> str:
     return str(error.get("code") or error.get("type") or getattr(exc, "code", "") or "")
 
 
+class _Context(TypedDict):
+    provider: str
+    model: str
+
+
+class _StatusContext(_Context):
+    status_code: int
+    request_id: str | None
+
+
 def from_openai(exc: openai.OpenAIError, *, provider: str, model: str, secrets: Iterable[str] = ()) -> LLMError:
     """The typed error for an exception raised by the ``openai`` SDK."""
-    context = {"provider": provider, "model": model}
+    context: _Context = {"provider": provider, "model": model}
     if isinstance(exc, openai.APITimeoutError):
         return LLMTimeoutError("The request timed out", **context)
     if isinstance(exc, openai.APIConnectionError):
@@ -154,7 +165,8 @@ def from_openai(exc: openai.OpenAIError, *, provider: str, model: str, secrets: 
     if not isinstance(exc, openai.APIStatusError):
         message = redact(getattr(exc, "message", None) or str(exc), secrets)
         # An error event inside a 200 stream: {"error": {"code": 400, "message": ...}}.
-        code = exc.body.get("code") if isinstance(getattr(exc, "body", None), dict) else None
+        body = getattr(exc, "body", None)
+        code = body.get("code") if isinstance(body, dict) else None
         if isinstance(code, int) and 400 <= code < 500:
             return BadRequestError(message, status_code=code, **context)
         return ServerError(message, **context)
@@ -162,22 +174,22 @@ def from_openai(exc: openai.OpenAIError, *, provider: str, model: str, secrets: 
     status = exc.status_code
     message = redact(exc.message, secrets)
     code = _error_code(exc)
-    context |= {"status_code": status, "request_id": exc.request_id}
+    status_context: _StatusContext = {**context, "status_code": status, "request_id": exc.request_id}
     lowered = f"{code} {message}".lower()
     if status in (401, 403):
-        return AuthenticationError(message, **context)
+        return AuthenticationError(message, **status_context)
     if status == 402 or "insufficient_quota" in lowered:
-        return QuotaExceeded(message, **context)
+        return QuotaExceeded(message, **status_context)
     if status == 429:
-        return RateLimitError(message, retry_after=_retry_after(exc.response), **context)
+        return RateLimitError(message, retry_after=_retry_after(exc.response), **status_context)
     if status == 408:
-        return LLMTimeoutError(message, **context)
+        return LLMTimeoutError(message, **status_context)
     if status >= 500:
-        return ServerError(message, **context)
+        return ServerError(message, **status_context)
     if "context_length" in lowered or "maximum context length" in lowered or "too many tokens" in lowered:
-        return ContextLengthExceeded(message, **context)
+        return ContextLengthExceeded(message, **status_context)
     if "content_filter" in lowered or "content_policy" in lowered or "moderation" in lowered:
-        return ContentFiltered(message, **context)
+        return ContentFiltered(message, **status_context)
     if status == 404 or code == "model_not_found":
-        return ModelNotFound(message, **context)
-    return BadRequestError(message, **context)
+        return ModelNotFound(message, **status_context)
+    return BadRequestError(message, **status_context)

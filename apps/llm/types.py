@@ -74,7 +74,7 @@ class ChatResponse(MappingAccess):
     attempts: int = 1
     request_id: str | None = None
 
-    def json(self, *, strict: bool = False, schema: Any = None) -> Any:
+    def json(self, *, strict: bool = False, schema: Any = None) -> Any:  # type: ignore[override]  # deliberately replaces pydantic's deprecated json()
         """The JSON value in ``content`` (see ``JSONExtractor``)."""
         from apps.llm.extractor import JSONExtractor
 

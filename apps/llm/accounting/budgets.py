@@ -62,7 +62,7 @@ class BudgetGuard:
         applicable = [b for b in self.budgets() if b.applies_to(user_id, feature)]
         if not applicable:
             return None
-        estimate = estimate() or Decimal(0)
+        amount = estimate() or Decimal(0)
         today = timezone.localdate()
         holds = []
         with transaction.atomic(), connection.cursor() as cursor:
@@ -77,7 +77,7 @@ class BudgetGuard:
                     "UPDATE llm_budgetspend SET reserved = reserved + %s "
                     "WHERE budget_id = %s AND period_start = %s AND (%s::numeric IS NULL OR spent + reserved + %s <= %s) "
                     "RETURNING spent",
-                    [estimate, budget.pk, start, budget.hard_limit, estimate, budget.hard_limit],
+                    [amount, budget.pk, start, budget.hard_limit, amount, budget.hard_limit],
                 )
                 if cursor.fetchone() is None:
                     cursor.execute("SELECT spent + reserved FROM llm_budgetspend WHERE budget_id = %s AND period_start = %s",
@@ -85,11 +85,11 @@ class BudgetGuard:
                     (committed,) = cursor.fetchone()
                     raise BudgetExceeded(
                         f"Budget {budget.name!r} would be exceeded: {committed} of {budget.hard_limit} USD used "
-                        f"this {budget.period}, this call is estimated at {estimate} USD",
-                        budget=budget.name, limit=budget.hard_limit, spent=committed, estimate=estimate,
+                        f"this {budget.period}, this call is estimated at {amount} USD",
+                        budget=budget.name, limit=budget.hard_limit, spent=committed, estimate=amount,
                     )
                 holds.append((budget.pk, start))
-        return Reservation(estimate=estimate, holds=tuple(holds))
+        return Reservation(estimate=amount, holds=tuple(holds))
 
     def settle(self, reservation: Reservation | None, cost: Decimal | None) -> None:
         """Replace the estimate by the real cost (0 for a failed call); warn past a soft limit."""

@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TextIO
 
 from django.db import (
     DatabaseError,
@@ -107,7 +108,7 @@ class DatabaseRecorder:
         self._lock = threading.Condition()
         self._pending: list[CallRecord] = []
         self._in_flight = 0
-        self._spool_file = None
+        self._spool_file: TextIO | None = None
         self._spool_path: Path | None = None
         self._segment = 0
         self._thread: threading.Thread | None = None
@@ -123,8 +124,9 @@ class DatabaseRecorder:
             call = replace(call, prompt=None, response_text=None)
         line = record_to_json(call) + "\n"
         with self._lock:
-            self._spool().write(line)
-            self._spool_file.flush()  # in the OS's hands now: survives a crash of this process
+            spool = self._spool()
+            spool.write(line)
+            spool.flush()  # in the OS's hands now: survives a crash of this process
             self._pending.append(call)
             self._ensure_thread()
             self._lock.notify()
@@ -142,7 +144,7 @@ class DatabaseRecorder:
 
     # -- spool segments ---------------------------------------------------------------------
 
-    def _spool(self):
+    def _spool(self) -> TextIO:
         if self._spool_file is None:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             self._segment += 1

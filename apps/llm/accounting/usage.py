@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from apps.llm.models import SUMMARY_COUNTERS
@@ -31,8 +31,9 @@ def usage_stats(
     narrowed = {"user_id": None if user is None else getattr(user, "pk", user), "feature": feature,
                 "model": model, "provider": provider}
     narrowed = {column: value for column, value in narrowed.items() if value is not None}
-    # models_used needs the model column.
-    rows = rollup_for({"model", *narrowed}).model.objects.filter(date__gte=start, date__lte=end, **narrowed)
+    # models_used needs the model column. Which rollup has it is known only at run time, hence Any.
+    rows: QuerySet[Any] = rollup_for({"model", *narrowed}).model._default_manager.filter(
+        date__gte=start, date__lte=end, **narrowed)
     totals = rows.aggregate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
     requests = totals["requests"] or 0
     hits = totals["cache_hits"] or 0

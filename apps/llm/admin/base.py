@@ -30,6 +30,7 @@ class EstimatedCountPaginator(Paginator):
     walk millions of index entries; filters or the date drill-down get there instead.
     """
 
+    object_list: QuerySet[Any]
     template_name = "admin/llm/estimated_pagination.html"
     exact_limit = 10_000
     max_pages = 1_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -16,6 +17,9 @@ from apps.llm.dashboard import (
     with_current_spend,
 )
 from apps.llm.models import Budget, BudgetSpend
+
+if TYPE_CHECKING:
+    from apps.llm.dashboard.queries import BudgetWithSpend
 
 
 class BudgetSpendInline(TabularInline):
@@ -43,7 +47,7 @@ class BudgetAdmin(ModelAdmin):
     inlines = [BudgetSpendInline]
     fields = ["name", "scope", "user", "feature", "period", "soft_limit", "hard_limit", "is_active"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BudgetWithSpend]:
         return with_current_spend(super().get_queryset(request).select_related("user"))
 
     @admin.display(description="target")
@@ -51,11 +55,11 @@ class BudgetAdmin(ModelAdmin):
         return budget_target(obj)
 
     @admin.display(description="spent this period", ordering="current_spent")
-    def spent_display(self, obj: Budget) -> str:
+    def spent_display(self, obj: BudgetWithSpend) -> str:
         return money(obj.current_spent)
 
     @admin.display(description="reserved (in flight)", ordering="current_reserved")
-    def reserved_display(self, obj: Budget) -> str:
+    def reserved_display(self, obj: BudgetWithSpend) -> str:
         return money(obj.current_reserved)
 
     @staticmethod
@@ -68,15 +72,15 @@ class BudgetAdmin(ModelAdmin):
                            '{}% of {}', f"{min(share * 100, 100):.0f}", colour, f"{share * 100:.0f}", money(limit))
 
     @admin.display(description="soft limit")
-    def soft_use(self, obj: Budget) -> str:
+    def soft_use(self, obj: BudgetWithSpend) -> str:
         return self._use(obj.current_spent, obj.soft_limit)
 
     @admin.display(description="hard limit")
-    def hard_use(self, obj: Budget) -> str:
+    def hard_use(self, obj: BudgetWithSpend) -> str:
         return self._use(obj.current_spent, obj.hard_limit)
 
     @admin.display(description="status")
-    def status(self, obj: Budget) -> str:
+    def status(self, obj: BudgetWithSpend) -> str:
         if obj.hard_limit is not None and obj.current_spent >= obj.hard_limit:
             return badge("hard limit reached", "danger")
         if obj.soft_limit is not None and obj.current_spent >= obj.soft_limit:

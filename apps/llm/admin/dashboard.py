@@ -71,7 +71,8 @@ def format_value(value: Decimal | int | float | None, kind: str) -> str:
     if value is None:
         return "—"
     if kind == "money":
-        return money(value)
+        # Figure.value is typed for every kind; a money figure holds a Decimal (or a 0).
+        return money(Decimal(value))
     if kind == "rate":
         return f"{value * 100:.1f}%"
     if kind == "ms":

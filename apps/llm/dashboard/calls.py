@@ -32,7 +32,7 @@ from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
 logger = logging.getLogger(__name__)
 
-_MONEY = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
 _ZERO = Decimal(0)
 
 

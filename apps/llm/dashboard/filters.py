@@ -83,11 +83,9 @@ class DashboardFilters:
             dims["user_id"], dims["without_user"] = user
         period = query.get("period") or DEFAULT_PERIOD
         if period == "custom":
-            start, end = _parse_date(query.get("start")), _parse_date(query.get("end"))
-            if start or end:
-                start, end = start or end, end or start
-                if start > end:
-                    start, end = end, start
+            bounds = [d for d in (_parse_date(query.get("start")), _parse_date(query.get("end"))) if d is not None]
+            if bounds:
+                start, end = min(bounds), max(bounds)
                 # Clamped so that a typo ("0202-01-01") cannot ask for centuries of days.
                 start = max(start, end - timedelta(days=MAX_DAYS - 1))
                 return cls(start=start, end=end, period="custom", **dims)
@@ -157,7 +155,8 @@ class DashboardFilters:
 
     def dimensions_sql(self) -> tuple[str, list[Any]]:
         """``dimensions_q`` as a SQL condition, for the raw queries (same columns in both tables)."""
-        parts, params = [], []
+        parts: list[str] = []
+        params: list[Any] = []
         for column, value in (("provider", self.provider), ("model", self.model)):
             if value:
                 parts.append(f"{column} = %s")

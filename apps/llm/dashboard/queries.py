@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.db.models import (
     Case,
@@ -64,12 +64,28 @@ from apps.llm.models import (
 )
 from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
+if TYPE_CHECKING:
+    # Installed with django-stubs, for type checking only (requirements-dev.txt).
+    from django_stubs_ext import WithAnnotations
+
 CHART_MODELS = 6
 #: Values each filter dropdown offers (the biggest spenders of the period).
 MAX_CHOICES = 300
 
 
-_MONEY = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
+class CurrentSpend(TypedDict):
+    """What ``with_current_spend`` annotates each budget with."""
+
+    current_spent: Decimal
+    current_reserved: Decimal
+    current_period_start: date
+
+
+if TYPE_CHECKING:
+    BudgetWithSpend = WithAnnotations[Budget, CurrentSpend]
+
+
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES)
 _ZERO = Decimal(0)
 
 
@@ -81,7 +97,7 @@ def _period_rows(filters: DashboardFilters, group: tuple[str, ...], aggregates: 
     """Rollup sums per ``group`` from ``since`` (default: the period start) to the end, from the
     first rollup that has the grouped and filtered dimensions."""
     rollup = rollup_for({*(c for c in group if c != "date"), *filters.dimension_names()})
-    return (rollup.model.objects
+    return (rollup.model._default_manager
             .filter(Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q())
             .values(*group).annotate(**aggregates).order_by())
 
@@ -172,7 +188,7 @@ def ranked(group: str, filters: DashboardFilters, limit: int) -> list[dict[str, 
     per-user or per-model one unless the filters cross the two.
     """
     rollup = rollup_for({group, *filters.dimension_names()})
-    return list(rollup.model.objects.filter(filters.rollup_q()).values(group)
+    return list(rollup.model._default_manager.filter(filters.rollup_q()).values(group)
                 .annotate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
                 .order_by("-cost", "-requests", group)[:limit])
 
@@ -223,7 +239,7 @@ def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]
                     saved_cost=row["saved_cost"])
 
 
-def with_current_spend(budgets: QuerySet[Budget], today: date | None = None) -> QuerySet[Budget]:
+def with_current_spend(budgets: QuerySet[Budget], today: date | None = None) -> QuerySet[BudgetWithSpend]:
     """Annotate ``current_spent`` / ``current_reserved`` / ``current_period_start`` (one query, no N+1).
 
     "Today" is the budgets' own (``timezone.localdate()``, as ``BudgetGuard`` reserves against).

@@ -122,6 +122,8 @@ class Figure:
             return float(self.value) - float(self.previous)
         if not self.previous:
             return None
+        if isinstance(self.value, float) or isinstance(self.previous, float):
+            return (float(self.value) - float(self.previous)) / float(self.previous)
         return float((self.value - self.previous) / self.previous)
 
 

@@ -134,6 +134,7 @@ def openrouter_endpoint(base_url: str | None = None) -> tuple[str, str | None]:
     """
     configured = llm_settings().provider(OPENROUTER)
     configured_url = configured.base_url or provider_specs()[OPENROUTER].default_base_url
+    assert configured_url is not None, "OpenRouter's provider spec has a default base URL"
     if base_url is not None and base_url.rstrip("/") != configured_url.rstrip("/"):
         return base_url, None
     return configured_url, configured.api_key

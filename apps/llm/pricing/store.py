@@ -150,7 +150,7 @@ def apply_prices(
         return result
     field_names = {f.name for f in model._meta.get_fields()}
     providers = {p.provider for p in pricings}
-    rows: Iterable[Any] = model.objects.filter(provider__in=providers, valid_to__isnull=True)
+    rows: Iterable[Any] = model._default_manager.filter(provider__in=providers, valid_to__isnull=True)
     current = {(row.provider, row.model_id): row for row in rows}
     to_close: list[Any] = []
     to_create: list[Any] = []
@@ -174,9 +174,9 @@ def apply_prices(
     refreshed_fields = [name for name in price_row_values(pricings[0]) if name in field_names] + ["is_active"]
     with transaction.atomic():
         # Close first: the new row may only be inserted once the old one is no longer current.
-        model.objects.filter(pk__in=to_close).update(valid_to=now)
-        model.objects.bulk_create(to_create)
-        model.objects.bulk_update(to_refresh, refreshed_fields, batch_size=500)
+        model._default_manager.filter(pk__in=to_close).update(valid_to=now)
+        model._default_manager.bulk_create(to_create)
+        model._default_manager.bulk_update(to_refresh, refreshed_fields, batch_size=500)
     return result
 
 
@@ -196,7 +196,7 @@ def load_bundled_prices(model: type[models.Model]) -> ApplyResult:
     row starts at its file's ``fetched_at``, when those prices were known to be in force.
     """
     result = ApplyResult()
-    have = set(model.objects.filter(valid_to__isnull=True).values_list("provider", "model_id"))
+    have = set(model._default_manager.filter(valid_to__isnull=True).values_list("provider", "model_id"))
     for bundled in BUNDLED_FILES:
         missing = [p for p in bundled.read().accepted if (p.provider, p.model_id) not in have]
         applied = apply_prices(model, missing, now=bundled.fetched_at)
@@ -287,9 +287,9 @@ def sync_prices(
     result = SyncResult()
     with transaction.atomic(using=database):
         _lock_provider(database, provider)
-        current_rows: Iterable[Any] = model.objects.filter(provider=provider, valid_to__isnull=True)
+        current_rows: Iterable[Any] = model._default_manager.filter(provider=provider, valid_to__isnull=True)
         current = {row.model_id: row for row in current_rows}
-        authoritative = model.objects.filter(provider=provider, valid_to__isnull=True, is_active=True)
+        authoritative = model._default_manager.filter(provider=provider, valid_to__isnull=True, is_active=True)
         if scope is not None:
             authoritative = authoritative.filter(scope)
         result.active_before = authoritative.count()

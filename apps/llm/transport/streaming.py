@@ -64,6 +64,7 @@ class ChatStream:
 
     def _generate(self) -> Iterator[str]:
         attempts = 0
+        assert self._open is not None, "a replayed stream has its iterator already"
         try:
             (stream, provider), attempts = self._open()
         except errors.LLMError as error:
@@ -90,9 +91,9 @@ class ChatStream:
                             parts.append(text)
                             yield text
         except (openai.OpenAIError, httpx.HTTPError) as exc:
-            error = _stream_error(exc, provider.name, model or self._requested_model)
-            self._on_error(error, attempts)
-            raise error from None
+            failure = _stream_error(exc, provider.name, model or self._requested_model)
+            self._on_error(failure, attempts)
+            raise failure from None
         usage = usage or Usage()
         self.response = self._on_finish(ChatResponse(
             content="".join(parts),
@@ -108,7 +109,7 @@ class ChatStream:
         ))
 
 
-def _stream_error(exc: Exception, provider: str, model: str) -> errors.LLMError:
+def _stream_error(exc: openai.OpenAIError | httpx.HTTPError, provider: str, model: str) -> errors.LLMError:
     if isinstance(exc, httpx.HTTPError):
         return errors.ProviderConnectionError(f"The stream broke off: {type(exc).__name__}", provider=provider,
                                               model=model)
