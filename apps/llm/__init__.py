@@ -33,6 +33,11 @@ _EXPORTS = {
     "default_client": "client",
     "BudgetExceeded": "errors",
     "RetryPolicy": "transport.retry",
+    # Extension points: providers are registered data, recorders receive every call.
+    "ProviderSpec": "transport.providers",
+    "register_provider": "transport.providers",
+    "CallRecord": "accounting.records",
+    "Recorder": "accounting.records",
     "LLMError": "errors",
     "ConfigurationError": "errors",
     "NoProviderConfigured": "errors",
