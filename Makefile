@@ -15,9 +15,9 @@ run: $(VENV)/.installed ## site + worker + scheduler on 127.0.0.1:8000 (Ctrl-C s
 test: $(VENV)/.installed ## the whole test suite
 	DJANGO_ENV=test $(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed ## ruff (lint and format) and mypy over apps/ and config/
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check apps config
+lint: $(VENV)/.installed ## ruff (lint and format) over the tree, mypy over apps/ and config/
+	$(BIN)/ruff check apps config tests bench
+	$(BIN)/ruff format --check apps config tests bench
 	@# The settings need no database for type checking: a placeholder URL keeps the embedded server off.
 	DJANGO_ENV=test DATABASE_URL=postgresql://typecheck@localhost/typecheck $(BIN)/mypy
 

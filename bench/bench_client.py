@@ -44,8 +44,13 @@ def timed(fn) -> float:
 
 def overhead(sim: OpenAISimulator, calls: int) -> list[list[object]]:
     raw = openai.OpenAI(base_url=sim.base_url, api_key="sk-bench", max_retries=0, timeout=30)
-    client = LLMClient(apikey_openai="sk-bench", openai_base_url=sim.base_url, configure_from_env=False,
-                       cache_backend=LocMemCache("bench", {}), recorders=[])
+    client = LLMClient(
+        apikey_openai="sk-bench",
+        openai_base_url=sim.base_url,
+        configure_from_env=False,
+        cache_backend=LocMemCache("bench", {}),
+        recorders=[],
+    )
     raw_call = lambda: raw.chat.completions.create(model=MODEL, messages=MESSAGES)  # noqa: E731
     ours_call = lambda: client.chat_completion(MESSAGES, MODEL, cache=False)  # noqa: E731
     for _ in range(30):  # warm connections, price table, tokenizer
@@ -64,8 +69,13 @@ def overhead(sim: OpenAISimulator, calls: int) -> list[list[object]]:
 def cache_hits(sim: OpenAISimulator, backends: dict, calls: int) -> list[list[object]]:
     rows = []
     for name, backend in backends.items():
-        client = LLMClient(apikey_openai="sk-bench", openai_base_url=sim.base_url, configure_from_env=False,
-                           cache_backend=backend, recorders=[])
+        client = LLMClient(
+            apikey_openai="sk-bench",
+            openai_base_url=sim.base_url,
+            configure_from_env=False,
+            cache_backend=backend,
+            recorders=[],
+        )
         client.chat_completion(MESSAGES, MODEL)  # the miss that fills the cache
         key = client._chat_cache_key(client.providers["openai"], MODEL, MESSAGES, {})
         raw_get, hit = [], []

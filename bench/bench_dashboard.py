@@ -54,6 +54,7 @@ STOCK_CHANGELIST = "/bench-stock-admin/llm/llmrequest/"
 
 # -- the same figures, from the raw log -------------------------------------------------------------
 
+
 def raw_dashboard(filters) -> dict:
     """What the dashboard shows, aggregated from LLMRequest over the same UTC days and filters."""
     from decimal import Decimal
@@ -70,21 +71,31 @@ def raw_dashboard(filters) -> dict:
     now, then = Q(created_at__gte=since, created_at__lt=until), Q(created_at__gte=before, created_at__lt=since)
 
     def sums(q: Q, prefix: str) -> dict:
-        return {f"{prefix}requests": Count("pk", filter=q),
-                f"{prefix}failures": Count("pk", filter=q & ~Q(status="success")),
-                f"{prefix}cache_hits": Count("pk", filter=q & Q(cached=True)),
-                f"{prefix}tokens": Sum("total_tokens", filter=q & Q(cached=False)),
-                f"{prefix}cost": Sum("cost", filter=q), f"{prefix}saved": Sum("saved_cost", filter=q)}
+        return {
+            f"{prefix}requests": Count("pk", filter=q),
+            f"{prefix}failures": Count("pk", filter=q & ~Q(status="success")),
+            f"{prefix}cache_hits": Count("pk", filter=q & Q(cached=True)),
+            f"{prefix}tokens": Sum("total_tokens", filter=q & Q(cached=False)),
+            f"{prefix}cost": Sum("cost", filter=q),
+            f"{prefix}saved": Sum("saved_cost", filter=q),
+        }
 
     both = log.filter(created_at__gte=before, created_at__lt=until)
     figures = both.aggregate(**sums(now, "cur_"), **sums(then, "prev_"))
     current = log.filter(now)
-    per_day_model = list(current.annotate(day=TruncDate("created_at", tzinfo=UTC)).values("day", "provider", "model")
-                         .annotate(cost=Sum("cost"), requests=Count("pk"),
-                                   failures=Count("pk", filter=~Q(status="success")),
-                                   prompt=Sum("prompt_tokens", filter=Q(cached=False)),
-                                   cached_read=Sum("cached_tokens", filter=Q(cached=False)),
-                                   output=Sum("completion_tokens", filter=Q(cached=False))).order_by())
+    per_day_model = list(
+        current.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day", "provider", "model")
+        .annotate(
+            cost=Sum("cost"),
+            requests=Count("pk"),
+            failures=Count("pk", filter=~Q(status="success")),
+            prompt=Sum("prompt_tokens", filter=Q(cached=False)),
+            cached_read=Sum("cached_tokens", filter=Q(cached=False)),
+            output=Sum("completion_tokens", filter=Q(cached=False)),
+        )
+        .order_by()
+    )
     dims, params = filters.dimensions_sql()
     with connection.cursor() as cursor:  # exact percentiles, per period and per day
         cursor.execute(
@@ -92,17 +103,32 @@ def raw_dashboard(filters) -> dict:
             f"percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), "
             f"percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) "
             f"FROM llm_llmrequest WHERE created_at >= %s AND created_at < %s AND {dims} "
-            f"GROUP BY GROUPING SETS ((), (1))", [since, until, *params])
+            f"GROUP BY GROUPING SETS ((), (1))",
+            [since, until, *params],
+        )
         latency = cursor.fetchall()
     spent = Coalesce(Sum("cost"), Value(Decimal(0)))  # a user of unpriced models only spent 0, not NULL
-    users = list(current.values("user_id").annotate(cost=spent, requests=Count("pk"))
-                 .order_by("-cost", "-requests", "user_id")[:10])
-    features = list(current.values("feature").annotate(cost=spent, requests=Count("pk"))
-                    .order_by("-cost", "-requests", "feature")[:10])
+    users = list(
+        current.values("user_id")
+        .annotate(cost=spent, requests=Count("pk"))
+        .order_by("-cost", "-requests", "user_id")[:10]
+    )
+    features = list(
+        current.values("feature")
+        .annotate(cost=spent, requests=Count("pk"))
+        .order_by("-cost", "-requests", "feature")[:10]
+    )
     expensive = list(current.filter(cost__isnull=False).order_by("-cost", "id").values_list("pk", "cost")[:10])
     failures = list(current.filter(status="error").order_by("-created_at", "id").values_list("pk", flat=True)[:10])
-    return {"figures": figures, "per_day_model": per_day_model, "latency": latency, "users": users,
-            "features": features, "expensive": expensive, "failures": failures}
+    return {
+        "figures": figures,
+        "per_day_model": per_day_model,
+        "latency": latency,
+        "users": users,
+        "features": features,
+        "expensive": expensive,
+        "failures": failures,
+    }
 
 
 def check_same(dashboard, raw: dict, name: str) -> None:
@@ -111,8 +137,14 @@ def check_same(dashboard, raw: dict, name: str) -> None:
     from decimal import Decimal
 
     f = raw["figures"]
-    for attr, key in (("requests", "requests"), ("failures", "failures"), ("cache_hits", "cache_hits"),
-                      ("total_tokens", "tokens"), ("cost", "cost"), ("saved_cost", "saved")):
+    for attr, key in (
+        ("requests", "requests"),
+        ("failures", "failures"),
+        ("cache_hits", "cache_hits"),
+        ("total_tokens", "tokens"),
+        ("cost", "cost"),
+        ("saved_cost", "saved"),
+    ):
         for totals, prefix in ((dashboard.current, "cur_"), (dashboard.previous, "prev_")):
             assert getattr(totals, attr) == (f[prefix + key] or 0), (name, prefix + attr, getattr(totals, attr), f)
     per_model: dict = defaultdict(Decimal)
@@ -121,15 +153,18 @@ def check_same(dashboard, raw: dict, name: str) -> None:
     shown = {(row.filters.provider, row.filters.model): row.cost for row in dashboard.models}
     assert shown == dict(per_model.items()), (name, "per-model spend")
     assert sum(dashboard.daily.requests) == f["cur_requests"], (name, "daily requests")
-    assert [(r.filters.user_id, r.cost) for r in dashboard.users] == [(u["user_id"], u["cost"])
-                                                                      for u in raw["users"]], (name, "users")
-    assert [(r.filters.feature, r.cost) for r in dashboard.features] == [(x["feature"], x["cost"])
-                                                                         for x in raw["features"]], (name, "features")
+    assert [(r.filters.user_id, r.cost) for r in dashboard.users] == [
+        (u["user_id"], u["cost"]) for u in raw["users"]
+    ], (name, "users")
+    assert [(r.filters.feature, r.cost) for r in dashboard.features] == [
+        (x["feature"], x["cost"]) for x in raw["features"]
+    ], (name, "features")
     assert [(c.id, c.cost) for c in dashboard.expensive.rows] == raw["expensive"], (name, "costliest calls")
     assert [c.id for c in dashboard.failures.rows] == raw["failures"], (name, "latest failures")
 
 
 # -- cases ------------------------------------------------------------------------------------------
+
 
 def dashboard_cases() -> list[tuple[str, dict]]:
     from django.db.models import Sum
@@ -138,8 +173,13 @@ def dashboard_cases() -> list[tuple[str, dict]]:
     from apps.llm.models import LLMUsageByUser
 
     since = rollup_today() - timedelta(days=29)
-    by_user = list(LLMUsageByUser.objects.filter(date__gte=since, user_id__isnull=False).values("user_id")
-                   .annotate(n=Sum("requests")).order_by("-n", "user_id").values_list("user_id", flat=True))
+    by_user = list(
+        LLMUsageByUser.objects.filter(date__gte=since, user_id__isnull=False)
+        .values("user_id")
+        .annotate(n=Sum("requests"))
+        .order_by("-n", "user_id")
+        .values_list("user_id", flat=True)
+    )
     return [
         ("30 days (default)", {}),
         ("90 days", {"period": "90"}),
@@ -148,8 +188,10 @@ def dashboard_cases() -> list[tuple[str, dict]]:
         ("30 days, feature=chat.assistant", {"feature": "chat.assistant"}),
         (f"30 days, user={by_user[0]} (busiest)", {"user": str(by_user[0])}),
         (f"30 days, user={by_user[len(by_user) // 2]} (median)", {"user": str(by_user[len(by_user) // 2])}),
-        ("90 days, provider=openai, feature=code.review", {"period": "90", "provider": "openai",
-                                                         "feature": "code.review"}),
+        (
+            "90 days, provider=openai, feature=code.review",
+            {"period": "90", "provider": "openai", "feature": "code.review"},
+        ),
         # Users crossed with models: the finest rollup, and the request tables from the log.
         (f"30 days, user={by_user[0]}, model=gpt-4o-mini", {"user": str(by_user[0]), "model": "gpt-4o-mini"}),
     ]
@@ -195,7 +237,7 @@ def timings(cases: list[tuple[str, dict]], rounds: int, run) -> dict[str, list[f
     """Seconds per call of ``run(params)``, per case; the cases in rotating order each round."""
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
     for rep in range(rounds):
-        for name, params in cases[rep % len(cases):] + cases[:rep % len(cases)]:
+        for name, params in cases[rep % len(cases) :] + cases[: rep % len(cases)]:
             started = time.perf_counter()
             run(params)
             times[name].append(time.perf_counter() - started)
@@ -224,8 +266,10 @@ def measure(client, reps: int, raw_reps: int) -> tuple[list[list[object]], list[
     views = timings(cases, reps, lambda params: get(client, DASHBOARD, params))
     raw = timings(cases, raw_reps, lambda params: raw_dashboard(DashboardFilters.from_query(params)))
     dashboard = compare(views, raw, target_ms=200)
-    print(f"\nDashboard view (test client GET, staff) vs the same figures from the raw log; {reps} view and "
-          f"{raw_reps} raw repetitions, cases in rotating order; figures checked equal first\n")
+    print(
+        f"\nDashboard view (test client GET, staff) vs the same figures from the raw log; {reps} view and "
+        f"{raw_reps} raw repetitions, cases in rotating order; figures checked equal first\n"
+    )
     print(table(["case", "view p50 ms", "view p95 ms", "raw p50 ms", "raw/view", "p95 < 200 ms"], dashboard))
 
     cases = changelist_cases()
@@ -235,8 +279,10 @@ def measure(client, reps: int, raw_reps: int) -> tuple[list[list[object]], list[
     ours = timings(cases, reps, lambda params: get(client, CHANGELIST, params))
     stock = timings(cases, raw_reps, lambda params: get(client, STOCK_CHANGELIST, params))
     changelist = compare(ours, stock, target_ms=300)
-    print(f"\nRequest-log changelist, first page (test client GET): estimated count vs Django's stock paginator "
-          f"(exact COUNT); {reps} and {raw_reps} repetitions\n")
+    print(
+        f"\nRequest-log changelist, first page (test client GET): estimated count vs Django's stock paginator "
+        f"(exact COUNT); {reps} and {raw_reps} repetitions\n"
+    )
     print(table(["filter", "ours p50 ms", "ours p95 ms", "stock p50 ms", "stock/ours", "p95 < 300 ms"], changelist))
     return dashboard, changelist
 
@@ -250,9 +296,12 @@ def rollup_sizes() -> list[list[object]]:
     with connection.cursor() as cursor:
         for rollup in [*all_rollups(), None]:
             name = rollup.table if rollup else "llm_llmrequest"
-            cursor.execute(f"SELECT count(*), pg_size_pretty(pg_total_relation_size(%s)), "
-                           f"count(*) FILTER (WHERE {'date' if rollup else 'created_at'} >= current_date - 29) "
-                           f"FROM {name}", [name])
+            cursor.execute(
+                f"SELECT count(*), pg_size_pretty(pg_total_relation_size(%s)), "
+                f"count(*) FILTER (WHERE {'date' if rollup else 'created_at'} >= current_date - 29) "
+                f"FROM {name}",
+                [name],
+            )
             rows.append([name, *cursor.fetchone()])
     return rows
 
@@ -279,8 +328,9 @@ def main() -> None:
         from apps.llm.models import LLMRequest
 
         cat = Catalog(args.seed)
-        staff = get_user_model().objects.filter(email="bench@example.com").first() or \
-            get_user_model().objects.create_superuser(email="bench@example.com", password="bench-password-0")
+        staff = get_user_model().objects.filter(
+            email="bench@example.com"
+        ).first() or get_user_model().objects.create_superuser(email="bench@example.com", password="bench-password-0")
         client = Client(SERVER_NAME="localhost")
         client.force_login(staff)
         summary = []
@@ -294,8 +344,12 @@ def main() -> None:
                 if present < target or args.rebuild_rollups:
                     print(f"  rollups rebuilt in {build_rollups():.1f} s")
                     with connection.cursor() as cursor:
-                        for name in ("llm_llmrequest", "llm_llmusagedaily", "llm_llmusagebymodel",
-                                     "llm_llmusagebyuser"):
+                        for name in (
+                            "llm_llmrequest",
+                            "llm_llmusagedaily",
+                            "llm_llmusagebymodel",
+                            "llm_llmusagebyuser",
+                        ):
                             cursor.execute(f"VACUUM (ANALYZE) {name}")
                 check_rollups()
                 print("\nTables (rows, size, rows of the last 30 days)\n")

@@ -66,6 +66,7 @@ SIDE_EFFECT_MODULES = {"antigravity", "this"}
 
 # -- the scratch database (before Django starts, so that "default" points at it) ----------------
 
+
 def scratch_database(name: str) -> tuple[str, str]:
     """(maintenance URL, scratch URL): the project's server, with a fresh database ``name`` on it."""
     from config.database import database_url
@@ -93,9 +94,13 @@ def drop_database(base: str, name: str) -> None:
 
 # -- the corpus ---------------------------------------------------------------------------------
 
+
 def _import_quietly(name: str):
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
 
@@ -167,6 +172,7 @@ def build_documents(count: int, chars: int) -> list[tuple[str, bytes]]:
 
 # -- one run --------------------------------------------------------------------------------------
 
+
 def timed_client_class():
     from apps.llm.client import LLMClient
 
@@ -201,8 +207,9 @@ def make_client(remote_url: str | None):
     return timed_client_class()(configure_from_env=False, cache_backend=cache, recorders=[], **options)
 
 
-def run(model: str, batch: int, documents: list[tuple[str, bytes]], remote_url: str | None, base_knowledge: dict
-        ) -> dict:
+def run(
+    model: str, batch: int, documents: list[tuple[str, bytes]], remote_url: str | None, base_knowledge: dict
+) -> dict:
     from django.conf import settings
     from django.core.files.base import ContentFile
     from django.db import connection
@@ -215,8 +222,12 @@ def run(model: str, batch: int, documents: list[tuple[str, bytes]], remote_url: 
     run_id = uuid.uuid4().hex
     ids = []
     for name, data in documents:
-        document = Document(title=name, content_hash=hashlib.sha256(run_id.encode() + data).hexdigest(),
-                            size=len(data), mime_type="text/plain")
+        document = Document(
+            title=name,
+            content_hash=hashlib.sha256(run_id.encode() + data).hexdigest(),
+            size=len(data),
+            mime_type="text/plain",
+        )
         document.file.save(name, ContentFile(data), save=False)
         document.save()
         ids.append(document.pk)
@@ -237,10 +248,19 @@ def run(model: str, batch: int, documents: list[tuple[str, bytes]], remote_url: 
     per_doc = list(Document.objects.values_list("chunk_count", flat=True))
     expected_calls = sum(math.ceil(n / batch) for n in per_doc)
     if sum(per_doc) != chunks or client.texts != chunks or client.embed_calls != expected_calls or client.cached_calls:
-        sys.exit(f"unexpected run: {chunks} chunks, {client.texts} texts embedded in {client.embed_calls} calls "
-                 f"(expected {expected_calls}), {client.cached_calls} cache hits")
-    return {"model": model, "batch": batch, "docs": len(ids), "chunks": chunks, "seconds": seconds,
-            "embed_seconds": client.embed_seconds, "calls": client.embed_calls}
+        sys.exit(
+            f"unexpected run: {chunks} chunks, {client.texts} texts embedded in {client.embed_calls} calls "
+            f"(expected {expected_calls}), {client.cached_calls} cache hits"
+        )
+    return {
+        "model": model,
+        "batch": batch,
+        "docs": len(ids),
+        "chunks": chunks,
+        "seconds": seconds,
+        "embed_seconds": client.embed_seconds,
+        "calls": client.embed_calls,
+    }
 
 
 def latency_knob(median: float, sigma: float, ms_per_1k_tokens: float):
@@ -262,12 +282,14 @@ def latency_knob(median: float, sigma: float, ms_per_1k_tokens: float):
 def measure(model: str, rounds: int, documents, remote_url, base_knowledge, log) -> dict[int, list[dict]]:
     results: dict[int, list[dict]] = {64: [], 1: []}
     for r in range(rounds):
-        for batch in ((64, 1) if r % 2 == 0 else (1, 64)):
+        for batch in (64, 1) if r % 2 == 0 else (1, 64):
             result = run(model, batch, documents, remote_url, base_knowledge)
             results[batch].append(result)
-            log(f"  round {r + 1} {model} EMBED_BATCH={batch:<3}: {result['chunks']} chunks in "
+            log(
+                f"  round {r + 1} {model} EMBED_BATCH={batch:<3}: {result['chunks']} chunks in "
                 f"{result['seconds']:.1f} s ({result['chunks'] / result['seconds']:.1f} chunks/s, "
-                f"{result['calls']} embedding calls)")
+                f"{result['calls']} embedding calls)"
+            )
     return results
 
 
@@ -280,21 +302,31 @@ def embedder_batches(sizes: list[int], sample_size: int, reps: int) -> list[list
     from apps.knowledge.models import Chunk
     from apps.llm.transport.local_embeddings import DEFAULT_BATCH_SIZE, get_local_embedder
 
-    texts = list(Chunk.objects.filter(embedding_model=LOCAL_MODEL).order_by("document_id", "index")
-                 .values_list("text", flat=True))
+    texts = list(
+        Chunk.objects.filter(embedding_model=LOCAL_MODEL)
+        .order_by("document_id", "index")
+        .values_list("text", flat=True)
+    )
     sample = texts[:: max(1, len(texts) // sample_size)][:sample_size]
     embedder = get_local_embedder(LOCAL_MODEL)
     tokens = [embedder.count_tokens(t) for t in sample]
     rates: dict[int, list[float]] = {size: [] for size in sizes}
     for rep in range(reps):
-        for size in (sizes if rep % 2 == 0 else sizes[::-1]):
+        for size in sizes if rep % 2 == 0 else sizes[::-1]:
             started = time.perf_counter()
             embedder.embed(sample, batch_size=size)
             rates[size].append(len(sample) / (time.perf_counter() - started))
     best = max(statistics.median(r) for r in rates.values())
-    return [[f"{size}{' (DEFAULT_BATCH_SIZE)' if size == DEFAULT_BATCH_SIZE else ''}", len(sample),
-             f"{statistics.fmean(tokens):.0f}", statistics.median(rates[size]), statistics.median(rates[size]) / best]
-            for size in sizes]
+    return [
+        [
+            f"{size}{' (DEFAULT_BATCH_SIZE)' if size == DEFAULT_BATCH_SIZE else ''}",
+            len(sample),
+            f"{statistics.fmean(tokens):.0f}",
+            statistics.median(rates[size]),
+            statistics.median(rates[size]) / best,
+        ]
+        for size in sizes
+    ]
 
 
 def rows_for(label: str, results: dict[int, list[dict]]) -> list[list[object]]:
@@ -308,9 +340,22 @@ def rows_for(label: str, results: dict[int, list[dict]]) -> list[list[object]]:
         embed = sum(r["embed_seconds"] for r in runs)
         rate[batch] = chunks / seconds
         per_run = [r["chunks"] / r["seconds"] for r in runs]
-        rows.append([label, batch, len(runs), runs[0]["docs"], runs[0]["chunks"], runs[0]["calls"], seconds / len(runs),
-                     rate[batch], f"{min(per_run):.1f}-{max(per_run):.1f}", f"{embed / seconds:.0%}",
-                     (seconds - embed) / chunks * 1000, ""])
+        rows.append(
+            [
+                label,
+                batch,
+                len(runs),
+                runs[0]["docs"],
+                runs[0]["chunks"],
+                runs[0]["calls"],
+                seconds / len(runs),
+                rate[batch],
+                f"{min(per_run):.1f}-{max(per_run):.1f}",
+                f"{embed / seconds:.0%}",
+                (seconds - embed) / chunks * 1000,
+                "",
+            ]
+        )
     if 1 in rate and 64 in rate:
         rows[0][-1] = f"{rate[64] / rate[1]:.2f}x"
     return rows
@@ -324,10 +369,17 @@ def main() -> None:
     parser.add_argument("--rounds-remote", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.2, help="median seconds per embeddings request")
     parser.add_argument("--jitter", type=float, default=0.3, help="lognormal sigma of the latency")
-    parser.add_argument("--ms-per-1k-tokens", type=float, default=0.0,
-                        help="extra latency per 1,000 input tokens of a request (0: size-independent)")
-    parser.add_argument("--embedder-batches", default="1,4,8,16,32",
-                        help="ONNX batch sizes for the LocalEmbedder diagnostic ('' to skip)")
+    parser.add_argument(
+        "--ms-per-1k-tokens",
+        type=float,
+        default=0.0,
+        help="extra latency per 1,000 input tokens of a request (0: size-independent)",
+    )
+    parser.add_argument(
+        "--embedder-batches",
+        default="1,4,8,16,32",
+        help="ONNX batch sizes for the LocalEmbedder diagnostic ('' to skip)",
+    )
     parser.add_argument("--embedder-sample", type=int, default=96, help="chunks in that diagnostic")
     parser.add_argument("--skip-local", action="store_true")
     parser.add_argument("--skip-remote", action="store_true")
@@ -348,14 +400,21 @@ def main() -> None:
         documents = build_documents(args.docs, args.doc_chars)
         corpus_seconds = time.perf_counter() - started
         total_chars = sum(len(d.decode()) for _, d in documents)
-        print(f"corpus     {len(documents)} documents, {total_chars:,} characters of stdlib docstrings "
-              f"({documents[0][0]} .. {documents[-1][0]}; built in {corpus_seconds:.1f} s)")
-        print(f"settings   CHUNK_TOKENS={base_knowledge['CHUNK_TOKENS']} (MiniLM: capped at 256), "
-              f"CHUNK_OVERLAP={base_knowledge['CHUNK_OVERLAP']}; database {args.db} (scratch), "
-              f"client: LocMemCache per run, recorders=[]")
-        print(f"remote     OpenAISimulator, {REMOTE_MODEL}, lognormal latency median {args.latency * 1000:.0f} ms "
-              f"sigma {args.jitter}" + (f" + {args.ms_per_1k_tokens} ms per 1k tokens" if args.ms_per_1k_tokens else "")
-              + f"; machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+        print(
+            f"corpus     {len(documents)} documents, {total_chars:,} characters of stdlib docstrings "
+            f"({documents[0][0]} .. {documents[-1][0]}; built in {corpus_seconds:.1f} s)"
+        )
+        print(
+            f"settings   CHUNK_TOKENS={base_knowledge['CHUNK_TOKENS']} (MiniLM: capped at 256), "
+            f"CHUNK_OVERLAP={base_knowledge['CHUNK_OVERLAP']}; database {args.db} (scratch), "
+            f"client: LocMemCache per run, recorders=[]"
+        )
+        print(
+            f"remote     OpenAISimulator, {REMOTE_MODEL}, lognormal latency median {args.latency * 1000:.0f} ms "
+            f"sigma {args.jitter}"
+            + (f" + {args.ms_per_1k_tokens} ms per 1k tokens" if args.ms_per_1k_tokens else "")
+            + f"; machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        )
         print()
 
         rows, diagnostic = [], []
@@ -369,16 +428,36 @@ def main() -> None:
             if not args.skip_remote:
                 latency = latency_knob(args.latency, args.jitter, args.ms_per_1k_tokens)
                 with OpenAISimulator(latency=latency, keep_requests=100) as sim:
-                    results = measure(REMOTE_MODEL, args.rounds_remote, documents, sim.base_url, base_knowledge,
-                                      print)
+                    results = measure(REMOTE_MODEL, args.rounds_remote, documents, sim.base_url, base_knowledge, print)
                 rows += rows_for("simulated OpenAI", results)
-        print("\nIngestion throughput: process_document over the same documents "
-              "(seconds and chunks/s per run; embed = time inside generate_embedding)\n")
-        print(table(["embedding", "EMBED_BATCH", "runs", "docs", "chunks", "calls", "s/run", "chunks/s",
-                     "range", "embed share", "other ms/chunk", "batched/per-chunk"], rows))
+        print(
+            "\nIngestion throughput: process_document over the same documents "
+            "(seconds and chunks/s per run; embed = time inside generate_embedding)\n"
+        )
+        print(
+            table(
+                [
+                    "embedding",
+                    "EMBED_BATCH",
+                    "runs",
+                    "docs",
+                    "chunks",
+                    "calls",
+                    "s/run",
+                    "chunks/s",
+                    "range",
+                    "embed share",
+                    "other ms/chunk",
+                    "batched/per-chunk",
+                ],
+                rows,
+            )
+        )
         if diagnostic:
-            print("\nLocalEmbedder.embed() alone on a sample of the pipeline's MiniLM chunks, by the ONNX batch size "
-                  "it runs (median of 3 interleaved passes)\n")
+            print(
+                "\nLocalEmbedder.embed() alone on a sample of the pipeline's MiniLM chunks, by the ONNX batch size "
+                "it runs (median of 3 interleaved passes)\n"
+            )
             print(table(["ONNX batch size", "chunks", "mean tokens", "chunks/s", "vs best"], diagnostic))
     finally:
         if args.keep:

@@ -54,8 +54,13 @@ def timed(fn) -> float:
 
 
 def make_client(sim: OpenAISimulator, recorders: list) -> LLMClient:
-    return LLMClient(apikey_openai="sk-bench", openai_base_url=sim.base_url, configure_from_env=False,
-                     cache_backend=LocMemCache(f"bench-{uuid.uuid4().hex[:6]}", {}), recorders=recorders)
+    return LLMClient(
+        apikey_openai="sk-bench",
+        openai_base_url=sim.base_url,
+        configure_from_env=False,
+        cache_backend=LocMemCache(f"bench-{uuid.uuid4().hex[:6]}", {}),
+        recorders=recorders,
+    )
 
 
 class WriterStats:
@@ -128,7 +133,7 @@ def main() -> None:
                 times: dict[str, list[float]] = {name: [] for name in names}
                 with WriterStats() as writer:
                     for i in range(args.calls):
-                        order = names[i % 3:] + names[:i % 3]  # rotate who goes first
+                        order = names[i % 3 :] + names[: i % 3]  # rotate who goes first
                         for name in order:
                             times[name].append(call(name))
                     flushed_started = time.perf_counter()
@@ -137,12 +142,21 @@ def main() -> None:
 
                 # record() alone, on a finished call's record: the caller's whole share of the async path.
                 record_feature = f"{label}.record"
-                template = {"endpoint": "chat", "provider": "openai", "requested_model": MODEL,
-                                "model": "gpt-4o-mini-2024-07-18", "status": SUCCESS,
-                                "usage": Usage(prompt_tokens=25, completion_tokens=40, total_tokens=65),
-                                "latency_ms": 3.2, "attempts": 1, "cache_key": "llm:v1:" + "0" * 64, "key_fingerprint": "0" * 12,
-                                "feature": record_feature, "prompt": MESSAGES,
-                                "response_text": "Prince Hamlet avenges his father's murder. Almost everyone dies."}
+                template = {
+                    "endpoint": "chat",
+                    "provider": "openai",
+                    "requested_model": MODEL,
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "status": SUCCESS,
+                    "usage": Usage(prompt_tokens=25, completion_tokens=40, total_tokens=65),
+                    "latency_ms": 3.2,
+                    "attempts": 1,
+                    "cache_key": "llm:v1:" + "0" * 64,
+                    "key_fingerprint": "0" * 12,
+                    "feature": record_feature,
+                    "prompt": MESSAGES,
+                    "response_text": "Prince Hamlet avenges his father's murder. Almost everyone dies.",
+                }
                 record_times = []
                 for _ in range(args.calls):
                     rec = CallRecord(**template)
@@ -156,38 +170,80 @@ def main() -> None:
 
         base_med, base_p95 = summary(times["none"])
         rows = [["no accounting (recorders=[])", base_med, base_p95, 0.0, 0.0, 0.0, 1.0, ""]]
-        for name, title, target in (("async", "async DatabaseRecorder (default)", "< 1 ms median added"),
-                                    ("sync", "SyncDatabaseRecorder (context)", "")):
+        for name, title, target in (
+            ("async", "async DatabaseRecorder (default)", "< 1 ms median added"),
+            ("sync", "SyncDatabaseRecorder (context)", ""),
+        ):
             med, p95 = summary(times[name])
-            rows.append([title, med, p95, med - base_med, p95 - base_p95, paired_median(times[name], times["none"]),
-                         med / base_med, target])
-        print(f"Accounting overhead of chat_completion(cache=False), {args.calls} interleaved calls each after "
-              f"{args.warmup} warm-up rounds, loopback simulator, store_text={options['store_text']}\n")
-        print(table(["case", "median ms", "p95 ms", "added median ms", "added p95 ms", "paired added ms", "ratio",
-                     "target"], rows))
-        print("\n(added = the difference of the medians and of the p95s to the no-accounting row; paired = the "
-              "median of the per-round differences to the no-accounting call of the same round)")
+            rows.append(
+                [
+                    title,
+                    med,
+                    p95,
+                    med - base_med,
+                    p95 - base_p95,
+                    paired_median(times[name], times["none"]),
+                    med / base_med,
+                    target,
+                ]
+            )
+        print(
+            f"Accounting overhead of chat_completion(cache=False), {args.calls} interleaved calls each after "
+            f"{args.warmup} warm-up rounds, loopback simulator, store_text={options['store_text']}\n"
+        )
+        print(
+            table(
+                [
+                    "case",
+                    "median ms",
+                    "p95 ms",
+                    "added median ms",
+                    "added p95 ms",
+                    "paired added ms",
+                    "ratio",
+                    "target",
+                ],
+                rows,
+            )
+        )
+        print(
+            "\n(added = the difference of the medians and of the p95s to the no-accounting row; paired = the "
+            "median of the per-round differences to the no-accounting call of the same round)"
+        )
 
         rec_med, rec_p95 = summary(record_times)
         print(f"\nDatabaseRecorder.record() alone, {args.calls} calls (the writer thread running meanwhile)\n")
-        print(table(["case", "median ms", "p95 ms"],
-                    [["record(): JSON line + spool write + queue put", rec_med, rec_p95]]))
+        print(
+            table(
+                ["case", "median ms", "p95 ms"], [["record(): JSON line + spool write + queue put", rec_med, rec_p95]]
+            )
+        )
         batches = writer.batches
-        print(f"\nAsync writer during the timed loop: {len(batches)} batches (transactions) for "
-              f"{sum(batches)} records, "
-              f"median batch {statistics.median(batches) if batches else 0:g}, max {max(batches, default=0)}; "
-              f"writer thread CPU {writer.cpu * 1000 / max(1, sum(batches)):.3f} ms and wall "
-              f"{writer.wall * 1000 / max(1, sum(batches)):.3f} ms per record; "
-              f"flush after the loop took {flush_ms:.1f} ms; {async_recorder.failures} write failures")
+        print(
+            f"\nAsync writer during the timed loop: {len(batches)} batches (transactions) for "
+            f"{sum(batches)} records, "
+            f"median batch {statistics.median(batches) if batches else 0:g}, max {max(batches, default=0)}; "
+            f"writer thread CPU {writer.cpu * 1000 / max(1, sum(batches)):.3f} ms and wall "
+            f"{writer.wall * 1000 / max(1, sum(batches)):.3f} ms per record; "
+            f"flush after the loop took {flush_ms:.1f} ms; {async_recorder.failures} write failures"
+        )
 
         # Correctness: exactly one row per call, and the rollups add up; then remove all of it.
-        expected = {f"{label}.async": sent["async"], f"{label}.sync": sent["sync"],
-                    f"{label}.record": sent["record"], f"{label}.none": 0}
+        expected = {
+            f"{label}.async": sent["async"],
+            f"{label}.sync": sent["sync"],
+            f"{label}.record": sent["record"],
+            f"{label}.none": 0,
+        }
         logged = {f: LLMRequest.objects.filter(feature=f).count() for f in expected}
         rolled = {f: LLMUsageDaily.objects.filter(feature=f).aggregate(n=Sum("requests"))["n"] or 0 for f in expected}
         print("\nRows written\n")
-        print(table(["feature", "calls", "LLMRequest rows", "rollup requests"],
-                    [[f, expected[f], logged[f], rolled[f]] for f in expected]))
+        print(
+            table(
+                ["feature", "calls", "LLMRequest rows", "rollup requests"],
+                [[f, expected[f], logged[f], rolled[f]] for f in expected],
+            )
+        )
         assert flushed, "the async recorder did not drain within 60 s"
         assert logged == expected, f"request log rows {logged} != calls {expected}"
         assert rolled == expected, f"rollup requests {rolled} != calls {expected}"
@@ -195,8 +251,11 @@ def main() -> None:
     finally:  # also after a failure: the recorder is closed by then, so nothing arrives later
         deleted_rows, _ = LLMRequest.objects.filter(feature__startswith=label).delete()
         deleted_rollups, _ = LLMUsageDaily.objects.filter(feature__startswith=label).delete()
-        print(f"\nCleaned up: {deleted_rows} LLMRequest rows and {deleted_rollups} LLMUsageDaily rows "
-              f"with feature {label}.*")
+        print(
+            f"\nCleaned up: {deleted_rows} LLMRequest rows and {deleted_rollups} LLMUsageDaily rows "
+            f"with feature {label}.*"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -77,6 +77,7 @@ def log(message: str) -> None:
 
 # -- corpus ---------------------------------------------------------------------------------------
 
+
 def source_files() -> list[tuple[str, Path]]:
     """(label, path) of every .py file of the stdlib and the venv's site-packages, sorted."""
     paths = sysconfig.get_paths()
@@ -85,8 +86,9 @@ def source_files() -> list[tuple[str, Path]]:
     for label, root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             # The base interpreter's own site-packages is not this project's.
-            dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "site-packages")
-                                 and not d.startswith("."))
+            dirnames[:] = sorted(
+                d for d in dirnames if d not in ("__pycache__", "site-packages") and not d.startswith(".")
+            )
             for name in sorted(filenames):
                 if name.endswith(".py"):
                     path = Path(dirpath) / name
@@ -152,8 +154,10 @@ def load_corpus(chunks: int, queries: int) -> dict:
     held_out = set(range(step // 2, len(sentences), step)[:queries])
     query_texts = [sentences[i][1] for i in sorted(held_out)]
     kept = [s for i, s in enumerate(sentences) if i not in held_out][:chunks]
-    log(f"corpus     {len(sentences)} distinct sentences in {parse_seconds:.1f} s: {len(kept)} chunks, "
-        f"{len(query_texts)} held-out queries")
+    log(
+        f"corpus     {len(sentences)} distinct sentences in {parse_seconds:.1f} s: {len(kept)} chunks, "
+        f"{len(query_texts)} held-out queries"
+    )
     if len(kept) < chunks:
         log(f"corpus     only {len(kept)} chunks available (asked for {chunks})")
 
@@ -167,23 +171,34 @@ def load_corpus(chunks: int, queries: int) -> dict:
     started = time.perf_counter()
     slice_size = 4096
     for first in range(0, len(order), slice_size):
-        part = order[first:first + slice_size]
+        part = order[first : first + slice_size]
         batch = embedder.embed([texts[i] for i in part], batch_size=32)
         vectors[part] = batch.array
         for i, n in zip(part, batch.token_counts, strict=True):
             token_counts[i] = n
         done = first + len(part)
         elapsed = time.perf_counter() - started
-        log(f"embedding  {done:>7}/{len(texts)}  {done / elapsed:6.0f} texts/s  "
-            f"(eta {elapsed / done * (len(texts) - done):4.0f} s; longest texts last)")
+        log(
+            f"embedding  {done:>7}/{len(texts)}  {done / elapsed:6.0f} texts/s  "
+            f"(eta {elapsed / done * (len(texts) - done):4.0f} s; longest texts last)"
+        )
     embed_seconds = time.perf_counter() - started
     query_started = time.perf_counter()
     query_vectors = embedder.embed(query_texts, batch_size=32).array
     query_seconds = time.perf_counter() - query_started
 
-    corpus = {"fingerprint": fp, "sources": [s for s, _ in kept], "texts": texts, "token_counts": token_counts,
-              "queries": query_texts, "embed_seconds": embed_seconds, "query_embed_seconds": query_seconds,
-              "parse_seconds": parse_seconds, "cpus": os.cpu_count(), "threads": embedder.intra_op_num_threads}
+    corpus = {
+        "fingerprint": fp,
+        "sources": [s for s, _ in kept],
+        "texts": texts,
+        "token_counts": token_counts,
+        "queries": query_texts,
+        "embed_seconds": embed_seconds,
+        "query_embed_seconds": query_seconds,
+        "parse_seconds": parse_seconds,
+        "cpus": os.cpu_count(),
+        "threads": embedder.intra_op_num_threads,
+    }
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     for path, array in ((vectors_path, vectors), (queries_path, query_vectors)):
         tmp = path.with_suffix(".tmp.npy")
@@ -197,6 +212,7 @@ def load_corpus(chunks: int, queries: int) -> dict:
 
 
 # -- scratch database -----------------------------------------------------------------------------
+
 
 def scratch_database(name: str, fp: str, rebuild: bool) -> tuple[str, str, bool]:
     """(maintenance URL, scratch URL, reused): a kept database with the same corpus is reused."""
@@ -257,25 +273,49 @@ def load_chunks(url: str, corpus: dict) -> tuple[str, float]:
         for source in sources:
             counts_per_doc[doc_ids[source]] = counts_per_doc.get(doc_ids[source], 0) + 1
         with conn.cursor() as cur:
-            with cur.copy("COPY knowledge_document (id, title, file, content_hash, mime_type, size, status, "
-                          "error_message, warnings, chunk_count, chunks_done, token_count, embedding_model, "
-                          "attempts, created_at, updated_at, processed_at) FROM STDIN") as copy:
+            with cur.copy(
+                "COPY knowledge_document (id, title, file, content_hash, mime_type, size, status, "
+                "error_message, warnings, chunk_count, chunks_done, token_count, embedding_model, "
+                "attempts, created_at, updated_at, processed_at) FROM STDIN"
+            ) as copy:
                 for source, pk in doc_ids.items():
-                    copy.write_row([pk, source[:255], source[-100:], hashlib.sha256(source.encode()).hexdigest(),
-                                    "text/x-python", 0, "ready", "", "[]", counts_per_doc[pk], counts_per_doc[pk], 0,
-                                    LOCAL_MODEL, 1, "now", "now", "now"])
+                    copy.write_row(
+                        [
+                            pk,
+                            source[:255],
+                            source[-100:],
+                            hashlib.sha256(source.encode()).hexdigest(),
+                            "text/x-python",
+                            0,
+                            "ready",
+                            "",
+                            "[]",
+                            counts_per_doc[pk],
+                            counts_per_doc[pk],
+                            0,
+                            LOCAL_MODEL,
+                            1,
+                            "now",
+                            "now",
+                            "now",
+                        ]
+                    )
             positions: dict[int, int] = {}
-            with cur.copy("COPY knowledge_chunk (id, document_id, index, text, token_count, start_char, end_char, "
-                          "embedding_model, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            with cur.copy(
+                "COPY knowledge_chunk (id, document_id, index, text, token_count, start_char, end_char, "
+                "embedding_model, embedding) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
                 copy.set_types(["int8", "int8", "int4", "text", "int4", "int4", "int4", "varchar", "vector"])
                 for i, (source, text) in enumerate(zip(sources, texts, strict=True)):
                     doc = doc_ids[source]
                     index = positions[doc] = positions.get(doc, -1) + 1
-                    copy.write_row([i + 1, doc, index, storable(text), counts[i], 0, len(text), LOCAL_MODEL,
-                                    vectors[i]])
+                    copy.write_row(
+                        [i + 1, doc, index, storable(text), counts[i], 0, len(text), LOCAL_MODEL, vectors[i]]
+                    )
             for table_name in ("knowledge_document", "knowledge_chunk"):
-                cur.execute(f"SELECT setval(pg_get_serial_sequence('{table_name}', 'id'), "
-                            f"(SELECT max(id) FROM {table_name}))")
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table_name}', 'id'), (SELECT max(id) FROM {table_name}))"
+                )
         conn.commit()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE knowledge_document")
@@ -298,6 +338,7 @@ def build_index(url: str, indexdef: str, settings_sql: list[str]) -> tuple[float
 
 
 # -- searching ------------------------------------------------------------------------------------
+
 
 def exact_top(query_vectors: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The exact top-K chunk ids per query (best first), and each query's distances to every chunk."""
@@ -327,8 +368,9 @@ def main() -> None:
     parser.add_argument("--exact-db-queries", type=int, default=20, help="queries checked against a seq scan")
     parser.add_argument("--full-search-queries", type=int, default=200, help="queries timed through search()")
     parser.add_argument("--build-workers", type=int, default=2, help="max_parallel_maintenance_workers")
-    parser.add_argument("--build-compare", action="store_true",
-                        help="also time a build with the server's default maintenance settings")
+    parser.add_argument(
+        "--build-compare", action="store_true", help="also time a build with the server's default maintenance settings"
+    )
     parser.add_argument("--db", default="bench_search")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database for re-runs")
     parser.add_argument("--rebuild", action="store_true", help="reload and re-index a kept database")
@@ -341,11 +383,15 @@ def main() -> None:
     corpus = load_corpus(args.chunks, args.queries)
     n, nq = len(corpus["texts"]), len(corpus["queries"])
     tokens = corpus["token_counts"]
-    log(f"corpus     {n} chunks from {len(set(corpus['sources']))} source files (stdlib + site-packages), "
-        f"{sum(tokens):,} word pieces (mean {sum(tokens) / n:.1f}), {nq} held-out queries")
-    log(f"embedding  {n} chunks took {corpus['embed_seconds']:.0f} s ({n / corpus['embed_seconds']:.0f} chunks/s, "
+    log(
+        f"corpus     {n} chunks from {len(set(corpus['sources']))} source files (stdlib + site-packages), "
+        f"{sum(tokens):,} word pieces (mean {sum(tokens) / n:.1f}), {nq} held-out queries"
+    )
+    log(
+        f"embedding  {n} chunks took {corpus['embed_seconds']:.0f} s ({n / corpus['embed_seconds']:.0f} chunks/s, "
         f"{corpus['threads']} threads on {corpus['cpus']} CPUs"
-        f"{', cached: not re-embedded' if corpus['cached'] else ''})")
+        f"{', cached: not re-embedded' if corpus['cached'] else ''})"
+    )
 
     base, url, reused = scratch_database(args.db, corpus["fingerprint"], args.rebuild)
     try:
@@ -373,9 +419,13 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
     n = len(corpus["texts"])
 
     with psycopg.connect(url, autocommit=True) as conn:
-        server = dict(conn.execute("SELECT name, current_setting(name) FROM unnest(ARRAY['shared_buffers', "
-                                   "'maintenance_work_mem', 'max_parallel_maintenance_workers', 'work_mem', "
-                                   "'jit']) AS name").fetchall())
+        server = dict(
+            conn.execute(
+                "SELECT name, current_setting(name) FROM unnest(ARRAY['shared_buffers', "
+                "'maintenance_work_mem', 'max_parallel_maintenance_workers', 'work_mem', "
+                "'jit']) AS name"
+            ).fetchall()
+        )
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     log(f"server     pgvector {version}; " + ", ".join(f"{k}={v}" for k, v in server.items()))
 
@@ -386,30 +436,42 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
         log(f"load       COPY (binary) of {n} chunks + VACUUM ANALYZE: {load_seconds:.1f} s")
         log(f"index      {indexdef}")
         if args.build_compare:
-            seconds, notices = build_index(url, indexdef, ["RESET maintenance_work_mem",
-                                                           "RESET max_parallel_maintenance_workers"])
-            log(f"build      server defaults (maintenance_work_mem={server['maintenance_work_mem']}, "
+            seconds, notices = build_index(
+                url, indexdef, ["RESET maintenance_work_mem", "RESET max_parallel_maintenance_workers"]
+            )
+            log(
+                f"build      server defaults (maintenance_work_mem={server['maintenance_work_mem']}, "
                 f"max_parallel_maintenance_workers={server['max_parallel_maintenance_workers']}): "
-                f"{seconds:.1f} s" + "".join(f"\n           NOTICE: {m}" for m in notices))
-        seconds, notices = build_index(url, indexdef, [
-            "SET maintenance_work_mem = '1GB'", f"SET max_parallel_maintenance_workers = {args.build_workers}"])
-        log(f"build      maintenance_work_mem=1GB, max_parallel_maintenance_workers={args.build_workers}: "
-            f"{seconds:.1f} s" + "".join(f"\n           NOTICE: {m}" for m in notices))
+                f"{seconds:.1f} s" + "".join(f"\n           NOTICE: {m}" for m in notices)
+            )
+        seconds, notices = build_index(
+            url,
+            indexdef,
+            ["SET maintenance_work_mem = '1GB'", f"SET max_parallel_maintenance_workers = {args.build_workers}"],
+        )
+        log(
+            f"build      maintenance_work_mem=1GB, max_parallel_maintenance_workers={args.build_workers}: "
+            f"{seconds:.1f} s" + "".join(f"\n           NOTICE: {m}" for m in notices)
+        )
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_meta (fingerprint text)")
             conn.execute("INSERT INTO bench_meta VALUES (%s)", [corpus["fingerprint"]])
     with psycopg.connect(url, autocommit=True) as conn:
-        sizes = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('knowledge_chunk')), "
-                             "pg_size_pretty(pg_relation_size(%s::regclass)), count(*) FROM knowledge_chunk",
-                             [INDEX]).fetchone()
+        sizes = conn.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size('knowledge_chunk')), "
+            "pg_size_pretty(pg_relation_size(%s::regclass)), count(*) FROM knowledge_chunk",
+            [INDEX],
+        ).fetchone()
     log(f"sizes      knowledge_chunk {sizes[0]} in all, HNSW index {sizes[1]}, {sizes[2]} rows")
 
     vectors, query_vectors = corpus["vectors"], corpus["query_vectors"]
     started = time.perf_counter()
     _exact_ids, exact_dist = exact_top(query_vectors, vectors)
     ties = sum(int(np.sum(d <= np.partition(d, K - 1)[K - 1] + TIE_EPS)) > K for d in exact_dist)
-    log(f"exact      numpy brute force for {len(query_vectors)} queries: {time.perf_counter() - started:.1f} s "
-        f"({ties} queries have more than {K} chunks tied at the {K}th distance)")
+    log(
+        f"exact      numpy brute force for {len(query_vectors)} queries: {time.perf_counter() - started:.1f} s "
+        f"({ties} queries have more than {K} chunks tied at the {K}th distance)"
+    )
     queries = [v.tolist() for v in query_vectors]  # what retrieve() gets from the client: list[float]
 
     def hnsw(vector: list[float], ef: int) -> list[int]:
@@ -442,7 +504,7 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
             plan = "\n".join(r[0] for r in cursor.fetchall())
             return [c.pk for c in qs], plan
 
-    sample = range(0, len(queries), max(1, len(queries) // args.exact_db_queries))[:args.exact_db_queries]
+    sample = range(0, len(queries), max(1, len(queries) // args.exact_db_queries))[: args.exact_db_queries]
     agree, exact_times, plan = 0, [], ""
     for i in sample:
         t = time.perf_counter()
@@ -450,10 +512,12 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
         exact_times.append(time.perf_counter() - t)
         agree += recall(ids, exact_dist[i]) == 1.0
     seq = "Seq Scan" in plan and INDEX not in plan
-    log(f"exact db   {agree}/{len(sample)} sample queries: PostgreSQL's sequential scan (plan: "
+    log(
+        f"exact db   {agree}/{len(sample)} sample queries: PostgreSQL's sequential scan (plan: "
         f"{'Seq Scan, no index' if seq else 'UNEXPECTED: ' + plan}) returns the numpy top-{K}; "
         f"its latency p50 {statistics.median(exact_times) * 1000:.0f} ms, "
-        f"p95 {percentile(exact_times, 0.95) * 1000:.0f} ms")
+        f"p95 {percentile(exact_times, 0.95) * 1000:.0f} ms"
+    )
 
     # Warm-up: the index and heap pages into the caches, the ORM's code paths hot.
     for v in queries:
@@ -481,15 +545,37 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
         half = 1.96 * statistics.stdev(rs) / len(rs) ** 0.5 if len(rs) > 1 else 0.0
         meets = "yes" if mean >= 0.95 and p50 < 10 else "no"
         note = " (default)" if ef == default_ef else ""
-        rows.append([kind, f"{ef}{note}", p50, p95, mean, f"{mean - half:.3f}-{mean + half:.3f}", min(rs),
-                     f"{sum(r == 1.0 for r in rs) / len(rs):.0%}", meets])
-    log(f"\nHNSW search, {n} chunks, k={K}, {len(queries)} held-out queries "
-        f"(latency: {args.reps} x {len(queries)} searches per row; recall vs exact top-{K})\n")
-    log(table(["path", "ef_search", "p50 ms", "p95 ms", "recall@10", "95% CI", "min recall", "recall=1", "target met"],
-              rows))
+        rows.append(
+            [
+                kind,
+                f"{ef}{note}",
+                p50,
+                p95,
+                mean,
+                f"{mean - half:.3f}-{mean + half:.3f}",
+                min(rs),
+                f"{sum(r == 1.0 for r in rs) / len(rs):.0%}",
+                meets,
+            ]
+        )
+    log(
+        f"\nHNSW search, {n} chunks, k={K}, {len(queries)} held-out queries "
+        f"(latency: {args.reps} x {len(queries)} searches per row; recall vs exact top-{K})\n"
+    )
+    log(
+        table(
+            ["path", "ef_search", "p50 ms", "p95 ms", "recall@10", "95% CI", "min recall", "recall=1", "target met"],
+            rows,
+        )
+    )
 
-    passing = [ef for kind, ef in variants if kind == "nearest_chunks"
-               and statistics.fmean(recalls[(kind, ef)]) >= 0.95 and statistics.median(times[(kind, ef)]) < 0.010]
+    passing = [
+        ef
+        for kind, ef in variants
+        if kind == "nearest_chunks"
+        and statistics.fmean(recalls[(kind, ef)]) >= 0.95
+        and statistics.median(times[(kind, ef)]) < 0.010
+    ]
     chosen = min(passing) if passing else None
     default_recall = statistics.fmean(recalls[("nearest_chunks", default_ef)]) if default_ef in efs else None
     log("")
@@ -499,17 +585,19 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
         log(f"target     recall@10 >= 0.95 with p50 < 10 ms: smallest ef_search meeting it = {chosen}")
     if default_recall is not None:
         verdict = "meets" if default_recall >= 0.95 else "does NOT meet"
-        log(f"default    KNOWLEDGE_EF_SEARCH={default_ef}: recall@10 {default_recall:.3f}, {verdict} the recall target"
-            + ("" if default_recall >= 0.95 or chosen is None else f"; use {chosen}"))
+        log(
+            f"default    KNOWLEDGE_EF_SEARCH={default_ef}: recall@10 {default_recall:.3f}, {verdict} the recall target"
+            + ("" if default_recall >= 0.95 or chosen is None else f"; use {chosen}")
+        )
 
     # The full search(): the query embedded by the local model (no cache), then the same search.
     client = LLMClient(configure_from_env=False, cache_backend=DummyCache("bench-search", {}), recorders=[])
-    texts = corpus["queries"][:args.full_search_queries]
+    texts = corpus["queries"][: args.full_search_queries]
     client.generate_embedding(["warm-up"], model=LOCAL_MODEL)
     full_efs = sorted({default_ef, chosen or max(efs)})
     full: dict[object, list[float]] = {"embed": [], **{ef: [] for ef in full_efs}}
     for i, text in enumerate(texts):
-        for what in (["embed", *full_efs] if i % 2 == 0 else [*full_efs, "embed"]):
+        for what in ["embed", *full_efs] if i % 2 == 0 else [*full_efs, "embed"]:
             t = time.perf_counter()
             if what == "embed":
                 client.generate_embedding(text, model=LOCAL_MODEL, feature="knowledge.search")
@@ -520,8 +608,10 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
                 sys.exit(f"search() returned {len(hits)} hits")
     rows = [["generate_embedding (query only)", "-", *(x * 1000 for x in summary_pair(full["embed"]))]]
     rows += [["search() (embedding + HNSW + ORM)", ef, *(x * 1000 for x in summary_pair(full[ef]))] for ef in full_efs]
-    log(f"\nFull search(query): local MiniLM query embedding (DummyCache: never cached) + search, "
-        f"{len(texts)} queries each, interleaved\n")
+    log(
+        f"\nFull search(query): local MiniLM query embedding (DummyCache: never cached) + search, "
+        f"{len(texts)} queries each, interleaved\n"
+    )
     log(table(["path", "ef_search", "p50 ms", "p95 ms"], rows))
 
     # The plan of one search, as retrieve() runs it.
@@ -531,8 +621,9 @@ def run(args, corpus: dict, efs: list[int], url: str, reused: bool) -> None:
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(default_ef)])
         cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + s, p)
         plan = [re.sub(r"'\[[-0-9.,e ]+\]'", f"'[...{DIMS} floats...]'", r[0]) for r in cursor.fetchall()]
-    shown = re.sub(r"'\[[-0-9.,e ]+\]'", f"'[...{DIMS} floats...]'", s % tuple(
-        f"'{x}'" if isinstance(x, str) else x for x in p))
+    shown = re.sub(
+        r"'\[[-0-9.,e ]+\]'", f"'[...{DIMS} floats...]'", s % tuple(f"'{x}'" if isinstance(x, str) else x for x in p)
+    )
     log(f"\nEXPLAIN (ANALYZE, BUFFERS) of one search, ef_search={default_ef}:\n\n{shown}\n")
     log("\n".join("  " + line for line in plan))
     used = any(f"Index Scan using {INDEX}" in line for line in plan)

@@ -74,17 +74,33 @@ MODELS = [
 ]
 # feature: (share of traffic, {model: weight}, median prompt tokens, median visible completion tokens)
 FEATURES = {
-    "chat.assistant": (0.24, {"gpt-4o-mini": 4, "gpt-4.1-mini": 2.5, "anthropic/claude-sonnet-4.5": 2,
-                              "google/gemini-2.5-flash": 1.5}, 1500, 250),
-    "support.reply": (0.14, {"anthropic/claude-haiku-4.5": 5, "gpt-4.1-mini": 3, "deepseek/deepseek-chat-v3.1": 2},
-                      2500, 200),
-    "docs.summarize": (0.10, {"google/gemini-2.5-flash": 5, "gpt-4.1-nano": 3,
-                              "meta-llama/llama-3.3-70b-instruct": 2}, 6000, 300),
+    "chat.assistant": (
+        0.24,
+        {"gpt-4o-mini": 4, "gpt-4.1-mini": 2.5, "anthropic/claude-sonnet-4.5": 2, "google/gemini-2.5-flash": 1.5},
+        1500,
+        250,
+    ),
+    "support.reply": (
+        0.14,
+        {"anthropic/claude-haiku-4.5": 5, "gpt-4.1-mini": 3, "deepseek/deepseek-chat-v3.1": 2},
+        2500,
+        200,
+    ),
+    "docs.summarize": (
+        0.10,
+        {"google/gemini-2.5-flash": 5, "gpt-4.1-nano": 3, "meta-llama/llama-3.3-70b-instruct": 2},
+        6000,
+        300,
+    ),
     "search.embed": (0.16, {"text-embedding-3-small": 1}, 400, 0),
     "extract.invoice": (0.08, {"gpt-4o-mini": 6, "mistralai/mistral-small-3.2-24b-instruct": 4}, 1800, 150),
     "code.review": (0.05, {"anthropic/claude-sonnet-4.5": 5, "gpt-5-mini": 3, "o4-mini": 2}, 8000, 600),
-    "translate": (0.07, {"deepseek/deepseek-chat-v3.1": 4, "gpt-4.1-mini": 3, "qwen/qwen-2.5-7b-instruct": 3},
-                  700, 700),
+    "translate": (
+        0.07,
+        {"deepseek/deepseek-chat-v3.1": 4, "gpt-4.1-mini": 3, "qwen/qwen-2.5-7b-instruct": 3},
+        700,
+        700,
+    ),
     "classify.ticket": (0.08, {"gpt-4.1-nano": 5, "meta-llama/llama-3.1-8b-instruct": 5}, 500, 10),
     "moderation.precheck": (0.05, {"mistralai/mistral-nemo": 7, "gpt-4.1-nano": 3}, 300, 5),
     "agent.plan": (0.03, {"o4-mini": 4, "gpt-5-mini": 3, "google/gemini-2.5-flash": 3}, 4000, 800),
@@ -102,16 +118,40 @@ LATENCY_BASE_MS = {"openai": 350.0, "openrouter": 600.0, "compatible": 120.0}
 MS_PER_TOKEN = {"openai": 9.0, "openrouter": 12.0, "compatible": 25.0}
 MAX_PROMPT = 120_000
 COPY_COLUMNS = [
-    "id", "created_at", "endpoint", "provider", "model_requested", "model", "status", "error_type",
-    "error_message", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
-    "reasoning_tokens", "total_tokens", "cost", "provider_cost", "saved_cost", "price_id", "cached",
-    "latency_ms", "time_to_first_token_ms", "attempts", "cache_key", "user_id", "feature", "key_fingerprint",
+    "id",
+    "created_at",
+    "endpoint",
+    "provider",
+    "model_requested",
+    "model",
+    "status",
+    "error_type",
+    "error_message",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost",
+    "provider_cost",
+    "saved_cost",
+    "price_id",
+    "cached",
+    "latency_ms",
+    "time_to_first_token_ms",
+    "attempts",
+    "cache_key",
+    "user_id",
+    "feature",
+    "key_fingerprint",
     "request_id",
 ]
 NULL = "\\N"
 
 
 # -- the scratch database (before Django starts, so that "default" points at it) ----------------
+
 
 def scratch_database(name: str, reuse: bool) -> tuple[str, str]:
     """(maintenance URL, scratch URL): the project's server, with ``name`` created on it."""
@@ -121,8 +161,10 @@ def scratch_database(name: str, reuse: bool) -> tuple[str, str]:
     base = database_url(load_env())  # starts the embedded server if needed
     parts = urlsplit(base)
     if parts.path.lstrip("/") == name or not name.startswith("bench_"):
-        sys.exit(f"--db {name}: the scratch database is dropped and recreated, so its name must start with "
-                 f"'bench_' and not be the project's own database")
+        sys.exit(
+            f"--db {name}: the scratch database is dropped and recreated, so its name must start with "
+            f"'bench_' and not be the project's own database"
+        )
     scratch = urlunsplit(parts._replace(path=f"/{name}"))
     with psycopg.connect(base, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
@@ -177,14 +219,17 @@ def drop_database(base: str, name: str) -> None:
 
 # -- seeding ------------------------------------------------------------------------------------
 
+
 class Catalog:
     """The models with their prices as integers at one scale, users, features and their mix."""
 
     def __init__(self, seed: int):
         from apps.llm.models import ModelPrice
 
-        rows = {(p.provider, p.model_id): p for p in ModelPrice.objects.current()
-                .filter(model_id__in=[m for _, m, _, _ in MODELS])}
+        rows = {
+            (p.provider, p.model_id): p
+            for p in ModelPrice.objects.current().filter(model_id__in=[m for _, m, _, _ in MODELS])
+        }
         self.models = []
         for provider, model_id, cache_reads, reasoning in MODELS:
             price_row = rows.get((provider, model_id))
@@ -196,7 +241,7 @@ class Catalog:
         priced = [m[4] for m in self.models if m[4] is not None]
         components = ("prompt", "completion", "input_cache_read", "internal_reasoning", "request")
         self.places = max(-min(getattr(r, c).normalize().as_tuple().exponent, 0) for r in priced for c in components)
-        scale = 10 ** self.places
+        scale = 10**self.places
 
         def as_int(value: Decimal) -> int:
             scaled = value * scale
@@ -211,7 +256,8 @@ class Catalog:
         self.priced = np.array([m[4] is not None for m in self.models])
         self.price_id = np.array([m[4].pk if m[4] is not None else 0 for m in self.models], dtype=np.int64)
         self.p_prompt, self.p_cache_read, self.p_completion, self.p_reasoning, self.p_request = (
-            np.zeros(n, dtype=np.int64) for _ in range(5))
+            np.zeros(n, dtype=np.int64) for _ in range(5)
+        )
         self.prompt_cap = np.full(n, MAX_PROMPT, dtype=np.int64)
         for i, (_, _, _, _, row) in enumerate(self.models):
             if row is None:
@@ -225,8 +271,12 @@ class Catalog:
             tiers = [t.get("min_prompt_tokens") for t in (row.tiers or []) if t.get("min_prompt_tokens")]
             if tiers:  # stay in the base tier: the integer arithmetic below knows one sheet per model
                 self.prompt_cap[i] = min(MAX_PROMPT, min(int(t) for t in tiers) - 1)
-        assert int(self.prompt_cap.max()) * int(max(self.p_prompt.max(), self.p_completion.max(),
-                                                    self.p_reasoning.max())) * 4 < 2 ** 62, "int64 overflow"
+        assert (
+            int(self.prompt_cap.max())
+            * int(max(self.p_prompt.max(), self.p_completion.max(), self.p_reasoning.max()))
+            * 4
+            < 2**62
+        ), "int64 overflow"
 
         index = {m[1]: i for i, m in enumerate(self.models)}
         self.features = list(FEATURES)
@@ -250,8 +300,11 @@ class Catalog:
         for user, act in zip(users, activity):
             k = rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1])
             chosen = rng.choice(len(self.features), size=k, replace=False, p=shares / shares.sum())
-            add(int(user), {int(f): shares[f] * rng.uniform(0.5, 1.5) for f in chosen},
-                (1 - NULL_USER_SHARE) * act / activity.sum())
+            add(
+                int(user),
+                {int(f): shares[f] * rng.uniform(0.5, 1.5) for f in chosen},
+                (1 - NULL_USER_SHARE) * act / activity.sum(),
+            )
         add(0, {self.features.index(f): w for f, w in BACKGROUND_FEATURES.items()}, NULL_USER_SHARE)
         keys = list(triples)
         self.t_user = np.array([k[0] for k in keys], dtype=np.int64)
@@ -278,7 +331,7 @@ def hour_weights(start: datetime, hours: int) -> np.ndarray:
 
 def hex_strings(rng: np.random.Generator, n: int, width: int) -> list[str]:
     h = rng.bytes(n * width // 2).hex()
-    return [h[i:i + width] for i in range(0, n * width, width)]
+    return [h[i : i + width] for i in range(0, n * width, width)]
 
 
 def as_text(values: np.ndarray, mask: np.ndarray | None = None) -> list[str]:
@@ -306,18 +359,27 @@ def chunk_rows(cat: Catalog, rng: np.random.Generator, ts_us: np.ndarray) -> byt
     prompt = np.clip(prompt, 5, cat.prompt_cap[model])
     visible = np.exp(np.log(np.maximum(cat.feature_completion[feature], 1)) + rng.normal(0, 0.7, n)).astype(np.int64)
     visible = np.where(is_embed, 0, np.clip(visible, 1, 16_000))
-    reasoning = np.where(cat.reasoning[model] & ~is_embed,
-                         np.exp(np.log(600) + rng.normal(0, 0.9, n)).astype(np.int64).clip(0, 30_000), 0)
+    reasoning = np.where(
+        cat.reasoning[model] & ~is_embed,
+        np.exp(np.log(600) + rng.normal(0, 0.9, n)).astype(np.int64).clip(0, 30_000),
+        0,
+    )
     cache_read = cat.cache_reads[model] & (prompt >= 1024) & (rng.random(n) < 0.35)
     cached_tokens = np.where(cache_read, (prompt * rng.uniform(0.3, 0.95, n)).astype(np.int64) // 128 * 128, 0)
     # Failures spent nothing; a full cache hit of embeddings reports no usage at all.
     spent = ok & ~(is_hit & is_embed)
-    prompt, visible, reasoning, cached_tokens = (np.where(spent, a, 0)
-                                                 for a in (prompt, visible, reasoning, cached_tokens))
+    prompt, visible, reasoning, cached_tokens = (
+        np.where(spent, a, 0) for a in (prompt, visible, reasoning, cached_tokens)
+    )
     completion = visible + reasoning
     total = prompt + completion
-    cost_int = ((prompt - cached_tokens) * cat.p_prompt[model] + cached_tokens * cat.p_cache_read[model]
-                + visible * cat.p_completion[model] + reasoning * cat.p_reasoning[model] + cat.p_request[model])
+    cost_int = (
+        (prompt - cached_tokens) * cat.p_prompt[model]
+        + cached_tokens * cat.p_cache_read[model]
+        + visible * cat.p_completion[model]
+        + reasoning * cat.p_reasoning[model]
+        + cat.p_request[model]
+    )
     priced = cat.priced[model]
     cost_text = np.array([f"{c}e-{cat.places}" for c in cost_int.tolist()], dtype=object)
 
@@ -358,13 +420,32 @@ def chunk_rows(cat: Catalog, rng: np.random.Generator, ts_us: np.ndarray) -> byt
     columns = [
         hex_strings(rng, n, 32),
         np.strings.add(ts_us.astype("datetime64[us]").astype(str), "+00").tolist(),
-        endpoint.tolist(), provider.tolist(), names, names, status.tolist(), error_type.tolist(),
-        error_message.tolist(), as_text(prompt), as_text(completion), as_text(cached_tokens),
-        ["0"] * n, as_text(reasoning), as_text(total), cost.tolist(), provider_cost.tolist(), saved.tolist(),
-        price_id, np.where(is_hit, "t", "f").tolist(), as_text(latency), as_text(ttft, stream_ttft),
-        as_text(attempts), keys.tolist(), as_text(user, user != 0),
+        endpoint.tolist(),
+        provider.tolist(),
+        names,
+        names,
+        status.tolist(),
+        error_type.tolist(),
+        error_message.tolist(),
+        as_text(prompt),
+        as_text(completion),
+        as_text(cached_tokens),
+        ["0"] * n,
+        as_text(reasoning),
+        as_text(total),
+        cost.tolist(),
+        provider_cost.tolist(),
+        saved.tolist(),
+        price_id,
+        np.where(is_hit, "t", "f").tolist(),
+        as_text(latency),
+        as_text(ttft, stream_ttft),
+        as_text(attempts),
+        keys.tolist(),
+        as_text(user, user != 0),
         np.array(cat.features, dtype=object)[feature].tolist(),
-        [cat.fingerprints[p] for p in provider.tolist()], request_id.tolist(),
+        [cat.fingerprints[p] for p in provider.tolist()],
+        request_id.tolist(),
     ]
     assert len(columns) == len(COPY_COLUMNS)
     return ("\n".join(map("\t".join, zip(*columns))) + "\n").encode()
@@ -386,7 +467,7 @@ def seed(cat: Catalog, count: int, seed_value: int) -> float:
     connection.ensure_connection()
     pg: psycopg.Connection = connection.cursor().connection
     for offset in range(0, count, CHUNK):
-        block = chunk_rows(cat, rng, ts[offset:offset + CHUNK])
+        block = chunk_rows(cat, rng, ts[offset : offset + CHUNK])
         with pg.cursor() as cur, cur.copy(copy_sql) as copy:
             copy.write(block)
         done = min(count, offset + CHUNK)
@@ -398,6 +479,7 @@ def seed(cat: Catalog, count: int, seed_value: int) -> float:
 
 # -- rollups --------------------------------------------------------------------------------------
 
+
 def rollup_select() -> str:
     """The raw table grouped exactly as rollups.deltas groups records."""
     from apps.llm.models import LATENCY_BUCKETS_MS
@@ -405,19 +487,26 @@ def rollup_select() -> str:
     bounds = [None, *LATENCY_BUCKETS_MS, None]
     buckets = []
     for low, high in itertools.pairwise(bounds):
-        cond = " AND ".join(c for c in (f"latency_ms > {low}" if low is not None else "",
-                                        f"latency_ms <= {high}" if high is not None else "") if c)
+        cond = " AND ".join(
+            c
+            for c in (
+                f"latency_ms > {low}" if low is not None else "",
+                f"latency_ms <= {high}" if high is not None else "",
+            )
+            if c
+        )
         buckets.append(f"count(*) FILTER (WHERE {cond})")
-    tokens = ", ".join(f"coalesce(sum({c}) FILTER (WHERE NOT cached), 0)"
-                       for c in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-                                 "total_tokens"))
+    tokens = ", ".join(
+        f"coalesce(sum({c}) FILTER (WHERE NOT cached), 0)"
+        for c in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+    )
     return f"""
         SELECT (created_at AT TIME ZONE 'UTC')::date, provider, coalesce(nullif(model, ''), model_requested),
                user_id, feature,
                count(*), count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status <> 'success'),
                count(*) FILTER (WHERE cached), {tokens},
                coalesce(sum(cost), 0), coalesce(sum(provider_cost), 0), coalesce(sum(saved_cost), 0),
-               sum(round(latency_ms)::bigint), ARRAY[{', '.join(buckets)}]::bigint[]
+               sum(round(latency_ms)::bigint), ARRAY[{", ".join(buckets)}]::bigint[]
         FROM llm_llmrequest GROUP BY 1, 2, 3, 4, 5"""
 
 
@@ -445,27 +534,35 @@ def check_rollups() -> list[list[object]]:
 
     not_cached = "FILTER (WHERE NOT cached)"
     raw_sums = {
-        "requests": "count(*)", "successes": "count(*) FILTER (WHERE status = 'success')",
-        "failures": "count(*) FILTER (WHERE status <> 'success')", "cache_hits": "count(*) FILTER (WHERE cached)",
-        **{c: f"coalesce(sum({c}) {not_cached}, 0)" for c in
-           ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")},
+        "requests": "count(*)",
+        "successes": "count(*) FILTER (WHERE status = 'success')",
+        "failures": "count(*) FILTER (WHERE status <> 'success')",
+        "cache_hits": "count(*) FILTER (WHERE cached)",
+        **{
+            c: f"coalesce(sum({c}) {not_cached}, 0)"
+            for c in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+        },
         **{c: f"coalesce(sum({c}), 0)" for c in ("cost", "provider_cost", "saved_cost")},
         "latency_ms_sum": "coalesce(sum(round(latency_ms)::bigint), 0)",
     }
     assert set(raw_sums) == set(SUMS)
     with connection.cursor() as cursor:
         cursor.execute("SET work_mem = '256MB'")
-        cursor.execute(f"SELECT {', '.join(raw_sums[c] for c in SUMS)}, count(*), "
-                       f"(SELECT count(*) FROM (SELECT 1 FROM llm_llmrequest GROUP BY "
-                       f"(created_at AT TIME ZONE 'UTC')::date, provider, "
-                       f"coalesce(nullif(model, ''), model_requested), "
-                       f"user_id, feature) AS g) FROM llm_llmrequest")
+        cursor.execute(
+            f"SELECT {', '.join(raw_sums[c] for c in SUMS)}, count(*), "
+            f"(SELECT count(*) FROM (SELECT 1 FROM llm_llmrequest GROUP BY "
+            f"(created_at AT TIME ZONE 'UTC')::date, provider, "
+            f"coalesce(nullif(model, ''), model_requested), "
+            f"user_id, feature) AS g) FROM llm_llmrequest"
+        )
         raw = cursor.fetchone()
         rolled = []
         for rollup in reversed(all_rollups()):  # the finest first
-            cursor.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)}, "
-                           f"coalesce(sum((SELECT sum(x) FROM unnest(latency_histogram) AS x)), 0), count(*) "
-                           f"FROM {rollup.table}")
+            cursor.execute(
+                f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in SUMS)}, "
+                f"coalesce(sum((SELECT sum(x) FROM unnest(latency_histogram) AS x)), 0), count(*) "
+                f"FROM {rollup.table}"
+            )
             rolled.append(cursor.fetchone())
         cursor.execute("RESET work_mem")
     names = [*SUMS, "latency histogram (all buckets)", "groups = rollup rows"]
@@ -473,8 +570,15 @@ def check_rollups() -> list[list[object]]:
     for index, name in enumerate(names):
         # Coarser rollups have fewer rows than groups of the finest key: only their sums compare.
         values = [r[index] for r in (rolled if index < len(SUMS) + 1 else rolled[:1])]
-        rows.append([name, str(raw[index]), *(str(v) for v in values), *[""] * (len(rolled) - len(values)),
-                     all(v == raw[index] for v in values)])
+        rows.append(
+            [
+                name,
+                str(raw[index]),
+                *(str(v) for v in values),
+                *[""] * (len(rolled) - len(values)),
+                all(v == raw[index] for v in values),
+            ]
+        )
     bad = [row[0] for row in rows if not row[-1]]
     assert not bad, f"rollup totals differ from the raw table: {bad}"
     return rows
@@ -490,13 +594,21 @@ def check_costs(cat: Catalog, sample: int = 3000) -> int:
 
     pricings = {r.pk: r.to_pricing() for r in ModelPrice.objects.filter(pk__in=[int(p) for p in cat.price_id if p])}
     # A cache hit of embeddings spent no tokens and saved nothing: it has no cost to re-check.
-    rows = (LLMRequest.objects.filter(price__isnull=False).filter(Q(cached=False) | Q(saved_cost__isnull=False))
-            .order_by("?")[:sample])
+    rows = (
+        LLMRequest.objects.filter(price__isnull=False)
+        .filter(Q(cached=False) | Q(saved_cost__isnull=False))
+        .order_by("?")[:sample]
+    )
     checked = 0
     for row in rows.iterator():
-        usage = Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
-                      total_tokens=row.total_tokens, cached_tokens=row.cached_tokens,
-                      cache_write_tokens=row.cache_write_tokens, reasoning_tokens=row.reasoning_tokens)
+        usage = Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            total_tokens=row.total_tokens,
+            cached_tokens=row.cached_tokens,
+            cache_write_tokens=row.cache_write_tokens,
+            reasoning_tokens=row.reasoning_tokens,
+        )
         expected = calculate_cost(pricings[row.price_id], usage).total
         actual = row.saved_cost if row.cached else row.cost
         assert actual == expected, f"{row.pk}: {actual} != {expected}"
@@ -507,6 +619,7 @@ def check_costs(cat: Catalog, sample: int = 3000) -> int:
 
 
 # -- the two read paths ----------------------------------------------------------------------------
+
 
 def raw_stats(*, days: int = 30, user=None, feature=None, model=None, provider=None):
     """What usage_stats() returns, aggregated from LLMRequest over the same UTC days."""
@@ -532,20 +645,31 @@ def raw_stats(*, days: int = 30, user=None, feature=None, model=None, provider=N
     if provider is not None:
         rows = rows.filter(provider=provider)
     totals = rows.aggregate(
-        requests=Count("pk"), failures=Count("pk", filter=~Q(status="success")),
-        cache_hits=Count("pk", filter=Q(cached=True)), total_tokens=Sum("total_tokens", filter=Q(cached=False)),
-        cost=Sum("cost"), saved_cost=Sum("saved_cost"),
+        requests=Count("pk"),
+        failures=Count("pk", filter=~Q(status="success")),
+        cache_hits=Count("pk", filter=Q(cached=True)),
+        total_tokens=Sum("total_tokens", filter=Q(cached=False)),
+        cost=Sum("cost"),
+        saved_cost=Sum("saved_cost"),
     )
     requests, hits, failures = totals["requests"], totals["cache_hits"], totals["failures"]
     misses = requests - hits - failures
-    models = (rows.order_by().annotate(m=Coalesce(NullIf("model", Value("")), "model_requested"))
-              .values_list("m", flat=True).distinct())
+    models = (
+        rows.order_by()
+        .annotate(m=Coalesce(NullIf("model", Value("")), "model_requested"))
+        .values_list("m", flat=True)
+        .distinct()
+    )
     return UsageStats(
-        total_requests=requests, total_tokens=totals["total_tokens"] or 0,
+        total_requests=requests,
+        total_tokens=totals["total_tokens"] or 0,
         total_cost=(totals["cost"] or Decimal(0)).normalize(),
         saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
-        cache_hits=hits, cache_misses=misses, cache_hit_rate=hits / (hits + misses) if hits + misses else 0.0,
-        models_used=sorted(models), errors=failures,
+        cache_hits=hits,
+        cache_misses=misses,
+        cache_hit_rate=hits / (hits + misses) if hits + misses else 0.0,
+        models_used=sorted(models),
+        errors=failures,
     )
 
 
@@ -556,8 +680,13 @@ def variants(cat: Catalog) -> list[tuple[str, dict]]:
     from apps.llm.models import LLMUsageDaily
 
     since = timezone.localdate() - timedelta(days=29)
-    by_user = list(LLMUsageDaily.objects.filter(date__gte=since, user_id__isnull=False).values("user_id")
-                   .annotate(n=Sum("requests")).order_by("-n", "user_id").values_list("user_id", flat=True))
+    by_user = list(
+        LLMUsageDaily.objects.filter(date__gte=since, user_id__isnull=False)
+        .values("user_id")
+        .annotate(n=Sum("requests"))
+        .order_by("-n", "user_id")
+        .values_list("user_id", flat=True)
+    )
     heavy, typical = by_user[0], by_user[len(by_user) // 2]
     return [
         ("days=30", {}),
@@ -571,8 +700,9 @@ def variants(cat: Catalog) -> list[tuple[str, dict]]:
 CALIBRATION_SQL = "SELECT sum(i) FROM generate_series(1, 100000) AS i"
 
 
-def measure(cases: list[tuple[str, dict]],
-            reps: int) -> tuple[list[list[object]], dict[str, tuple[float, float]], float]:
+def measure(
+    cases: list[tuple[str, dict]], reps: int
+) -> tuple[list[list[object]], dict[str, tuple[float, float]], float]:
     """Interleaved timings of both paths per case; also a fixed query, to compare runs made under other loads."""
     from django.db import connection
 
@@ -590,7 +720,7 @@ def measure(cases: list[tuple[str, dict]],
     times = {(name, path): [] for name, _ in cases for path in ("rollup", "raw")}
     calibrations = []
     for rep in range(reps):
-        for name, kwargs in cases[rep % len(cases):] + cases[:rep % len(cases)]:
+        for name, kwargs in cases[rep % len(cases) :] + cases[: rep % len(cases)]:
             paths = [("rollup", usage_stats), ("raw", raw_stats)]
             for path, fn in paths if rep % 2 == 0 else paths[::-1]:
                 started = time.perf_counter()
@@ -633,10 +763,12 @@ def sizes() -> dict[str, str]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('llm_llmrequest')), "
-                       "pg_size_pretty(pg_total_relation_size('llm_llmusagedaily')), "
-                       "(SELECT count(*) FROM llm_llmusagedaily), "
-                       "(SELECT count(*) FROM llm_llmusagedaily WHERE date >= current_date - 29)")
+        cursor.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size('llm_llmrequest')), "
+            "pg_size_pretty(pg_total_relation_size('llm_llmusagedaily')), "
+            "(SELECT count(*) FROM llm_llmusagedaily), "
+            "(SELECT count(*) FROM llm_llmusagedaily WHERE date >= current_date - 29)"
+        )
         raw, rollup, rollup_rows, window_rows = cursor.fetchone()
     return {"raw": raw, "rollup": rollup, "rollup_rows": rollup_rows, "window_rows": window_rows}
 
@@ -660,17 +792,20 @@ def main() -> None:
         from apps.llm.models import LLMRequest
 
         cat = Catalog(args.seed)
-        print(f"Scratch database {args.db!r}; {len(cat.models)} models over "
-              f"{len(set(cat.provider.tolist()))} providers, {len(cat.user_activity)} users, "
-              f"{len(cat.features)} features, {len(cat.t_p)} (user, feature, model) combinations")
+        print(
+            f"Scratch database {args.db!r}; {len(cat.models)} models over "
+            f"{len(set(cat.provider.tolist()))} providers, {len(cat.user_activity)} users, "
+            f"{len(cat.features)} features, {len(cat.t_p)} (user, feature, model) combinations"
+        )
         summary_rows = []
         for step_index, target in enumerate(steps):
             present = LLMRequest.objects.count()
             print(f"\n=== {target:,} rows (present: {present:,}) ===")
             if present < target:
                 seconds = seed(cat, target - present, args.seed + present)
-                print(f"  COPY: {target - present:,} rows in {seconds:.1f} s "
-                      f"({(target - present) / seconds:,.0f} rows/s)")
+                print(
+                    f"  COPY: {target - present:,} rows in {seconds:.1f} s ({(target - present) / seconds:,.0f} rows/s)"
+                )
                 seconds = build_rollups()
                 print(f"  rollups rebuilt with one INSERT ... SELECT ... GROUP BY in {seconds:.1f} s")
                 started = time.perf_counter()
@@ -692,28 +827,65 @@ def main() -> None:
                 print(f"\nCosts re-priced with calculate_cost(): {check_costs(cat)} sampled rows match")
             rows_now = LLMRequest.objects.count()
             info = sizes()
-            print(f"\nLLMRequest: {rows_now:,} rows, {info['raw']}; LLMUsageDaily: {info['rollup_rows']:,} rows "
-                  f"({info['window_rows']:,} in the 30-day window), {info['rollup']}")
+            print(
+                f"\nLLMRequest: {rows_now:,} rows, {info['raw']}; LLMUsageDaily: {info['rollup_rows']:,} rows "
+                f"({info['window_rows']:,} in the 30-day window), {info['rollup']}"
+            )
             cases = variants(cat)
             rows, medians, calibration = measure(cases, args.reps)
             load = os.getloadavg()[0]
-            print(f"\nusage_stats(days=30, ...) from rollups vs the raw log, {rows_now:,} rows, "
-                  f"{args.reps} interleaved repetitions each\n")
-            print(table(["case", "requests", "rollup p50 ms", "rollup p95 ms", "raw p50 ms", "raw p95 ms",
-                         "raw/rollup", "identical"], rows))
-            print(f"\n(target: rollup path < 50 ms and flat as the table grows; calibration query "
-                  f"`{CALIBRATION_SQL}` p50 {calibration:.3f} ms, interleaved; load average {load:.1f} on "
-                  f"{os.cpu_count()} CPUs)")
-            summary_rows.extend([[f"{rows_now:,}", name, r50, w50, calibration, r50 / calibration, w50 / calibration]
-                                 for name, (r50, w50) in medians.items()])
+            print(
+                f"\nusage_stats(days=30, ...) from rollups vs the raw log, {rows_now:,} rows, "
+                f"{args.reps} interleaved repetitions each\n"
+            )
+            print(
+                table(
+                    [
+                        "case",
+                        "requests",
+                        "rollup p50 ms",
+                        "rollup p95 ms",
+                        "raw p50 ms",
+                        "raw p95 ms",
+                        "raw/rollup",
+                        "identical",
+                    ],
+                    rows,
+                )
+            )
+            print(
+                f"\n(target: rollup path < 50 ms and flat as the table grows; calibration query "
+                f"`{CALIBRATION_SQL}` p50 {calibration:.3f} ms, interleaved; load average {load:.1f} on "
+                f"{os.cpu_count()} CPUs)"
+            )
+            summary_rows.extend(
+                [
+                    [f"{rows_now:,}", name, r50, w50, calibration, r50 / calibration, w50 / calibration]
+                    for name, (r50, w50) in medians.items()
+                ]
+            )
             if step_index == len(steps) - 1:
                 explain(cases)
         if len(steps) > 1:
             print("\nAll steps (medians, ms)\n")
-            print(table(["rows", "case", "rollup p50 ms", "raw p50 ms", "calibration p50 ms", "rollup/calibration",
-                         "raw/calibration"], summary_rows))
-            print("\n(x/calibration: the median over a fixed query timed in the same loop, so that steps measured "
-                  "under different machine loads compare)")
+            print(
+                table(
+                    [
+                        "rows",
+                        "case",
+                        "rollup p50 ms",
+                        "raw p50 ms",
+                        "calibration p50 ms",
+                        "rollup/calibration",
+                        "raw/calibration",
+                    ],
+                    summary_rows,
+                )
+            )
+            print(
+                "\n(x/calibration: the median over a fixed query timed in the same loop, so that steps measured "
+                "under different machine loads compare)"
+            )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,7 @@ def _relocate_logs(module: ModuleType) -> None:
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Patches the logger module the moment django-cfg's package init imports it."""
 
-    def find_spec(
-        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> ModuleSpec | None:
+    def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None) -> ModuleSpec | None:
         if name != _LOGGER_MODULE:
             return None
         sys.meta_path.remove(self)

@@ -61,14 +61,24 @@ class ProjectConfig(DjangoConfig):
         site_title="LLM Platform",
         site_header="LLM Platform",
         navigation=[
-            NavigationSection(title="LLM usage", open=True, items=[
-                NavigationItem(title="Cost dashboard", icon="monitoring", link="admin:llm_dashboard",
-                               permission="apps.llm.admin.usage.can_view_dashboard"),
-                NavigationItem(title="Request log", icon="receipt_long", link="admin:llm_llmrequest_changelist"),
-                NavigationItem(title="Budgets", icon="savings", link="admin:llm_budget_changelist"),
-                NavigationItem(title="Daily usage", icon="calendar_month", link="admin:llm_llmusagedaily_changelist"),
-                NavigationItem(title="Model prices", icon="sell", link="admin:llm_modelprice_changelist"),
-            ]),
+            NavigationSection(
+                title="LLM usage",
+                open=True,
+                items=[
+                    NavigationItem(
+                        title="Cost dashboard",
+                        icon="monitoring",
+                        link="admin:llm_dashboard",
+                        permission="apps.llm.admin.usage.can_view_dashboard",
+                    ),
+                    NavigationItem(title="Request log", icon="receipt_long", link="admin:llm_llmrequest_changelist"),
+                    NavigationItem(title="Budgets", icon="savings", link="admin:llm_budget_changelist"),
+                    NavigationItem(
+                        title="Daily usage", icon="calendar_month", link="admin:llm_llmusagedaily_changelist"
+                    ),
+                    NavigationItem(title="Model prices", icon="sell", link="admin:llm_modelprice_changelist"),
+                ],
+            ),
         ],
     )
 
@@ -146,8 +156,11 @@ LOGGING = {
 def _cache(env: Env, alias: str, max_entries: int = 300) -> dict[str, Any]:
     """Redis when configured, else files under var/cache: both are shared across processes."""
     if env.redis_url:
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.redis_url,
-                "KEY_PREFIX": alias}
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.redis_url,
+            "KEY_PREFIX": alias,
+        }
     return {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": str(env.var_dir / "cache" / alias),

@@ -72,8 +72,9 @@ def _known(name: str, line: int) -> Iterator[tuple[str, int]]:
 
 @cache
 def import_graph() -> dict[str, set[str]]:
-    return {name: {target for target, _ in imported_modules(module)} - {name}
-            for name, module in project_modules().items()}
+    return {
+        name: {target for target, _ in imported_modules(module)} - {name} for name, module in project_modules().items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -90,7 +91,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             elif not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
@@ -136,8 +137,7 @@ def test_apps_depend_on_each_other_one_way_only():
         for target, line in imported_modules(module):
             target_app = _app(target)
             if target.startswith("config") or (
-                target_app != app and target_app.startswith("apps.")
-                and target_app not in ALLOWED_APP_DEPENDENCIES[app]
+                target_app != app and target_app.startswith("apps.") and target_app not in ALLOWED_APP_DEPENDENCIES[app]
             ):
                 wrong.append(f"{module.path.relative_to(ROOT)}:{line} imports {target}")
     assert not wrong, "\n".join(wrong)
@@ -159,9 +159,15 @@ def settings_reads(nodes: Iterable[ast.AST]) -> Iterator[tuple[str, int]]:
     for node in nodes:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "settings":
             yield node.attr, node.lineno
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-              and len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and node.args[0].id == "settings"
-              and isinstance(node.args[1], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "settings"
+            and isinstance(node.args[1], ast.Constant)
+        ):
             yield str(node.args[1].value), node.lineno
 
 
@@ -205,15 +211,18 @@ def test_no_settings_are_read_at_import_time():
     assert not wrong, "\n".join(sorted(set(wrong)))
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from django.conf import settings\nX = settings.LLM\n", ["LLM"]),
-    ("@actor(limit=settings.KNOWLEDGE['T'])\ndef f():\n    pass\n", ["KNOWLEDGE"]),
-    ("def f(x=getattr(settings, 'LLM')):\n    pass\n", ["LLM"]),
-    ("class A:\n    y = settings.FOO\n", ["FOO"]),
-    ("def f():\n    return settings.LLM\n", []),
-    ("f = lambda: settings.LLM\n", []),
-    ("class A:\n    def f(self):\n        return settings.LLM\n", []),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from django.conf import settings\nX = settings.LLM\n", ["LLM"]),
+        ("@actor(limit=settings.KNOWLEDGE['T'])\ndef f():\n    pass\n", ["KNOWLEDGE"]),
+        ("def f(x=getattr(settings, 'LLM')):\n    pass\n", ["LLM"]),
+        ("class A:\n    y = settings.FOO\n", ["FOO"]),
+        ("def f():\n    return settings.LLM\n", []),
+        ("f = lambda: settings.LLM\n", []),
+        ("class A:\n    def f(self):\n        return settings.LLM\n", []),
+    ],
+)
 def test_import_time_reads_are_found(source, expected):
     tree = ast.parse(source)
     assert sorted({setting for setting, _ in settings_reads(import_time_nodes(tree))}) == expected
@@ -231,7 +240,9 @@ LLM_LAYERS_NEVER_IMPORT = {
 def test_llm_layers_import_downwards_only():
     wrong = []
     for name, module in project_modules().items():
-        layer = next((layer for layer in LLM_LAYERS_NEVER_IMPORT if name == layer or name.startswith(layer + ".")), None)
+        layer = next(
+            (layer for layer in LLM_LAYERS_NEVER_IMPORT if name == layer or name.startswith(layer + ".")), None
+        )
         if layer is None:
             continue
         for target, line in imported_modules(module):

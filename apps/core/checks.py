@@ -17,8 +17,13 @@ def pgvector_errors(connection) -> list[Error]:
         cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
         if cursor.fetchone():
             return []
-    return [Error("The database server needs the pgvector extension ('vector'), which it does not have.",
-                  hint=HINT, id="core.E001")]
+    return [
+        Error(
+            "The database server needs the pgvector extension ('vector'), which it does not have.",
+            hint=HINT,
+            id="core.E001",
+        )
+    ]
 
 
 @register(Tags.database)

@@ -78,18 +78,27 @@ def _simulator_catalog(models: Sequence[str]) -> dict[str, Any]:
 
 def demo_simulator(seed: int) -> OpenAISimulator:
     """The loopback provider of a run: some calls fail, and it prices the demo models as OpenRouter does."""
-    return OpenAISimulator(error_rate=ERROR_RATE, seed=seed, openrouter_catalog=_simulator_catalog(DEMO_MODELS),
-                           keep_requests=100)
+    return OpenAISimulator(
+        error_rate=ERROR_RATE, seed=seed, openrouter_catalog=_simulator_catalog(DEMO_MODELS), keep_requests=100
+    )
 
 
 def demo_client(sim: OpenAISimulator, recorder: DemoRecorder, seed: int) -> LLMClient:
     """An ``LLMClient`` of the demo's own, pointed at ``sim`` as if it were OpenRouter."""
     client = LLMClient(
-        apikey_openrouter=SIMULATOR_KEY, openrouter_base_url=sim.openrouter_base_url, configure_from_env=False,
+        apikey_openrouter=SIMULATOR_KEY,
+        openrouter_base_url=sim.openrouter_base_url,
+        configure_from_env=False,
         timeout=30.0,
         # Quick retries: the simulator's Retry-After would only slow the demo down.
-        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base_delay=0.005, max_delay=0.02, max_retry_after=0.02,
-                          total_timeout=30.0, rng=random.Random(seed)),
+        retry=RetryPolicy(
+            max_attempts=MAX_ATTEMPTS,
+            base_delay=0.005,
+            max_delay=0.02,
+            max_retry_after=0.02,
+            total_timeout=30.0,
+            rng=random.Random(seed),
+        ),
         # A private cache: real traffic must never be answered from simulated responses (or
         # the reverse), and each run starts cold so the same seed gives the same hits.
         cache_backend=LocMemCache(f"llm-demo-{uuid.uuid4().hex}", {"MAX_ENTRIES": 1_000_000}),

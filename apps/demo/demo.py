@@ -60,8 +60,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def run_demo(*, calls: int = 300, days: int = 14, seed: int = 0, documents: bool = True,
-             now: datetime | None = None, progress: Callable[[int, int], None] | None = None) -> DemoSummary:
+def run_demo(
+    *,
+    calls: int = 300,
+    days: int = 14,
+    seed: int = 0,
+    documents: bool = True,
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoSummary:
     """Make the demo traffic and write it to the request log; returns what was written."""
     if days < 1 or calls < 0:
         raise ValueError("days must be at least 1 and calls at least 0")
@@ -75,8 +82,7 @@ def run_demo(*, calls: int = 300, days: int = 14, seed: int = 0, documents: bool
         try:
             if documents:
                 first_day = (now - timedelta(days=days - 1)).replace(hour=9, minute=0, second=0, microsecond=0)
-                recorder.summary.documents = add_demo_documents(client, recorder, sim, users[0],
-                                                                 min(first_day, now))
+                recorder.summary.documents = add_demo_documents(client, recorder, sim, users[0], min(first_day, now))
             for done, call in enumerate(plan, 1):
                 recorder.stamp = call.stamp()
                 perform(client, sim, call, users)

@@ -41,8 +41,9 @@ def demo_documents() -> list[tuple[str, str, str]]:
     return documents
 
 
-def add_demo_documents(client: LLMClient, recorder: DemoRecorder, sim: OpenAISimulator, owner: Any,
-                       at: datetime) -> list[str]:
+def add_demo_documents(
+    client: LLMClient, recorder: DemoRecorder, sim: OpenAISimulator, owner: Any, at: datetime
+) -> list[str]:
     """The demo documents through the knowledge pipeline; what happened to each, one line each."""
     outcomes = []
     error_rate, sim.error_rate = sim.error_rate, 0.0  # an upload is not the place to show retries
@@ -65,8 +66,9 @@ def add_demo_documents(client: LLMClient, recorder: DemoRecorder, sim: OpenAISim
             if document is None:  # claimed by someone else first: cannot happen inside the transaction
                 outcomes.append(f"{title}: added, left to the worker")
             else:
-                outcomes.append(f"{document.title}: {document.status}, {document.chunk_count} chunks, "
-                                f"{document.embedding_model}")
+                outcomes.append(
+                    f"{document.title}: {document.status}, {document.chunk_count} chunks, {document.embedding_model}"
+                )
     finally:
         sim.error_rate = error_rate
     return outcomes

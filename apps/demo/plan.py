@@ -105,8 +105,10 @@ def _timestamps(rng: random.Random, calls: int, days: int, now: datetime) -> lis
     """
     today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     offsets = list(range(days))
-    weights = [(1 + 0.8 * (days - 1 - d) / max(days - 1, 1))
-               * (0.5 if (today - timedelta(days=d)).weekday() >= 5 else 1.0) for d in offsets]
+    weights = [
+        (1 + 0.8 * (days - 1 - d) / max(days - 1, 1)) * (0.5 if (today - timedelta(days=d)).weekday() >= 5 else 1.0)
+        for d in offsets
+    ]
     chosen = offsets[:calls] + rng.choices(offsets, weights=weights, k=max(calls - days, 0))
     moments = []
     for d in chosen:
@@ -147,23 +149,38 @@ def plan_traffic(calls: int, *, days: int, seed: int, now: datetime) -> list[Pla
         else:
             model = _choose(rng, models)
             call = _fresh_call(rng, feature, model, at, user, sentences, docs)
-            if call.kind != "embedding" and (feature, model) in seen_prefix and feature in (
-                    "support.reply", "knowledge.answer") and rng.random() < 0.7:
+            if (
+                call.kind != "embedding"
+                and (feature, model) in seen_prefix
+                and feature in ("support.reply", "knowledge.answer")
+                and rng.random() < 0.7
+            ):
                 # Provider-side prompt caching of the long shared system prompt.
                 call = replace(call, cached_fraction=round(rng.uniform(0.3, 0.7), 2))
             seen_prefix.add((feature, model))
             earlier.append(call)
         reasoning = _reasoning_tokens(rng, call.model)
         latency = rng.lognormvariate(math.log(MODEL_LATENCY_MS[call.model]), 0.45) + reasoning * 4
-        call = replace(call, reasoning_tokens=reasoning, latency_ms=latency,
-                       error_latency_ms=rng.lognormvariate(math.log(300), 0.6),
-                       first_token_share=rng.uniform(0.12, 0.35))
+        call = replace(
+            call,
+            reasoning_tokens=reasoning,
+            latency_ms=latency,
+            error_latency_ms=rng.lognormvariate(math.log(300), 0.6),
+            first_token_share=rng.uniform(0.12, 0.35),
+        )
         plan.append(call)
     return _with_incidents(rng, plan)
 
 
-def _fresh_call(rng: random.Random, feature: str, model: str, at: datetime, user: int | None,
-                sentences: list[str], docs: dict[str, str]) -> PlannedCall:
+def _fresh_call(
+    rng: random.Random,
+    feature: str,
+    model: str,
+    at: datetime,
+    user: int | None,
+    sentences: list[str],
+    docs: dict[str, str],
+) -> PlannedCall:
     if feature == "support.reply":
         question = rng.choice(SUPPORT_QUESTIONS)
         if rng.random() < 0.75:  # most tickets carry their own details; the rest are plain FAQs
@@ -173,27 +190,41 @@ def _fresh_call(rng: random.Random, feature: str, model: str, at: datetime, user
         return PlannedCall(at, feature, kind, model, messages, params={"temperature": 0.3}, user=user)
     if feature == "summarize":
         module = rng.choice(SUMMARY_MODULES)
-        prompt = (f"Summarize this documentation for {rng.choice(AUDIENCES)} in {rng.choice((3, 5))} bullet "
-                  f"points.\n\n{docs[module]}")
-        messages = [{"role": "system", "content": "You write concise, accurate summaries."},
-                    {"role": "user", "content": prompt}]
+        prompt = (
+            f"Summarize this documentation for {rng.choice(AUDIENCES)} in {rng.choice((3, 5))} bullet "
+            f"points.\n\n{docs[module]}"
+        )
+        messages = [
+            {"role": "system", "content": "You write concise, accurate summaries."},
+            {"role": "user", "content": prompt},
+        ]
         return PlannedCall(at, feature, "chat", model, messages, params={"temperature": 0.2}, user=user)
     if feature == "search.rerank":
         passages = rng.sample(sentences, 5)
         listing = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1))
-        prompt = (f"Query: {rng.choice(SEARCH_QUERIES)}\n\nPassages:\n{listing}\n\n"
-                  'Return {"ranking": [passage numbers, most relevant first]}.')
+        prompt = (
+            f"Query: {rng.choice(SEARCH_QUERIES)}\n\nPassages:\n{listing}\n\n"
+            'Return {"ranking": [passage numbers, most relevant first]}.'
+        )
         messages = [{"role": "user", "content": prompt}]
-        return PlannedCall(at, feature, "chat", model, messages, user=user,
-                           params={"temperature": 0, "response_format": {"type": "json_object"}})
+        return PlannedCall(
+            at,
+            feature,
+            "chat",
+            model,
+            messages,
+            user=user,
+            params={"temperature": 0, "response_format": {"type": "json_object"}},
+        )
     if feature == "knowledge.answer":
         passages = rng.sample(sentences, rng.randint(3, 6))
         context = "\n\n".join(f"[{i}] (Python standard library)\n{p}" for i, p in enumerate(passages, 1))
-        messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {rng.choice(KNOWLEDGE_QUESTIONS)}"}]
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {rng.choice(KNOWLEDGE_QUESTIONS)}"},
+        ]
         kind = "stream" if rng.random() < 0.3 else "chat"
-        return PlannedCall(at, feature, kind, model, messages, user=user,
-                           params={"temperature": 0, "max_tokens": 1024})
+        return PlannedCall(at, feature, kind, model, messages, user=user, params={"temperature": 0, "max_tokens": 1024})
     texts = rng.sample(sentences, rng.randint(1, 8))
     return PlannedCall(at, feature, "embedding", model, texts=texts, user=user)
 
@@ -212,8 +243,11 @@ def _with_incidents(rng: random.Random, plan: list[PlannedCall]) -> list[Planned
     Only fresh support tickets: they carry a unique ticket number, so the cache can never
     answer them and leave the scripted failures to the next call.
     """
-    candidates = [i for i, c in enumerate(plan)
-                  if c.feature == "support.reply" and not c.repeat and "ticket #" in c.messages[-1]["content"]]
+    candidates = [
+        i
+        for i, c in enumerate(plan)
+        if c.feature == "support.reply" and not c.repeat and "ticket #" in c.messages[-1]["content"]
+    ]
     if not plan or not candidates:
         return plan
     count = min(len(candidates), max(1, len(plan) // CALLS_PER_INCIDENT))

@@ -48,18 +48,47 @@ SUPPORT_QUESTIONS = (
     "How do I restore yesterday's backup?",
 )
 SEARCH_QUERIES = (
-    "parse a csv file with a header", "serialize python objects to json", "sort a list with a heap",
-    "compare two texts line by line", "generate a random sample", "compute a median", "regular expression groups",
-    "unique identifiers", "hash a file", "command line arguments", "schedule an event", "count items in a list",
+    "parse a csv file with a header",
+    "serialize python objects to json",
+    "sort a list with a heap",
+    "compare two texts line by line",
+    "generate a random sample",
+    "compute a median",
+    "regular expression groups",
+    "unique identifiers",
+    "hash a file",
+    "command line arguments",
+    "schedule an event",
+    "count items in a list",
 )
 KNOWLEDGE_QUESTIONS = (
-    "How do I write JSON to a file?", "What does csv.DictReader do?", "How can I compute the median of a list?",
-    "How do I find the closest matches to a word?", "What is a heap queue?", "How do I shuffle a list in place?",
-    "What regular expression flags exist?", "How do I read a CSV file with a custom delimiter?",
-    "What is the difference between mean and median?", "How do I escape special characters in a regex?",
+    "How do I write JSON to a file?",
+    "What does csv.DictReader do?",
+    "How can I compute the median of a list?",
+    "How do I find the closest matches to a word?",
+    "What is a heap queue?",
+    "How do I shuffle a list in place?",
+    "What regular expression flags exist?",
+    "How do I read a CSV file with a custom delimiter?",
+    "What is the difference between mean and median?",
+    "How do I escape special characters in a regex?",
 )
-SUMMARY_MODULES = ("json", "csv", "statistics", "argparse", "re", "uuid", "hashlib", "heapq", "itertools",
-                   "random", "sched", "typing", "difflib", "collections")
+SUMMARY_MODULES = (
+    "json",
+    "csv",
+    "statistics",
+    "argparse",
+    "re",
+    "uuid",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "random",
+    "sched",
+    "typing",
+    "difflib",
+    "collections",
+)
 AUDIENCES = ("a new developer", "an experienced engineer")
 
 

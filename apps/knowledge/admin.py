@@ -31,30 +31,66 @@ def upload_files(request: HttpRequest, files) -> list[dict]:
 
 @admin.register(Document)
 class DocumentAdmin(ModelAdmin):
-    list_display = ["title", "status_badge", "progress_display", "chunk_count", "token_count", "embedding_model",
-                    "cost_display", "size_display", "uploaded_by", "created_at"]
+    list_display = [
+        "title",
+        "status_badge",
+        "progress_display",
+        "chunk_count",
+        "token_count",
+        "embedding_model",
+        "cost_display",
+        "size_display",
+        "uploaded_by",
+        "created_at",
+    ]
     list_filter = ["status", "mime_type", "embedding_model"]
     search_fields = ["title", "content_hash"]
     date_hierarchy = "created_at"
     actions = ["reprocess_documents"]
-    readonly_fields = ["content_hash", "mime_type", "size", "status", "error_message", "warnings", "chunk_count",
-                       "chunks_done", "token_count", "embedding_model", "embedding_cost", "attempts", "uploaded_by",
-                       "created_at", "updated_at", "processing_started_at", "processed_at"]
+    readonly_fields = [
+        "content_hash",
+        "mime_type",
+        "size",
+        "status",
+        "error_message",
+        "warnings",
+        "chunk_count",
+        "chunks_done",
+        "token_count",
+        "embedding_model",
+        "embedding_cost",
+        "attempts",
+        "uploaded_by",
+        "created_at",
+        "updated_at",
+        "processing_started_at",
+        "processed_at",
+    ]
     change_list_template = "admin/knowledge/document/change_list.html"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Document) -> str:
         colour = STATUS_COLOURS.get(obj.status, "#6b7280")
         title = obj.error_message or ""
-        return format_html('<span title="{}" style="background:{};color:#fff;border-radius:9px;padding:1px 8px;'
-                           'font-size:11px">{}</span>', title, colour, obj.get_status_display())
+        return format_html(
+            '<span title="{}" style="background:{};color:#fff;border-radius:9px;padding:1px 8px;'
+            'font-size:11px">{}</span>',
+            title,
+            colour,
+            obj.get_status_display(),
+        )
 
     @admin.display(description="progress")
     def progress_display(self, obj: Document) -> str:
         if not obj.chunk_count:
             return "—"
-        return format_html('<progress max="{}" value="{}" style="width:80px"></progress> {}/{}',
-                           obj.chunk_count, obj.chunks_done, obj.chunks_done, obj.chunk_count)
+        return format_html(
+            '<progress max="{}" value="{}" style="width:80px"></progress> {}/{}',
+            obj.chunk_count,
+            obj.chunks_done,
+            obj.chunks_done,
+            obj.chunk_count,
+        )
 
     @admin.display(description="embedding cost", ordering="embedding_cost")
     def cost_display(self, obj: Document) -> str:
@@ -98,8 +134,12 @@ class DocumentAdmin(ModelAdmin):
                 level = messages.SUCCESS if result["ok"] else messages.ERROR
                 self.message_user(request, f"{result['name']}: {result['message']}", level)
             return HttpResponseRedirect(reverse("admin:knowledge_document_changelist"))
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
-                   "title": "Upload documents"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Upload documents",
+        }
         return render(request, "admin/knowledge/document/upload.html", context)
 
     def search_view(self, request: HttpRequest) -> HttpResponse:
@@ -108,14 +148,22 @@ class DocumentAdmin(ModelAdmin):
         if form.is_valid():
             query = form.cleaned_data["q"]
             try:
-                results = retrieve(query, form.cleaned_data["k"] or 10, ef_search=form.cleaned_data["ef_search"],
-                                   user=request.user)
+                results = retrieve(
+                    query, form.cleaned_data["k"] or 10, ef_search=form.cleaned_data["ef_search"], user=request.user
+                )
                 hits = [{"hit": h, "html": highlight(h.text, query)} for h in results.hits]
                 cost = results.cost
             except (LLMError, ValueError) as problem:
                 error = str(problem)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form, "hits": hits,
-                   "error": error, "cost": cost, "title": "Search the knowledge base"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "hits": hits,
+            "error": error,
+            "cost": cost,
+            "title": "Search the knowledge base",
+        }
         return render(request, "admin/knowledge/document/search.html", context)
 
 

@@ -34,8 +34,9 @@ class Answer:
     response: ChatResponse
 
 
-def build_messages(question: str, hits: list[SearchHit], *, model: str, client: LLMClient,
-                   context_window: int) -> tuple[list[dict[str, str]], list[SearchHit]]:
+def build_messages(
+    question: str, hits: list[SearchHit], *, model: str, client: LLMClient, context_window: int
+) -> tuple[list[dict[str, str]], list[SearchHit]]:
     """The prompt with as many passages (best first) as fit in the model's context window."""
     budget = context_window - ANSWER_TOKENS
     used: list[SearchHit] = []
@@ -52,22 +53,32 @@ def build_messages(question: str, hits: list[SearchHit], *, model: str, client: 
 
 def _messages(question: str, passages: list[str]) -> list[dict[str, str]]:
     context = "\n\n".join(passages) or "(no passages found)"
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+    ]
 
 
-def answer(question: str, *, k: int = 8, model: str | None = None, client: LLMClient | None = None,
-           user: Any = None, **search_filters: Any) -> Answer:
+def answer(
+    question: str,
+    *,
+    k: int = 8,
+    model: str | None = None,
+    client: LLMClient | None = None,
+    user: Any = None,
+    **search_filters: Any,
+) -> Answer:
     """Retrieve, fit the prompt to the context window, ask the chat model, cite."""
     client = client or default_client()
     model = model or knowledge_settings().answer_model
     retrieved = retrieve(question, k=k, client=client, user=user, **search_filters)
     hits = retrieved.hits
     pricing = client.models_cache.get(model)
-    window = (pricing.context_length if pricing and pricing.context_length else DEFAULT_CONTEXT_WINDOW)
+    window = pricing.context_length if pricing and pricing.context_length else DEFAULT_CONTEXT_WINDOW
     messages, context = build_messages(question, hits, model=model, client=client, context_window=window)
-    response = client.chat_completion(messages, model, feature="knowledge.answer", user=user,
-                                      max_tokens=ANSWER_TOKENS, temperature=0)
+    response = client.chat_completion(
+        messages, model, feature="knowledge.answer", user=user, max_tokens=ANSWER_TOKENS, temperature=0
+    )
     cited = [int(n) for n in re.findall(r"\[(\d+)\]", response.content)]
     citations = [context[n - 1] for n in dict.fromkeys(cited) if 1 <= n <= len(context)] or context
     cost = None if response.cost is None or retrieved.cost is None else retrieved.cost + response.cost

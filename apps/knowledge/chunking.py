@@ -38,11 +38,11 @@ if it is over the limit; the overlap of each chunk costs a few more counts. In a
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-import itertools
 
 __all__ = ["Chunk", "chunk_text"]
 
@@ -304,7 +304,9 @@ class _Chunker:
             elif pos != self.starts[k]:
                 pos, head, limit = self.starts[k], 0, self.target  # a unit alone always fits
             else:
-                raise RuntimeError(f"count_tokens is not deterministic: {tokens} tokens for a unit counted {self.costs[k]}")
+                raise RuntimeError(
+                    f"count_tokens is not deterministic: {tokens} tokens for a unit counted {self.costs[k]}"
+                )
 
     def _choose_end(self, k: int, head: int, limit: int) -> tuple[int, int]:
         """The last unit of the chunk whose first own unit is ``k``, and the chunk's estimate."""

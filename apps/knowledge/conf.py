@@ -37,5 +37,6 @@ class KnowledgeSettings:
 def knowledge_settings() -> KnowledgeSettings:
     """``settings.KNOWLEDGE`` as typed values, with the defaults for what it leaves out."""
     raw: Mapping[str, Any] = getattr(settings, "KNOWLEDGE", {})
-    return KnowledgeSettings(**{f.name: raw[f.name.upper()] for f in fields(KnowledgeSettings)
-                                if raw.get(f.name.upper()) is not None})
+    return KnowledgeSettings(
+        **{f.name: raw[f.name.upper()] for f in fields(KnowledgeSettings) if raw.get(f.name.upper()) is not None}
+    )

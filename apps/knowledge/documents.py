@@ -15,8 +15,10 @@ from apps.knowledge.models import Document
 
 class DuplicateDocument(Exception):
     def __init__(self, name: str, existing: Document):
-        super().__init__(f"{name}: the same content is already in the knowledge base as “{existing.title}” "
-                         f"(document {existing.pk}); it is not embedded twice.")
+        super().__init__(
+            f"{name}: the same content is already in the knowledge base as “{existing.title}” "
+            f"(document {existing.pk}); it is not embedded twice."
+        )
         self.existing = existing
 
 
@@ -42,9 +44,13 @@ def add_document(*, name: str, data: bytes, title: str = "", user: Any = None) -
     existing = Document.objects.filter(content_hash=digest).first()
     if existing is not None:
         raise DuplicateDocument(name, existing)
-    document = Document(title=title or PurePath(name).stem[:255], content_hash=digest, size=len(data),
-                        mime_type=SUPPORTED_TYPES[PurePath(name).suffix.lower()],
-                        uploaded_by=user if getattr(user, "pk", None) else None)
+    document = Document(
+        title=title or PurePath(name).stem[:255],
+        content_hash=digest,
+        size=len(data),
+        mime_type=SUPPORTED_TYPES[PurePath(name).suffix.lower()],
+        uploaded_by=user if getattr(user, "pk", None) else None,
+    )
     try:
         with transaction.atomic():
             document.file.save(PurePath(name).name, ContentFile(data), save=False)

@@ -29,5 +29,10 @@ class UploadForm(forms.Form):
 class SearchForm(forms.Form):
     q = forms.CharField(label="Search", max_length=2000)
     k = forms.IntegerField(label="Results", min_value=1, max_value=100, initial=10, required=False)
-    ef_search = forms.IntegerField(label="ef_search", min_value=1, max_value=1000, required=False,
-                                   help_text="Higher finds more of the true nearest chunks, slower.")
+    ef_search = forms.IntegerField(
+        label="ef_search",
+        min_value=1,
+        max_value=1000,
+        required=False,
+        help_text="Higher finds more of the true nearest chunks, slower.",
+    )

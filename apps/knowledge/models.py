@@ -32,11 +32,13 @@ class Document(models.Model):
     chunks_done = models.PositiveIntegerField(default=0, help_text="Embedded so far, while processing.")
     token_count = models.PositiveIntegerField(default=0)
     embedding_model = models.CharField(max_length=100, blank=True, default="")
-    embedding_cost = models.DecimalField(max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES,
-                                         null=True, blank=True)
+    embedding_cost = models.DecimalField(
+        max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES, null=True, blank=True
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="knowledge_documents")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="knowledge_documents"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     processing_started_at = models.DateTimeField(null=True, blank=True)

@@ -30,8 +30,14 @@ class SearchHit:
     end_char: int
 
 
-def nearest_chunks(vector: list[float], model: EmbeddingModel, *, k: int = 10,
-                   document_ids: Iterable[int] | None = None, uploaded_by: Any = None):
+def nearest_chunks(
+    vector: list[float],
+    model: EmbeddingModel,
+    *,
+    k: int = 10,
+    document_ids: Iterable[int] | None = None,
+    uploaded_by: Any = None,
+):
     """The queryset of the ``k`` chunks nearest to ``vector`` (same model only)."""
     # The cast and the model filter match the partial HNSW index of this model exactly.
     distance = CosineDistance(Cast("embedding", VectorField(dimensions=model.dimensions)), vector)
@@ -40,9 +46,12 @@ def nearest_chunks(vector: list[float], model: EmbeddingModel, *, k: int = 10,
         chunks = chunks.filter(document_id__in=list(document_ids))
     if uploaded_by is not None:
         chunks = chunks.filter(document__uploaded_by=uploaded_by)
-    return (chunks.select_related("document").annotate(distance=distance)
-            .only("id", "document_id", "document__title", "index", "text", "start_char", "end_char")
-            .order_by("distance")[:k])
+    return (
+        chunks.select_related("document")
+        .annotate(distance=distance)
+        .only("id", "document_id", "document__title", "index", "text", "start_char", "end_char")
+        .order_by("distance")[:k]
+    )
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,17 @@ def search(query: str, k: int = 10, **options: Any) -> list[SearchHit]:
     return retrieve(query, k, **options).hits
 
 
-def retrieve(query: str, k: int = 10, *, model: str | None = None, document_ids: Iterable[int] | None = None,
-             uploaded_by: Any = None, ef_search: int | None = None, client: LLMClient | None = None,
-             user: Any = None) -> SearchResults:
+def retrieve(
+    query: str,
+    k: int = 10,
+    *,
+    model: str | None = None,
+    document_ids: Iterable[int] | None = None,
+    uploaded_by: Any = None,
+    ef_search: int | None = None,
+    client: LLMClient | None = None,
+    user: Any = None,
+) -> SearchResults:
     """The ``k`` chunks most similar to ``query``, best first, and the cost of embedding it.
 
     ``ef_search`` trades speed for recall (pgvector's ``hnsw.ef_search``; default: the
@@ -71,14 +88,23 @@ def retrieve(query: str, k: int = 10, *, model: str | None = None, document_ids:
     embedded = client.generate_embedding(query, model=model_info.name, feature="knowledge.search", user=user)
     vector = embedded.embedding
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)",
-                       [str(ef_search or knowledge_settings().ef_search)])
+        cursor.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search or knowledge_settings().ef_search)]
+        )
         if document_ids is not None or uploaded_by is not None:
             cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         rows = list(nearest_chunks(vector, model_info, k=k, document_ids=document_ids, uploaded_by=uploaded_by))
     hits = [
-        SearchHit(chunk_id=c.pk, document_id=c.document_id, document_title=c.document.title, index=c.index,
-                  text=c.text, score=1 - c.distance, start_char=c.start_char, end_char=c.end_char)
+        SearchHit(
+            chunk_id=c.pk,
+            document_id=c.document_id,
+            document_title=c.document.title,
+            index=c.index,
+            text=c.text,
+            score=1 - c.distance,
+            start_char=c.start_char,
+            end_char=c.end_char,
+        )
         for c in sorted(rows, key=lambda c: c.distance)
     ]
     return SearchResults(hits=hits, cost=embedded.cost)

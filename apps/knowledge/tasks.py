@@ -22,8 +22,7 @@ def process_document(document_id: int) -> None:
 
 def enqueue_document(document_id: int) -> None:
     """Send a document to the workers, limited to ``KNOWLEDGE_PROCESSING_TIMEOUT`` (read per message)."""
-    process_document.send_with_options(args=(document_id,),
-                                       time_limit=knowledge_settings().processing_timeout * 1000)
+    process_document.send_with_options(args=(document_id,), time_limit=knowledge_settings().processing_timeout * 1000)
 
 
 @dramatiq.actor(actor_name="knowledge.give_up_document", queue_name=QUEUE, max_retries=0)

@@ -58,9 +58,23 @@ DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 OUTPUT_TOKENS_ESTIMATE = 1024
 
 # Request parameters that change the answer, and so belong in the cache key.
-_ANSWER_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools",
-                  "tool_choice", "response_format", "seed", "frequency_penalty", "presence_penalty",
-                  "logit_bias", "n", "reasoning_effort", "parallel_tool_calls")
+_ANSWER_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "n",
+    "reasoning_effort",
+    "parallel_tool_calls",
+)
 
 
 class LLMClient:
@@ -94,8 +108,11 @@ class LLMClient:
         configure_from_env: bool = True,
     ):
         configured = {**(llm_settings().providers if configure_from_env else {}), **(provider_settings or {})}
-        explicit = {OPENROUTER: (apikey_openrouter, openrouter_base_url), OPENAI: (apikey_openai, openai_base_url),
-                    COMPATIBLE: (apikey_compatible, base_url)}
+        explicit = {
+            OPENROUTER: (apikey_openrouter, openrouter_base_url),
+            OPENAI: (apikey_openai, openai_base_url),
+            COMPATIBLE: (apikey_compatible, base_url),
+        }
         for name, (key, url) in explicit.items():
             if key or url:
                 given = configured.get(name) or ProviderSettings()
@@ -104,7 +121,9 @@ class LLMClient:
 
         self.retry = retry or RetryPolicy()
         if cache_backend is None:
-            cache_backend = file_cache(Path(cache_dir), ttl=cache_ttl, max_entries=max_cache_size) if cache_dir else "llm"
+            cache_backend = (
+                file_cache(Path(cache_dir), ttl=cache_ttl, max_entries=max_cache_size) if cache_dir else "llm"
+            )
         self.cache = LLMCache(cache_backend, ttl=cache_ttl, max_size=max_cache_size)
         self.models_cache = models_cache or ModelsCache(ttl_seconds=models_cache_ttl)
         self.tokenizer = Tokenizer()
@@ -123,20 +142,44 @@ class LLMClient:
 
     @overload
     def chat_completion(
-        self, messages: list[dict[str, Any]], model: str = ..., *, provider: str | None = ...,
-        stream: Literal[False] = ..., cache: bool = ..., user: Any = ..., feature: str = ..., **params: Any,
+        self,
+        messages: list[dict[str, Any]],
+        model: str = ...,
+        *,
+        provider: str | None = ...,
+        stream: Literal[False] = ...,
+        cache: bool = ...,
+        user: Any = ...,
+        feature: str = ...,
+        **params: Any,
     ) -> ChatResponse: ...
 
     @overload
     def chat_completion(
-        self, messages: list[dict[str, Any]], model: str = ..., *, provider: str | None = ...,
-        stream: Literal[True], cache: bool = ..., user: Any = ..., feature: str = ..., **params: Any,
+        self,
+        messages: list[dict[str, Any]],
+        model: str = ...,
+        *,
+        provider: str | None = ...,
+        stream: Literal[True],
+        cache: bool = ...,
+        user: Any = ...,
+        feature: str = ...,
+        **params: Any,
     ) -> ChatStream: ...
 
     @overload
     def chat_completion(
-        self, messages: list[dict[str, Any]], model: str = ..., *, provider: str | None = ...,
-        stream: bool, cache: bool = ..., user: Any = ..., feature: str = ..., **params: Any,
+        self,
+        messages: list[dict[str, Any]],
+        model: str = ...,
+        *,
+        provider: str | None = ...,
+        stream: bool,
+        cache: bool = ...,
+        user: Any = ...,
+        feature: str = ...,
+        **params: Any,
     ) -> ChatResponse | ChatStream: ...
 
     def chat_completion(
@@ -158,8 +201,9 @@ class LLMClient:
         arguments (temperature, max_tokens, tools, response_format, seed, ...) go to the API.
         """
         if stream:
-            return self.chat_completion_stream(messages, model, provider=provider, cache=cache, user=user,
-                                               feature=feature, **params)
+            return self.chat_completion_stream(
+                messages, model, provider=provider, cache=cache, user=user, feature=feature, **params
+            )
         user, feature = _attribution(user, feature)
         providers = self._route(model, provider)
         key = self._chat_cache_key(providers[0], model, messages, params)
@@ -172,7 +216,8 @@ class LLMClient:
             response = None
             try:
                 (completion, used), attempts = self._send(
-                    providers, model,
+                    providers,
+                    model,
                     lambda p, name: p.client.chat.completions.create(
                         model=name, messages=_sdk_messages(messages), **p.request_options(), **params
                     ),
@@ -224,10 +269,15 @@ class LLMClient:
             nonlocal reservation
             reservation = self._reserve(providers[0], model, messages, params, user, feature)
             return self._send(
-                providers, model,
+                providers,
+                model,
                 lambda p, name: p.client.chat.completions.create(
-                    model=name, messages=_sdk_messages(messages), stream=True, stream_options={"include_usage": True},
-                    **p.request_options(), **params,
+                    model=name,
+                    messages=_sdk_messages(messages),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **p.request_options(),
+                    **params,
                 ),
             )
 
@@ -265,11 +315,15 @@ class LLMClient:
         local = model.startswith("local/") or provider == LOCAL
         route = [] if local else self._route(model, provider)
         provider_name = LOCAL if local else route[0].name
-        keys = [cache_key({"kind": "embedding", "provider": provider_name, "model": model, "text": t, **params})
-                for t in texts]
+        keys = [
+            cache_key({"kind": "embedding", "provider": provider_name, "model": model, "text": t, **params})
+            for t in texts
+        ]
         found = self.cache.backend.get_many(keys) if cache else {}
         missing = [i for i, k in enumerate(keys) if k not in found]
-        vectors: dict[int, list[float]] = {i: found[keys[i]]["embedding"] for i in range(len(texts)) if keys[i] in found}
+        vectors: dict[int, list[float]] = {
+            i: found[keys[i]]["embedding"] for i in range(len(texts)) if keys[i] in found
+        }
         usage = Usage()
         requests = 0
         attempts = 0
@@ -290,8 +344,9 @@ class LLMClient:
                 if cache:
                     self.cache.backend.set_many({keys[i]: {"embedding": vectors[i]} for i in missing}, self.cache.ttl)
         except errors.LLMError as error:
-            self._record_failure("embeddings", route[0] if route else None, model, error, started, attempts,
-                                 "", user, feature)
+            self._record_failure(
+                "embeddings", route[0] if route else None, model, error, started, attempts, "", user, feature
+            )
             raise
         self.cache._count(hit=not missing)
         cost: Decimal | None
@@ -302,23 +357,42 @@ class LLMClient:
         price_id = breakdown.pricing.price_id if breakdown else None
         response = EmbeddingResponse(
             embeddings=[vectors[i] for i in range(len(texts))],
-            model=served_model, provider=provider_name, usage=usage, cost=cost, cached=not missing,
-            latency_ms=_elapsed_ms(started), requests=requests, price_id=price_id,
+            model=served_model,
+            provider=provider_name,
+            usage=usage,
+            cost=cost,
+            cached=not missing,
+            latency_ms=_elapsed_ms(started),
+            requests=requests,
+            price_id=price_id,
         )
-        self._emit(CallRecord.of_response(
-            response, endpoint="embeddings", requested_model=model, status=SUCCESS, attempts=attempts,
-            key_fingerprint=route[0].key_fingerprint if route else "", user_id=_user_id(user), feature=feature,
-        ))
+        self._emit(
+            CallRecord.of_response(
+                response,
+                endpoint="embeddings",
+                requested_model=model,
+                status=SUCCESS,
+                attempts=attempts,
+                key_fingerprint=route[0].key_fingerprint if route else "",
+                user_id=_user_id(user),
+                feature=feature,
+            )
+        )
         return response
 
-    def _embed_remote(self, route: list[Provider], model: str, texts: list[str], params: dict, user: Any,
-                      feature: str) -> tuple[EmbeddingBatch, CostBreakdown | None]:
+    def _embed_remote(
+        self, route: list[Provider], model: str, texts: list[str], params: dict, user: Any, feature: str
+    ) -> tuple[EmbeddingBatch, CostBreakdown | None]:
         """Embed ``texts`` in requests within the provider's limits, held against the budgets."""
         reservation = self.budgets.reserve(
-            user_id=_user_id(user), feature=feature,
+            user_id=_user_id(user),
+            feature=feature,
             estimate=lambda: calculate_embedding_cost(
-                model, sum(self.tokenizer.count_tokens(t, model) for t in texts), self.models_cache,
-                provider=route[0].name),
+                model,
+                sum(self.tokenizer.count_tokens(t, model) for t in texts),
+                self.models_cache,
+                provider=route[0].name,
+            ),
         )
         breakdown = None
         try:
@@ -326,7 +400,8 @@ class LLMClient:
                 lambda chunk: self._send(
                     route, model, lambda p, name: p.client.embeddings.create(model=name, input=chunk, **params)
                 ),
-                model, texts,
+                model,
+                texts,
             )
             breakdown = self._price(route[0].name, batch.model or model, model, batch.usage)
         finally:
@@ -343,8 +418,9 @@ class LLMClient:
         (page, _), _ = self._send([self.providers[name]], "", lambda p, _: p.client.models.list())
         return sorted(model.id for model in page)
 
-    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, *,
-                      provider: str | None = None) -> Decimal | None:
+    def estimate_cost(
+        self, model: str, input_tokens: int, output_tokens: int, *, provider: str | None = None
+    ) -> Decimal | None:
         """The price of a call of this size, before making it (``None``: price unknown)."""
         provider = provider or self.primary_provider
         name = self.providers[provider].model_name(model) if provider in self.providers else model
@@ -353,15 +429,22 @@ class LLMClient:
     def count_tokens(self, messages: list[dict[str, Any]], model: str = DEFAULT_CHAT_MODEL) -> int:
         return self.tokenizer.count_messages_tokens(messages, model)
 
-    def get_usage_stats(self, *, days: int = 30, start: date | None = None, end: date | None = None,
-                        user: Any = None, feature: str | None = None, model: str | None = None,
-                        provider: str | None = None) -> UsageStats:
+    def get_usage_stats(
+        self,
+        *,
+        days: int = 30,
+        start: date | None = None,
+        end: date | None = None,
+        user: Any = None,
+        feature: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> UsageStats:
         """Usage recorded in the database (every client and process) over a window of days."""
         for recorder in self.recorders:
             if hasattr(recorder, "flush"):
                 recorder.flush()
-        return usage_stats(days=days, start=start, end=end, user=user, feature=feature, model=model,
-                           provider=provider)
+        return usage_stats(days=days, start=start, end=end, user=user, feature=feature, model=model, provider=provider)
 
     def session_stats(self) -> UsageStats:
         """Usage of this client object since it was made (no database involved)."""
@@ -404,7 +487,9 @@ class LLMClient:
                 raise errors.ConfigurationError(f"No configured provider serves {model!r}", model=model)
         return [first, *(p for p in self.providers.values() if p is not first and p.serves(model))]
 
-    def _send(self, providers: list[Provider], model: str, request: Callable[[Provider, str], T]) -> tuple[tuple[T, Provider], int]:
+    def _send(
+        self, providers: list[Provider], model: str, request: Callable[[Provider, str], T]
+    ) -> tuple[tuple[T, Provider], int]:
         return send(providers, model, request, policy=self.retry, secrets=self._secrets())
 
     def _secrets(self) -> list[str]:
@@ -415,8 +500,16 @@ class LLMClient:
     def _chat_cache_key(self, provider: Provider, model: str, messages: list, params: dict) -> str:
         answer_params = {k: params[k] for k in _ANSWER_PARAMS if k in params}
         unknown = {k: v for k, v in params.items() if k not in answer_params and k not in ("timeout", "extra_headers")}
-        return cache_key({"kind": "chat", "provider": provider.name, "model": provider.model_name(model),
-                          "messages": messages, **answer_params, **unknown})
+        return cache_key(
+            {
+                "kind": "chat",
+                "provider": provider.name,
+                "model": provider.model_name(model),
+                "messages": messages,
+                **answer_params,
+                **unknown,
+            }
+        )
 
     def _reserve(self, provider: Provider, model: str, messages: list, params: dict, user: Any, feature: str):
         """Hold the call's estimated cost against the budgets that apply (raises BudgetExceeded)."""
@@ -424,8 +517,9 @@ class LLMClient:
         def estimate() -> Decimal | None:
             prompt = self.tokenizer.count_messages_tokens(messages, model, tools=params.get("tools"))
             output = params.get("max_completion_tokens") or params.get("max_tokens") or OUTPUT_TOKENS_ESTIMATE
-            return calculate_chat_cost(provider.model_name(model), prompt, output, self.models_cache,
-                                       provider=provider.name)
+            return calculate_chat_cost(
+                provider.model_name(model), prompt, output, self.models_cache, provider=provider.name
+            )
 
         return self.budgets.reserve(user_id=_user_id(user), feature=feature, estimate=estimate)
 
@@ -444,31 +538,74 @@ class LLMClient:
 
     def _finish_chat(self, response: ChatResponse, hit: bool, started: float, attempts: int) -> ChatResponse:
         if hit:
-            return response.model_copy(update={
-                "cached": True, "saved_cost": response.cost, "cost": Decimal(0), "provider_cost": None,
-                "latency_ms": _elapsed_ms(started), "attempts": 0, "time_to_first_token_ms": None,
-            })
+            return response.model_copy(
+                update={
+                    "cached": True,
+                    "saved_cost": response.cost,
+                    "cost": Decimal(0),
+                    "provider_cost": None,
+                    "latency_ms": _elapsed_ms(started),
+                    "attempts": 0,
+                    "time_to_first_token_ms": None,
+                }
+            )
         return response.model_copy(update={"latency_ms": _elapsed_ms(started), "attempts": attempts})
 
-    def _record_chat(self, endpoint: str, provider: Provider, response: ChatResponse, key: str,
-                     user: Any, feature: str, messages: list) -> None:
-        self._emit(CallRecord.of_response(
-            response, endpoint=endpoint, status=SUCCESS, cache_key=key,
-            # The provider that answered, which is not the first one tried after a fallback.
-            key_fingerprint=self.providers.get(response.provider, provider).key_fingerprint,
-            user_id=_user_id(user), feature=feature, prompt=messages, response_text=response.content,
-        ))
+    def _record_chat(
+        self,
+        endpoint: str,
+        provider: Provider,
+        response: ChatResponse,
+        key: str,
+        user: Any,
+        feature: str,
+        messages: list,
+    ) -> None:
+        self._emit(
+            CallRecord.of_response(
+                response,
+                endpoint=endpoint,
+                status=SUCCESS,
+                cache_key=key,
+                # The provider that answered, which is not the first one tried after a fallback.
+                key_fingerprint=self.providers.get(response.provider, provider).key_fingerprint,
+                user_id=_user_id(user),
+                feature=feature,
+                prompt=messages,
+                response_text=response.content,
+            )
+        )
 
-    def _record_failure(self, endpoint: str, provider: Provider | None, model: str, error: errors.LLMError,
-                        started: float, attempts: int, key: str, user: Any, feature: str) -> None:
-        self._emit(CallRecord(
-            endpoint=endpoint, provider=error.provider or (provider.name if provider else ""),
-            requested_model=model, model=error.model or model, status=ERROR,
-            latency_ms=_elapsed_ms(started), attempts=getattr(error, "attempts", attempts), cache_key=key,
-            error_type=type(error).__name__, error_message=str(error),
-            key_fingerprint=provider.key_fingerprint if provider else "",
-            request_id=error.request_id, user_id=_user_id(user), feature=feature,
-        ))
+    def _record_failure(
+        self,
+        endpoint: str,
+        provider: Provider | None,
+        model: str,
+        error: errors.LLMError,
+        started: float,
+        attempts: int,
+        key: str,
+        user: Any,
+        feature: str,
+    ) -> None:
+        self._emit(
+            CallRecord(
+                endpoint=endpoint,
+                provider=error.provider or (provider.name if provider else ""),
+                requested_model=model,
+                model=error.model or model,
+                status=ERROR,
+                latency_ms=_elapsed_ms(started),
+                attempts=getattr(error, "attempts", attempts),
+                cache_key=key,
+                error_type=type(error).__name__,
+                error_message=str(error),
+                key_fingerprint=provider.key_fingerprint if provider else "",
+                request_id=error.request_id,
+                user_id=_user_id(user),
+                feature=feature,
+            )
+        )
 
     def _emit(self, record: CallRecord) -> None:
         for recorder in self.recorders:
@@ -495,8 +632,6 @@ def _sdk_messages(messages: list[dict[str, Any]]) -> list[ChatCompletionMessageP
 
 def _user_id(user: Any) -> int | None:
     return getattr(user, "pk", user) if user is not None else None
-
-
 
 
 _default_client: LLMClient | None = None

@@ -47,8 +47,13 @@ def calculate_cost(pricing: ModelPricing, usage: Usage) -> CostBreakdown:
     and writes without a price of their own cost the prompt price; reasoning without one costs
     the completion price. The price tier is chosen by the prompt size.
     """
-    counts = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens,
-              usage.reasoning_tokens)
+    counts = (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )
     if min(counts) < 0:
         raise ValueError(f"negative token count in {usage!r}")
     uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens

@@ -49,8 +49,11 @@ class LLMError(Exception):
         self.request_id = request_id
 
     def __str__(self) -> str:
-        where = ", ".join(f"{k}={v}" for k, v in (("provider", self.provider), ("model", self.model),
-                                                  ("status", self.status_code)) if v)
+        where = ", ".join(
+            f"{k}={v}"
+            for k, v in (("provider", self.provider), ("model", self.model), ("status", self.status_code))
+            if v
+        )
         return f"{self.message} ({where})" if where else self.message
 
 

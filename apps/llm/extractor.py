@@ -85,14 +85,10 @@ class JSONExtractor:
     """Extracts JSON from LLM output; stateless, safe to share across threads."""
 
     @overload
-    def extract_json_from_response(
-        self, text: str, *, strict: bool = ..., schema: None = ...
-    ) -> JSONValue | None: ...
+    def extract_json_from_response(self, text: str, *, strict: bool = ..., schema: None = ...) -> JSONValue | None: ...
 
     @overload
-    def extract_json_from_response(
-        self, text: str, *, strict: bool = ..., schema: type[ModelT]
-    ) -> ModelT | None: ...
+    def extract_json_from_response(self, text: str, *, strict: bool = ..., schema: type[ModelT]) -> ModelT | None: ...
 
     def extract_json_from_response(
         self, text: str, *, strict: bool = False, schema: type[BaseModel] | None = None

@@ -86,9 +86,7 @@ _BUNDLED_BPE: dict[str, tuple[str, str]] = {
 # Model families, matched on the model id after provider prefixes and ":variant" suffixes are
 # stripped. A family name must be followed by "-", "." or the end: "o3-mini" and "gpt-5.4" match,
 # "o30" does not. o200k is tried first so "gpt-4o" / "gpt-4.1" never fall into cl100k's "gpt-4".
-_O200K_FAMILIES = re.compile(
-    r"^(?:gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o1|o3|o4|codex-mini)(?:[-.]|$)"
-)
+_O200K_FAMILIES = re.compile(r"^(?:gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o1|o3|o4|codex-mini)(?:[-.]|$)")
 _CL100K_FAMILIES = re.compile(
     r"^(?:gpt-4|gpt-3\.5-turbo|gpt-35-turbo|text-embedding-3-small|text-embedding-3-large"
     r"|text-embedding-ada-002|davinci-002|babbage-002)(?:-|$)"

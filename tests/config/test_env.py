@@ -70,5 +70,8 @@ def test_startup_fails_with_one_line_naming_the_variable():
         timeout=60,
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "Configuration error: ALLOWED_HOSTS: required in production, comma-separated host names"
+    assert (
+        result.stderr.strip()
+        == "Configuration error: ALLOWED_HOSTS: required in production, comma-separated host names"
+    )
     assert SECRET not in result.stderr + result.stdout

@@ -14,9 +14,14 @@ from tests.helpers import wait_for
 
 
 def test_socket_dsn_becomes_discrete_fields():
-    settings = database_config("postgresql://postgres@/llmplatform?host=%2Fsrv%2Fpg%20data&port=5433").to_django_config()
+    settings = database_config(
+        "postgresql://postgres@/llmplatform?host=%2Fsrv%2Fpg%20data&port=5433"
+    ).to_django_config()
     assert (settings["NAME"], settings["USER"], settings["HOST"], settings["PORT"]) == (
-        "llmplatform", "postgres", "/srv/pg data", 5433
+        "llmplatform",
+        "postgres",
+        "/srv/pg data",
+        5433,
     )
     assert "host" not in settings["OPTIONS"] and settings["OPTIONS"]["pool"] is False
 

@@ -28,11 +28,19 @@ def test_runstack_serves_works_and_stops_cleanly_on_ctrl_c(tmp_path, test_databa
     port = free_port()
     procfile = (BASE_DIR / "Procfile").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{port} --noreload")
     (tmp_path / "Procfile").write_text(procfile)
-    env = {"DJANGO_ENV": "development", "DATABASE_URL": test_database_url, "REDIS_URL": "", "ADMIN_PASSWORD": "pw-for-test"}
+    env = {
+        "DJANGO_ENV": "development",
+        "DATABASE_URL": test_database_url,
+        "REDIS_URL": "",
+        "ADMIN_PASSWORD": "pw-for-test",
+    }
 
     stack = start_process("runstack", "--procfile", str(tmp_path / "Procfile"), env=env, name="runstack")
-    wait_for(lambda: _status(f"http://127.0.0.1:{port}/admin/login/") == 200 or stack.popen.poll() is not None,
-             timeout=90, what="the admin login page")
+    wait_for(
+        lambda: _status(f"http://127.0.0.1:{port}/admin/login/") == 200 or stack.popen.poll() is not None,
+        timeout=90,
+        what="the admin login page",
+    )
     assert stack.popen.poll() is None, stack.output()
     children = psutil.Process(stack.popen.pid).children(recursive=True)
     assert len(children) >= 3
@@ -51,5 +59,8 @@ def test_runstack_serves_works_and_stops_cleanly_on_ctrl_c(tmp_path, test_databa
     assert "Created admin account: admin@example.com / password (from ADMIN_PASSWORD)" in output
     for prefix in ("web", "worker", "scheduler"):
         assert f"{prefix} started" in output and f"{prefix} stopped" in output
-    wait_for(lambda: not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children),
-             timeout=10, what="every child process to exit")
+    wait_for(
+        lambda: not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children),
+        timeout=10,
+        what="every child process to exit",
+    )

@@ -54,8 +54,9 @@ def fingerprint() -> dict:
         "by_model": Counter(rows.values_list("model", "endpoint", "status", "cached")),
         "by_feature": Counter(rows.values_list("feature", flat=True)),
         "by_user": Counter(rows.values_list("user__email", flat=True)),
-        "tokens": rows.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"), r=Sum("reasoning_tokens"),
-                                 k=Sum("cached_tokens")),
+        "tokens": rows.aggregate(
+            p=Sum("prompt_tokens"), c=Sum("completion_tokens"), r=Sum("reasoning_tokens"), k=Sum("cached_tokens")
+        ),
         "cost": rows.aggregate(Sum("cost"))["cost__sum"],
         "attempts": Counter(rows.values_list("attempts", flat=True)),
     }
@@ -90,12 +91,18 @@ def test_the_demo_fills_log_and_rollups_with_priced_simulated_traffic():
 
     # The rollups are the log, summed.
     # (hits spent no tokens: the rollups leave them out of the token sums)
-    log = {(r["day"], r["model"]): (r["n"], r["cost"] or 0, r["tokens"])
-           for r in rows.annotate(day=TruncDate("created_at")).values("day", "model")
-           .annotate(n=Count("id"), cost=Sum("cost"), tokens=Sum("total_tokens", filter=Q(cached=False)))}
-    rollups = {(r["date"], r["model"]): (r["n"], r["cost"], r["tokens"])
-               for r in LLMUsageDaily.objects.filter(provider=DEMO_PROVIDER).values("date", "model")
-               .annotate(n=Sum("requests"), cost=Sum("cost"), tokens=Sum("total_tokens"))}
+    log = {
+        (r["day"], r["model"]): (r["n"], r["cost"] or 0, r["tokens"])
+        for r in rows.annotate(day=TruncDate("created_at"))
+        .values("day", "model")
+        .annotate(n=Count("id"), cost=Sum("cost"), tokens=Sum("total_tokens", filter=Q(cached=False)))
+    }
+    rollups = {
+        (r["date"], r["model"]): (r["n"], r["cost"], r["tokens"])
+        for r in LLMUsageDaily.objects.filter(provider=DEMO_PROVIDER)
+        .values("date", "model")
+        .annotate(n=Sum("requests"), cost=Sum("cost"), tokens=Sum("total_tokens"))
+    }
     assert {k: (n, c, t or 0) for k, (n, c, t) in log.items()} == rollups
     assert not LLMUsageDaily.objects.exclude(provider=DEMO_PROVIDER).exists()
 
@@ -138,13 +145,32 @@ def test_the_recorder_relabels_and_backdates_but_keeps_the_cost():
     recorder = DemoRecorder(type("Log", (), {"record": lambda self, r: written.append(r)})())
     at = datetime(2026, 1, 2, 15, 30, tzinfo=UTC)
     recorder.stamp = Stamp(at, latency_ms=900.0, error_latency_ms=200.0, first_token_share=0.2)
-    ok = CallRecord(endpoint="chat.stream", provider="openrouter", requested_model="openai/gpt-4o-mini",
-                    model="openai/gpt-4o-mini", status=SUCCESS, usage=Usage(prompt_tokens=10, total_tokens=10),
-                    cost=Decimal("0.0001"), latency_ms=1.5, time_to_first_token_ms=0.5, attempts=2)
-    hit = CallRecord(endpoint="chat", provider="openrouter", requested_model="m", model="m", status=SUCCESS,
-                     cached=True, saved_cost=Decimal("0.01"), cost=Decimal(0), latency_ms=0.3)
-    failed = CallRecord(endpoint="chat", provider="openrouter", requested_model="m", model="m", status=ERROR,
-                        attempts=2)
+    ok = CallRecord(
+        endpoint="chat.stream",
+        provider="openrouter",
+        requested_model="openai/gpt-4o-mini",
+        model="openai/gpt-4o-mini",
+        status=SUCCESS,
+        usage=Usage(prompt_tokens=10, total_tokens=10),
+        cost=Decimal("0.0001"),
+        latency_ms=1.5,
+        time_to_first_token_ms=0.5,
+        attempts=2,
+    )
+    hit = CallRecord(
+        endpoint="chat",
+        provider="openrouter",
+        requested_model="m",
+        model="m",
+        status=SUCCESS,
+        cached=True,
+        saved_cost=Decimal("0.01"),
+        cost=Decimal(0),
+        latency_ms=0.3,
+    )
+    failed = CallRecord(
+        endpoint="chat", provider="openrouter", requested_model="m", model="m", status=ERROR, attempts=2
+    )
     for record in (ok, hit, failed):
         recorder.record(record)
 

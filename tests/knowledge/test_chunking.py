@@ -116,8 +116,12 @@ def random_text(rng: random.Random) -> str:
         elif kind < 0.62:  # a sentence that never ends
             paragraph = " ".join(rng.choice(WORDS) for _ in range(rng.randint(100, 900)))
         elif kind < 0.67:  # one enormous word: a URL, base64, a hash dump
-            alphabet = rng.choice(["abcdef0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/=", "a/b-c_d.e?f=g&"])
-            paragraph = "see https://example.com/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(200, 6000)))
+            alphabet = rng.choice(
+                ["abcdef0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/=", "a/b-c_d.e?f=g&"]
+            )
+            paragraph = "see https://example.com/" + "".join(
+                rng.choice(alphabet) for _ in range(rng.randint(200, 6000))
+            )
         elif kind < 0.75:
             sentences = rng.choices(CJK_SENTENCES, k=rng.randint(1, 40))
             paragraph = "".join(sentences) if rng.random() < 0.5 else "".join(sentences).replace("。", "")
@@ -146,7 +150,9 @@ def test_contract_holds_on_random_texts_tiktoken(seed, tiktoken_count):
     max_tokens = rng.choice([8, 16, 40, 100, 256, 512])
     overlap = rng.choice([0, 4, max_tokens // 8, max_tokens // 2, max_tokens])
     hard_limit = rng.choice([None, max_tokens, max_tokens + 10, max(4, max_tokens // 2)])
-    chunks = chunk_text(text, count_tokens=tiktoken_count, max_tokens=max_tokens, overlap=overlap, hard_limit=hard_limit)
+    chunks = chunk_text(
+        text, count_tokens=tiktoken_count, max_tokens=max_tokens, overlap=overlap, hard_limit=hard_limit
+    )
     check(text, chunks, tiktoken_count, hard_limit=max_tokens if hard_limit is None else hard_limit, overlap=overlap)
 
 

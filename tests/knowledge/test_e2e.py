@@ -26,8 +26,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def worker_env(database_url: str, **extra: str) -> dict[str, str]:
-    return {"DJANGO_ENV": "development", "DATABASE_URL": database_url, "REDIS_URL": "", "OPENAI_API_KEY": "",
-            "OPENROUTER_API_KEY": "", "LLM_BASE_URL": "", "LLM_REQUEST_LOG": "sync", **extra}
+    return {
+        "DJANGO_ENV": "development",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": "",
+        "OPENAI_API_KEY": "",
+        "OPENROUTER_API_KEY": "",
+        "LLM_BASE_URL": "",
+        "LLM_REQUEST_LOG": "sync",
+        **extra,
+    }
 
 
 def forward_queued_messages(database_url: str) -> int:
@@ -53,19 +61,33 @@ def uploaded_files():
 
 
 def test_upload_through_the_admin_then_a_worker_embeds_it_and_search_finds_it(
-        admin_client, test_database_url, start_process, uploaded_files, make_client):
+    admin_client, test_database_url, start_process, uploaded_files, make_client
+):
     text = textwrap.dedent(inspect.getdoc(json))
     upload = SimpleUploadedFile(f"json-{uuid.uuid4().hex[:6]}.md", text.encode(), content_type="text/markdown")
-    response = admin_client.post(reverse("admin:knowledge_document_upload"), {"files": [upload]},
-                                 HTTP_ACCEPT="application/json")
+    response = admin_client.post(
+        reverse("admin:knowledge_document_upload"), {"files": [upload]}, HTTP_ACCEPT="application/json"
+    )
     assert response.status_code == 200 and response.json()["results"][0]["ok"], response.content
     document = Document.objects.get()
     assert forward_queued_messages(test_database_url) == 1
 
-    worker = start_process("rundramatiq", "--processes", "1", "--threads", "1", "--queues", QUEUE,
-                           env=worker_env(test_database_url), name="knowledge-worker")
-    wait_for(lambda: Document.objects.get(pk=document.pk).status in ("ready", "failed") or worker.popen.poll(),
-             timeout=120, what="the worker to process the upload")
+    worker = start_process(
+        "rundramatiq",
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        "--queues",
+        QUEUE,
+        env=worker_env(test_database_url),
+        name="knowledge-worker",
+    )
+    wait_for(
+        lambda: Document.objects.get(pk=document.pk).status in ("ready", "failed") or worker.popen.poll(),
+        timeout=120,
+        what="the worker to process the upload",
+    )
     document.refresh_from_db()
     assert document.status == "ready", (document.error_message, worker.output())
     client = make_client(recorders=[])
@@ -73,11 +95,11 @@ def test_upload_through_the_admin_then_a_worker_embeds_it_and_search_finds_it(
     assert hits[0].document_id == document.pk
 
 
-def test_a_worker_killed_mid_document_leaves_nothing_half_written(test_database_url, start_process, uploaded_files,
-                                                                  settings, make_sim, make_client):
+def test_a_worker_killed_mid_document_leaves_nothing_half_written(
+    test_database_url, start_process, uploaded_files, settings, make_sim, make_client
+):
     sim = make_sim(latency=0.4)
-    knowledge = {"EMBEDDING_MODEL": "text-embedding-3-small", "CHUNK_TOKENS": 48, "CHUNK_OVERLAP": 8,
-                 "EMBED_BATCH": 4}
+    knowledge = {"EMBEDDING_MODEL": "text-embedding-3-small", "CHUNK_TOKENS": 48, "CHUNK_OVERLAP": 8, "EMBED_BATCH": 4}
     settings.KNOWLEDGE = {**settings.KNOWLEDGE, **knowledge}
     client = make_client(sim, key="sk-test-kill-000000", recorders=[SyncDatabaseRecorder()])
     text = "\n\n".join(textwrap.dedent(inspect.getdoc(m) or "") for m in (json, inspect, textwrap))
@@ -93,13 +115,21 @@ def test_a_worker_killed_mid_document_leaves_nothing_half_written(test_database_
     broker = PostgresBroker(url=test_database_url, results=False)
     broker.enqueue(process_document.message(document.pk))
     broker.close()
-    env = worker_env(test_database_url, OPENAI_API_KEY="sk-test-kill-000000", OPENAI_BASE_URL=sim.base_url,
-                     KNOWLEDGE_EMBEDDING_MODEL="text-embedding-3-small", KNOWLEDGE_CHUNK_TOKENS="48",
-                     KNOWLEDGE_CHUNK_OVERLAP="8", KNOWLEDGE_EMBED_BATCH="4")
-    worker = start_process("rundramatiq", "--processes", "1", "--threads", "1", "--queues", QUEUE, env=env,
-                           name="doomed-worker")
-    wait_for(lambda: Document.objects.get(pk=document.pk).chunks_done > 0, timeout=120,
-             what="the worker to report progress")
+    env = worker_env(
+        test_database_url,
+        OPENAI_API_KEY="sk-test-kill-000000",
+        OPENAI_BASE_URL=sim.base_url,
+        KNOWLEDGE_EMBEDDING_MODEL="text-embedding-3-small",
+        KNOWLEDGE_CHUNK_TOKENS="48",
+        KNOWLEDGE_CHUNK_OVERLAP="8",
+        KNOWLEDGE_EMBED_BATCH="4",
+    )
+    worker = start_process(
+        "rundramatiq", "--processes", "1", "--threads", "1", "--queues", QUEUE, env=env, name="doomed-worker"
+    )
+    wait_for(
+        lambda: Document.objects.get(pk=document.pk).chunks_done > 0, timeout=120, what="the worker to report progress"
+    )
     worker.stop(signal.SIGKILL)
 
     killed = Document.objects.get(pk=document.pk)
@@ -108,7 +138,8 @@ def test_a_worker_killed_mid_document_leaves_nothing_half_written(test_database_
 
     # Past the timeout it counts as stale and is processed again, exactly once.
     Document.objects.filter(pk=document.pk).update(
-        processing_started_at=killed.processing_started_at.replace(year=2000))
+        processing_started_at=killed.processing_started_at.replace(year=2000)
+    )
     assert document.pk in pipeline.stale_documents()
     done = pipeline.process_document(document.pk, client=client)
     assert done.status == "ready" and done.chunk_count == first.chunk_count

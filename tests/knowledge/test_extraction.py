@@ -74,7 +74,9 @@ def test_unsupported_extension_names_the_file_and_the_supported_types():
 
 
 def test_missing_extension_and_path_components():
-    assert str(refused("README", b"text")) == "README: no file extension; supported: .txt, .md, .html, .htm, .pdf, .docx"
+    assert (
+        str(refused("README", b"text")) == "README: no file extension; supported: .txt, .md, .html, .htm, .pdf, .docx"
+    )
     # Only the file's own name is shown (not a client's directory layout).
     assert str(refused("uploads/2026/old.doc", b"x")).startswith("old.doc: unsupported file type .doc;")
 
@@ -244,9 +246,11 @@ def test_whitespace_and_unicode_are_normalised():
 def test_markdown_is_kept_as_written():
     result = extract("textwrap.md", fixture("textwrap.md"))
     assert result.mime_type == "text/markdown"
-    assert result.text.startswith("# textwrap\n\nText wrapping and filling, from the module's docstrings.\n\n## `textwrap.wrap`")
+    assert result.text.startswith(
+        "# textwrap\n\nText wrapping and filling, from the module's docstrings.\n\n## `textwrap.wrap`"
+    )
     assert "```python\ntextwrap.fill('Hello world', width=5)\n```" in result.text
-    assert ">>> textwrap.shorten(\"Hello world!\", width=12)" in result.text
+    assert '>>> textwrap.shorten("Hello world!", width=12)' in result.text
     assert result.warnings == []
 
 
@@ -261,7 +265,9 @@ def test_html_visible_text_only():
     assert "Home" not in result.text
     paragraphs = result.text.split("\n\n")
     assert paragraphs[0] == "difflib — Helpers for computing deltas"  # the <h1>, entity decoded
-    assert paragraphs[1].startswith("This module provides classes and functions for comparing sequences. It can be used")
+    assert paragraphs[1].startswith(
+        "This module provides classes and functions for comparing sequences. It can be used"
+    )
     assert paragraphs[1].endswith("context and unified diffs & more. Café <b> is not a tag.")
     assert paragraphs[2] == "Inline bold and italic words stay in one paragraph.\nAfter a line break."
     assert "Function get_close_matches(word, possibilities, n=3, cutoff=0.6): Use SequenceMatcher" in paragraphs[3]
@@ -286,9 +292,7 @@ def test_html_declared_charset_is_used():
     assert result.text == "“Smart quotes” and café"
     assert result.warnings == []
     # The HTML standard reads an ISO-8859-1 label as windows-1252 (0x93 is a quote, not a control).
-    latin1 = (
-        b'<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1"><p>\x93quoted\x94 caf\xe9</p>'
-    )
+    latin1 = b'<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1"><p>\x93quoted\x94 caf\xe9</p>'
     assert extract("l.html", latin1).text == "“quoted” café"
 
 
@@ -314,7 +318,10 @@ def test_pdf_text_layer():
     assert result.title == "Heap queues"
     assert result.warnings == []
     assert result.text.startswith("Heap queues\n[explanation by François Pinard]\nHeaps are arrays for which")
-    assert "The strange invariant above is meant to be an efficient memory representation for a\ntournament." in result.text
+    assert (
+        "The strange invariant above is meant to be an efficient memory representation for a\ntournament."
+        in result.text
+    )
     # Pages are separate paragraphs.
     assert result.text.count("\n\n") == 1
 
@@ -466,7 +473,10 @@ def _zip(members: dict[str, bytes]) -> bytes:
     [
         ({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<workbook/>"}, "this is an Excel workbook (.xlsx)"),
         ({"photo.jpg": b"\xff\xd8\xff"}, "a ZIP archive, not a Word document"),
-        ({"[Content_Types].xml": b"<not xml", "word/document.xml": b"<w:document/>"}, "damaged .docx, cannot be read ("),
+        (
+            {"[Content_Types].xml": b"<not xml", "word/document.xml": b"<w:document/>"},
+            "damaged .docx, cannot be read (",
+        ),
     ],
 )
 def test_zip_that_is_not_a_word_document(members, message):
@@ -480,7 +490,10 @@ def test_truncated_docx_is_corrupt():
     error = refused("cut.docx", data[: len(data) // 2])
     assert error.code == "corrupt"
     assert str(error) == "cut.docx: not a .docx file (a damaged or truncated ZIP archive)"
-    assert str(refused("pdf.docx", fixture("heapq.pdf"))) == "pdf.docx: not a .docx file (not a ZIP archive; this is a PDF document)"
+    assert (
+        str(refused("pdf.docx", fixture("heapq.pdf")))
+        == "pdf.docx: not a .docx file (not a ZIP archive; this is a PDF document)"
+    )
 
 
 def test_docx_zip_bomb_is_refused_before_expanding():

@@ -58,7 +58,7 @@ def test_a_document_becomes_chunks_with_vectors(local_client, django_capture_on_
     assert all(c.token_count <= LOCAL_MINILM.max_input_tokens for c in chunks)
     assert all(len(c.embedding) == 384 and c.embedding_model == LOCAL_MINILM.name for c in chunks)
     text = extract_text("json.md", JSON_DOC.encode(), max_bytes=10**7).text  # offsets are into the extracted text
-    assert all(text[c.start_char:c.end_char] == c.text for c in chunks)
+    assert all(text[c.start_char : c.end_char] == c.text for c in chunks)
     assert done.token_count == sum(c.token_count for c in chunks) and done.embedding_cost == 0
     logged = LLMRequest.objects.filter(feature="knowledge.embed")
     batches = math.ceil(done.chunk_count / settings.KNOWLEDGE["EMBED_BATCH"])
@@ -67,8 +67,13 @@ def test_a_document_becomes_chunks_with_vectors(local_client, django_capture_on_
 
 def test_remote_embeddings_are_batched_costed_and_logged(make_client, sim, settings):
     group = 8
-    settings.KNOWLEDGE = {**settings.KNOWLEDGE, "EMBEDDING_MODEL": OPENAI_SMALL.name, "CHUNK_TOKENS": 64,
-                          "CHUNK_OVERLAP": 8, "EMBED_BATCH": group}
+    settings.KNOWLEDGE = {
+        **settings.KNOWLEDGE,
+        "EMBEDDING_MODEL": OPENAI_SMALL.name,
+        "CHUNK_TOKENS": 64,
+        "CHUNK_OVERLAP": 8,
+        "EMBED_BATCH": group,
+    }
     client = remote_client(make_client, sim)
     document = add("stdlib.md", stdlib_text(json, inspect, textwrap, math))
     done = process_document(document.pk, client=client)
@@ -159,8 +164,14 @@ def test_search_finds_the_right_document_and_uses_the_hnsw_index(local_client):
 def test_search_compares_only_vectors_of_the_same_model(local_client):
     document = add("json.md", JSON_DOC)
     process_document(document.pk, client=local_client)
-    Chunk.objects.create(document=document, index=999, text="other model", token_count=2,
-                         embedding_model=OPENAI_SMALL.name, embedding=[0.01] * 1536)
+    Chunk.objects.create(
+        document=document,
+        index=999,
+        text="other model",
+        token_count=2,
+        embedding_model=OPENAI_SMALL.name,
+        embedding=[0.01] * 1536,
+    )
     hits = search("json", k=50, client=local_client)
     assert hits and all(h.index != 999 for h in hits)
 

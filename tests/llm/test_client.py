@@ -58,8 +58,9 @@ def test_chat_completion_typed_and_mapping_access(make_client, sim):
     assert r.content and r["content"] == r.content
     assert r.provider == "openai" and r.model == "gpt-4o-mini" and r.requested_model == "openai/gpt-4o-mini"
     assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    expected = calculate_chat_cost("gpt-4o-mini", r.usage.prompt_tokens, r.usage.completion_tokens,
-                                   client.models_cache, provider="openai")
+    expected = calculate_chat_cost(
+        "gpt-4o-mini", r.usage.prompt_tokens, r.usage.completion_tokens, client.models_cache, provider="openai"
+    )
     assert isinstance(r.cost, Decimal) and r.cost == expected > 0
     assert r.get("cost", 0) == r.cost and r["usage"] is r.usage and r.cached is False
     assert r.get("no_such_field", "default") == "default"
@@ -72,8 +73,11 @@ def test_chat_completion_typed_and_mapping_access(make_client, sim):
 
 
 def test_recorded_openrouter_response_is_priced_from_the_served_canonical_slug(make_client, sim):
-    record = next(r for r in chat_completions(provider="openrouter", status=200, streaming=False)
-                  if r.body["model"] == "anthropic/claude-4.5-sonnet-20250929" and r.body["usage"].get("cost"))
+    record = next(
+        r
+        for r in chat_completions(provider="openrouter", status=200, streaming=False)
+        if r.body["model"] == "anthropic/claude-4.5-sonnet-20250929" and r.body["usage"].get("cost")
+    )
     sim.enqueue(CHAT, to_sim_response(record))
     client = openrouter_client(make_client, sim)
     r = client.chat_completion(messages=HELLO, model="anthropic/claude-sonnet-4.5")
@@ -114,8 +118,12 @@ def test_no_provider_is_a_clear_error_at_the_call_not_at_construction(make_clien
 
 
 def test_openrouter_is_primary_and_provider_can_be_chosen_per_call(make_client, sim, other_sim):
-    client = make_client(apikey_openrouter=KEY_OPENROUTER, openrouter_base_url=sim.openrouter_base_url,
-                         apikey_openai=KEY_OPENAI, openai_base_url=other_sim.base_url)
+    client = make_client(
+        apikey_openrouter=KEY_OPENROUTER,
+        openrouter_base_url=sim.openrouter_base_url,
+        apikey_openai=KEY_OPENAI,
+        openai_base_url=other_sim.base_url,
+    )
     assert client.get_client_info()["primary_provider"] == "openrouter"
     assert client.chat_completion(messages=HELLO, model="gpt-4o-mini").provider == "openrouter"
     assert sim.requests_for(CHAT)[0].json["model"] == "openai/gpt-4o-mini"
@@ -133,8 +141,12 @@ def test_openai_compatible_server_without_a_key(make_client, sim):
 
 
 def test_client_info_never_contains_a_key(make_client, sim):
-    client = make_client(apikey_openrouter=KEY_OPENROUTER, apikey_openai=KEY_OPENAI,
-                         openrouter_base_url=sim.openrouter_base_url, openai_base_url=sim.base_url)
+    client = make_client(
+        apikey_openrouter=KEY_OPENROUTER,
+        apikey_openai=KEY_OPENAI,
+        openrouter_base_url=sim.openrouter_base_url,
+        openai_base_url=sim.base_url,
+    )
     info = client.get_client_info()
     text = repr(info) + repr(client.providers)
     assert KEY_OPENAI not in text and KEY_OPENROUTER not in text
@@ -210,8 +222,9 @@ def test_recorded_context_length_error_is_typed(make_client, sim):
 
 def test_timeout_is_typed_and_retried(make_client, sim):
     sim.enqueue(CHAT, SimResponse(json=None, delay=1.0), SimResponse(json=None, delay=1.0))
-    client = openai_client(make_client, sim, timeout=0.2,
-                           retry=RetryPolicy(max_attempts=2, base_delay=0.01, total_timeout=10))
+    client = openai_client(
+        make_client, sim, timeout=0.2, retry=RetryPolicy(max_attempts=2, base_delay=0.01, total_timeout=10)
+    )
     with pytest.raises(errors.LLMTimeoutError) as excinfo:
         client.chat_completion(messages=HELLO, model="gpt-4o-mini")
     assert excinfo.value.attempts == 2
@@ -219,8 +232,12 @@ def test_timeout_is_typed_and_retried(make_client, sim):
 
 def test_falls_back_to_the_next_provider(make_client, sim, other_sim):
     sim.fail_next(CHAT, 3, status=502)
-    client = make_client(apikey_openrouter=KEY_OPENROUTER, openrouter_base_url=sim.openrouter_base_url,
-                         apikey_openai=KEY_OPENAI, openai_base_url=other_sim.base_url)
+    client = make_client(
+        apikey_openrouter=KEY_OPENROUTER,
+        openrouter_base_url=sim.openrouter_base_url,
+        apikey_openai=KEY_OPENAI,
+        openai_base_url=other_sim.base_url,
+    )
     r = client.chat_completion(messages=HELLO, model="openai/gpt-4o-mini")
     assert r.provider == "openai" and r.attempts == 4
     assert sim.count(CHAT) == 3 and other_sim.count(CHAT) == 1
@@ -233,8 +250,12 @@ def test_falls_back_to_the_next_provider(make_client, sim, other_sim):
 
 def test_an_account_problem_falls_back_without_retrying(make_client, sim, other_sim):
     sim.fail_next(CHAT, 1, status=402, message="This request requires more credits")
-    client = make_client(apikey_openrouter=KEY_OPENROUTER, openrouter_base_url=sim.openrouter_base_url,
-                         apikey_openai=KEY_OPENAI, openai_base_url=other_sim.base_url)
+    client = make_client(
+        apikey_openrouter=KEY_OPENROUTER,
+        openrouter_base_url=sim.openrouter_base_url,
+        apikey_openai=KEY_OPENAI,
+        openai_base_url=other_sim.base_url,
+    )
     assert client.chat_completion(messages=HELLO, model="gpt-4o-mini").provider == "openai"
     assert sim.count(CHAT) == 1
 
@@ -258,8 +279,9 @@ def test_streaming_yields_deltas_then_usage_and_cost(make_client, sim):
     assert len(deltas) > 1
     r = stream.response
     assert r.content == "".join(deltas) and r.usage.completion_tokens > 0
-    assert r.cost == calculate_chat_cost("gpt-4o-mini", r.usage.prompt_tokens, r.usage.completion_tokens,
-                                         client.models_cache, provider="openai")
+    assert r.cost == calculate_chat_cost(
+        "gpt-4o-mini", r.usage.prompt_tokens, r.usage.completion_tokens, client.models_cache, provider="openai"
+    )
     assert r.time_to_first_token_ms is not None and r.time_to_first_token_ms <= r.latency_ms
     request = sim.requests_for(CHAT)[0].json
     assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
@@ -269,8 +291,11 @@ def test_streaming_yields_deltas_then_usage_and_cost(make_client, sim):
 
 
 def test_recorded_openrouter_stream_with_usage(make_client, sim):
-    record = next(r for r in chat_completions(provider="openrouter", status=200, streaming=True)
-                  if '"usage"' in r.body and '"error"' not in r.body)
+    record = next(
+        r
+        for r in chat_completions(provider="openrouter", status=200, streaming=True)
+        if '"usage"' in r.body and '"error"' not in r.body
+    )
     sim.enqueue(CHAT, to_sim_response(record))
     client = openrouter_client(make_client, sim)
     stream = client.chat_completion_stream(HELLO, record.request_body["model"])
@@ -279,8 +304,11 @@ def test_recorded_openrouter_stream_with_usage(make_client, sim):
 
 
 def test_error_inside_a_stream_is_typed_and_recorded(make_client, sim):
-    record = next(r for r in chat_completions(provider="openrouter", status=200, streaming=True)
-                  if "Token limit reached" in r.body)
+    record = next(
+        r
+        for r in chat_completions(provider="openrouter", status=200, streaming=True)
+        if "Token limit reached" in r.body
+    )
     sim.enqueue(CHAT, to_sim_response(record))
     client = openrouter_client(make_client, sim)
     stream = client.chat_completion_stream(HELLO, record.request_body["model"])
@@ -324,8 +352,11 @@ def test_eight_threads_hammering_one_client(make_client, sim):
         out = []
         for i in range(10):
             try:
-                out.append(client.chat_completion(messages=[{"role": "user", "content": f"question {i}"}],
-                                                  model="gpt-4o-mini").content)
+                out.append(
+                    client.chat_completion(
+                        messages=[{"role": "user", "content": f"question {i}"}], model="gpt-4o-mini"
+                    ).content
+                )
             except Exception as exc:
                 failures.append(exc)
         connection.close()  # the price table may have been read from this thread
@@ -358,8 +389,9 @@ def test_embedding_single_and_batch(make_client, sim):
 
 def test_embedding_batches_are_split_to_the_provider_limits(make_client, sim):
     client = openai_client(make_client, sim)
-    client._embeddings = EmbeddingBatcher(client.tokenizer, RequestLimits(max_inputs=3, max_tokens=10_000,
-                                                                          max_tokens_per_input=50))
+    client._embeddings = EmbeddingBatcher(
+        client.tokenizer, RequestLimits(max_inputs=3, max_tokens=10_000, max_tokens_per_input=50)
+    )
     texts = [f"sentence number {i}" for i in range(7)]
     e = client.generate_embedding(texts, model="text-embedding-3-small", cache=False)
     assert e.requests == 3 and [len(r.json["input"]) for r in sim.requests_for(EMBEDDINGS)] == [3, 3, 1]

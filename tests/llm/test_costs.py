@@ -51,10 +51,17 @@ def test_plain_prompt_and_completion():
 
 
 def test_every_component():
-    pricing = sheet(prompt="0.000002", completion="0.00001", input_cache_read="0.0000002",
-                    input_cache_write="0.0000025", internal_reasoning="0.000012", request="0.005")
-    usage = Usage(prompt_tokens=1000, cached_tokens=600, cache_write_tokens=300,
-                  completion_tokens=500, reasoning_tokens=200)
+    pricing = sheet(
+        prompt="0.000002",
+        completion="0.00001",
+        input_cache_read="0.0000002",
+        input_cache_write="0.0000025",
+        internal_reasoning="0.000012",
+        request="0.005",
+    )
+    usage = Usage(
+        prompt_tokens=1000, cached_tokens=600, cache_write_tokens=300, completion_tokens=500, reasoning_tokens=200
+    )
     cost = calculate_cost(pricing, usage)
     assert cost.input == 100 * D("0.000002")
     assert cost.cached_input == 600 * D("0.0000002")
@@ -72,15 +79,25 @@ def test_missing_cache_and_reasoning_prices_fall_back():
     usage = Usage(prompt_tokens=100, cached_tokens=40, cache_write_tokens=10, completion_tokens=30, reasoning_tokens=20)
     cost = calculate_cost(pricing, usage)
     assert (cost.input, cost.cached_input, cost.cache_write) == (
-        50 * D("0.000001"), 40 * D("0.000001"), 10 * D("0.000001"))
+        50 * D("0.000001"),
+        40 * D("0.000001"),
+        10 * D("0.000001"),
+    )
     assert (cost.output, cost.reasoning) == (10 * D("0.000004"), 20 * D("0.000004"))
     assert cost.total == 100 * D("0.000001") + 30 * D("0.000004")
 
 
 def test_tier_chosen_by_prompt_tokens():
-    pricing = sheet(prompt="0.000003", completion="0.000015", input_cache_read="0.0000003",
-                    tiers=[PriceTier(min_prompt_tokens=200_000, prompt="0.000006", completion="0.0000225",
-                                     input_cache_read="0.0000006")])
+    pricing = sheet(
+        prompt="0.000003",
+        completion="0.000015",
+        input_cache_read="0.0000003",
+        tiers=[
+            PriceTier(
+                min_prompt_tokens=200_000, prompt="0.000006", completion="0.0000225", input_cache_read="0.0000006"
+            )
+        ],
+    )
     small = calculate_cost(pricing, Usage(prompt_tokens=199_999, completion_tokens=1000))
     large = calculate_cost(pricing, Usage(prompt_tokens=200_000, cached_tokens=100_000, completion_tokens=1000))
     assert small.total == 199_999 * D("0.000003") + 1000 * D("0.000015")
@@ -122,8 +139,9 @@ def test_calculate_chat_cost():
     assert cached == 200 * D("0.0000025") + 800 * D("0.00000125") + 100 * D("0.00001")
     reasoning = calculate_chat_cost("openai/gpt-5-mini", 17, 2177, cache, reasoning_tokens=960, provider="openrouter")
     assert reasoning == D("0.00435825")
-    write = calculate_chat_cost("anthropic/claude-sonnet-4.5", 5000, 10, cache, cache_write_tokens=4000,
-                                provider="openrouter")
+    write = calculate_chat_cost(
+        "anthropic/claude-sonnet-4.5", 5000, 10, cache, cache_write_tokens=4000, provider="openrouter"
+    )
     assert write == 1000 * D("0.000003") + 4000 * D("0.00000375") + 10 * D("0.000015")
 
 
@@ -328,8 +346,14 @@ def test_cost_equals_openrouter_usage_cost(key):
         # And the public helper, given what a response carries, says the same.
         u = call.usage
         helper_cost = calculate_chat_cost(
-            call.model, u.prompt_tokens, u.completion_tokens, cache, cached_tokens=u.cached_tokens,
-            cache_write_tokens=u.cache_write_tokens, reasoning_tokens=u.reasoning_tokens, provider="openrouter",
+            call.model,
+            u.prompt_tokens,
+            u.completion_tokens,
+            cache,
+            cached_tokens=u.cached_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            provider="openrouter",
         )
         assert helper_cost == call.cost
     elif outcome == BYOK:

@@ -34,13 +34,13 @@ class Person(BaseModel):
         ("{'quote': \"it's fine\"}", {"quote": "it's fine"}),
         # Trailing commas and comments.
         ('{"a": 1, "b": 2,}', {"a": 1, "b": 2}),
-        ('[1, 2, 3,]', [1, 2, 3]),
+        ("[1, 2, 3,]", [1, 2, 3]),
         ('{\n  "a": 1, // the first\n  /* the second */ "b": 2\n}', {"a": 1, "b": 2}),
         # Unquoted keys (JavaScript object literal).
         ("{name: 'John', age: 30}", {"name": "John", "age": 30}),
         # Arrays, including at top level and of objects.
         ('[{"id": 1}, {"id": 2}]', [{"id": 1}, {"id": 2}]),
-        ('The ids are [1, 2, 3].', [1, 2, 3]),
+        ("The ids are [1, 2, 3].", [1, 2, 3]),
         ('```json\n["a", "b"]\n```', ["a", "b"]),
         # Truncated output: an unterminated object or fence at the end.
         ('Here you go: {"name": "John", "tags": ["a", "b"', {"name": "John", "tags": ["a", "b"]}),
@@ -107,7 +107,7 @@ def test_broken_json_beats_later_stray_brackets(extract):
     assert extract("```json\n{'a': 1}\n```\nSources: [1]") == {"a": 1}
     # ...and prose brackets before real JSON are skipped.
     assert extract('Fill in {name}, then: {"name": "x"}') == {"name": "x"}
-    assert extract('See [the docs] and [1, 2]') == [1, 2]
+    assert extract("See [the docs] and [1, 2]") == [1, 2]
 
 
 def test_strict_error_names_the_problem_and_quotes_the_text(extract):

@@ -10,7 +10,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -20,68 +19,133 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Document',
+            name="Document",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=255)),
-                ('file', models.FileField(upload_to='documents/%Y/%m/')),
-                ('content_hash', models.CharField(help_text='SHA-256 of the file: one copy per content.', max_length=64, unique=True)),
-                ('mime_type', models.CharField(blank=True, default='', max_length=100)),
-                ('size', models.PositiveBigIntegerField(default=0, help_text='Bytes.')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('processing', 'Processing'), ('ready', 'Ready'), ('failed', 'Failed')], db_index=True, default='pending', max_length=12)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('warnings', models.JSONField(blank=True, default=list, help_text='What extraction had to repair.')),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('chunks_done', models.PositiveIntegerField(default=0, help_text='Embedded so far, while processing.')),
-                ('token_count', models.PositiveIntegerField(default=0)),
-                ('embedding_model', models.CharField(blank=True, default='', max_length=100)),
-                ('embedding_cost', models.DecimalField(blank=True, decimal_places=24, max_digits=32, null=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('processing_started_at', models.DateTimeField(blank=True, null=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='knowledge_documents', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(max_length=255)),
+                ("file", models.FileField(upload_to="documents/%Y/%m/")),
+                (
+                    "content_hash",
+                    models.CharField(
+                        help_text="SHA-256 of the file: one copy per content.", max_length=64, unique=True
+                    ),
+                ),
+                ("mime_type", models.CharField(blank=True, default="", max_length=100)),
+                ("size", models.PositiveBigIntegerField(default=0, help_text="Bytes.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("processing", "Processing"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("warnings", models.JSONField(blank=True, default=list, help_text="What extraction had to repair.")),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("chunks_done", models.PositiveIntegerField(default=0, help_text="Embedded so far, while processing.")),
+                ("token_count", models.PositiveIntegerField(default=0)),
+                ("embedding_model", models.CharField(blank=True, default="", max_length=100)),
+                ("embedding_cost", models.DecimalField(blank=True, decimal_places=24, max_digits=32, null=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("processing_started_at", models.DateTimeField(blank=True, null=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="knowledge_documents",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Chunk',
+            name="Chunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('token_count', models.PositiveIntegerField()),
-                ('start_char', models.PositiveIntegerField(default=0)),
-                ('end_char', models.PositiveIntegerField(default=0)),
-                ('embedding_model', models.CharField(max_length=100)),
-                ('embedding', pgvector.django.vector.VectorField()),
-                ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='knowledge.document')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("index", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("token_count", models.PositiveIntegerField()),
+                ("start_char", models.PositiveIntegerField(default=0)),
+                ("end_char", models.PositiveIntegerField(default=0)),
+                ("embedding_model", models.CharField(max_length=100)),
+                ("embedding", pgvector.django.vector.VectorField()),
+                (
+                    "document",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="knowledge.document"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['document', 'index'],
+                "ordering": ["document", "index"],
             },
         ),
         migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['status', 'processing_started_at'], name='knowledge_doc_status'),
+            model_name="document",
+            index=models.Index(fields=["status", "processing_started_at"], name="knowledge_doc_status"),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=pgvector.django.indexes.HnswIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.comparison.Cast('embedding', pgvector.django.vector.VectorField(dimensions=384)), name='vector_cosine_ops'), condition=models.Q(('embedding_model', 'local/all-minilm-l6-v2')), ef_construction=64, m=16, name='knowledge_hnsw_minilm'),
+            model_name="chunk",
+            index=pgvector.django.indexes.HnswIndex(
+                django.contrib.postgres.indexes.OpClass(
+                    django.db.models.functions.comparison.Cast(
+                        "embedding", pgvector.django.vector.VectorField(dimensions=384)
+                    ),
+                    name="vector_cosine_ops",
+                ),
+                condition=models.Q(("embedding_model", "local/all-minilm-l6-v2")),
+                ef_construction=64,
+                m=16,
+                name="knowledge_hnsw_minilm",
+            ),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=pgvector.django.indexes.HnswIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.comparison.Cast('embedding', pgvector.django.vector.VectorField(dimensions=1536)), name='vector_cosine_ops'), condition=models.Q(('embedding_model', 'text-embedding-3-small')), ef_construction=64, m=16, name='knowledge_hnsw_te3_small'),
+            model_name="chunk",
+            index=pgvector.django.indexes.HnswIndex(
+                django.contrib.postgres.indexes.OpClass(
+                    django.db.models.functions.comparison.Cast(
+                        "embedding", pgvector.django.vector.VectorField(dimensions=1536)
+                    ),
+                    name="vector_cosine_ops",
+                ),
+                condition=models.Q(("embedding_model", "text-embedding-3-small")),
+                ef_construction=64,
+                m=16,
+                name="knowledge_hnsw_te3_small",
+            ),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=pgvector.django.indexes.HnswIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.comparison.Cast('embedding', pgvector.django.vector.VectorField(dimensions=1536)), name='vector_cosine_ops'), condition=models.Q(('embedding_model', 'text-embedding-ada-002')), ef_construction=64, m=16, name='knowledge_hnsw_ada_002'),
+            model_name="chunk",
+            index=pgvector.django.indexes.HnswIndex(
+                django.contrib.postgres.indexes.OpClass(
+                    django.db.models.functions.comparison.Cast(
+                        "embedding", pgvector.django.vector.VectorField(dimensions=1536)
+                    ),
+                    name="vector_cosine_ops",
+                ),
+                condition=models.Q(("embedding_model", "text-embedding-ada-002")),
+                ef_construction=64,
+                m=16,
+                name="knowledge_hnsw_ada_002",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='chunk',
-            constraint=models.UniqueConstraint(fields=('document', 'index'), name='knowledge_chunk_position'),
+            model_name="chunk",
+            constraint=models.UniqueConstraint(fields=("document", "index"), name="knowledge_chunk_position"),
         ),
     ]

@@ -53,8 +53,9 @@ class BudgetGuard:
         with self._lock:
             self._loaded_at = float("-inf")
 
-    def reserve(self, *, user_id: int | None, feature: str,
-                estimate: Callable[[], Decimal | None]) -> Reservation | None:
+    def reserve(
+        self, *, user_id: int | None, feature: str, estimate: Callable[[], Decimal | None]
+    ) -> Reservation | None:
         """Hold the call's estimated cost against every budget that applies, or raise ``BudgetExceeded``.
 
         ``estimate`` is only called when a budget applies (counting tokens is not free).
@@ -80,13 +81,18 @@ class BudgetGuard:
                     [amount, budget.pk, start, budget.hard_limit, amount, budget.hard_limit],
                 )
                 if cursor.fetchone() is None:
-                    cursor.execute("SELECT spent + reserved FROM llm_budgetspend WHERE budget_id = %s AND period_start = %s",
-                                   [budget.pk, start])
+                    cursor.execute(
+                        "SELECT spent + reserved FROM llm_budgetspend WHERE budget_id = %s AND period_start = %s",
+                        [budget.pk, start],
+                    )
                     (committed,) = cursor.fetchone()
                     raise BudgetExceeded(
                         f"Budget {budget.name!r} would be exceeded: {committed} of {budget.hard_limit} USD used "
                         f"this {budget.period}, this call is estimated at {amount} USD",
-                        budget=budget.name, limit=budget.hard_limit, spent=committed, estimate=amount,
+                        budget=budget.name,
+                        limit=budget.hard_limit,
+                        spent=committed,
+                        estimate=amount,
                     )
                 holds.append((budget.pk, start))
         return Reservation(estimate=amount, holds=tuple(holds))
@@ -109,7 +115,14 @@ class BudgetGuard:
                     continue
                 spent, warned_at = row
                 if spent > budget.soft_limit and warned_at is None:
-                    cursor.execute("UPDATE llm_budgetspend SET soft_warned_at = now() "
-                                   "WHERE budget_id = %s AND period_start = %s", [budget_id, start])
-                    logger.warning("Budget %r passed its soft limit: %s of %s USD this %s",
-                                   budget.name, spent, budget.soft_limit, budget.period)
+                    cursor.execute(
+                        "UPDATE llm_budgetspend SET soft_warned_at = now() WHERE budget_id = %s AND period_start = %s",
+                        [budget_id, start],
+                    )
+                    logger.warning(
+                        "Budget %r passed its soft limit: %s of %s USD this %s",
+                        budget.name,
+                        spent,
+                        budget.soft_limit,
+                        budget.period,
+                    )

@@ -32,8 +32,9 @@ def current_context() -> CallContext:
 @contextmanager
 def llm_context(*, user: Any = None, feature: str | None = None) -> Iterator[CallContext]:
     outer = _current.get()
-    context = CallContext(user=user if user is not None else outer.user,
-                          feature=feature if feature is not None else outer.feature)
+    context = CallContext(
+        user=user if user is not None else outer.user, feature=feature if feature is not None else outer.feature
+    )
     token = _current.set(context)
     try:
         yield context

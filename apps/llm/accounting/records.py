@@ -58,7 +58,6 @@ class CallRecord:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-
     @classmethod
     def of_response(cls, response: BaseModel, **fields: Any) -> CallRecord:
         """A record of an API result (``ChatResponse``, ``EmbeddingResponse``): the fields they share, copied."""
@@ -78,24 +77,44 @@ _LOG_NAMES = {"requested_model": "model_requested", "response_text": "response"}
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields if name != "provider_cost")
 #: Every column of the request log, in record order.
 LOG_COLUMNS: tuple[str, ...] = tuple(
-    column for f in dataclass_fields(CallRecord)
+    column
+    for f in dataclass_fields(CallRecord)
     for column in (USAGE_COLUMNS if f.name == "usage" else (_LOG_NAMES.get(f.name, f.name),))
 )
 
 
 def log_columns(call: CallRecord) -> dict[str, Any]:
     """The request-log row of a record: ``LOG_COLUMNS`` -> value."""
-    values = {_LOG_NAMES.get(f.name, f.name): getattr(call, f.name) for f in dataclass_fields(call) if f.name != "usage"}
+    values = {
+        _LOG_NAMES.get(f.name, f.name): getattr(call, f.name) for f in dataclass_fields(call) if f.name != "usage"
+    }
     return values | {name: getattr(call.usage, name) for name in USAGE_COLUMNS}
 
 
 #: The request-log columns as a person reads a call (the admin's detail page); every column once.
 COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
-    "Call": ("id", "created_at", "endpoint", "status", "provider", "model_requested", "model", "request_id",
-             "user_id", "feature", "key_fingerprint"),
+    "Call": (
+        "id",
+        "created_at",
+        "endpoint",
+        "status",
+        "provider",
+        "model_requested",
+        "model",
+        "request_id",
+        "user_id",
+        "feature",
+        "key_fingerprint",
+    ),
     "Error": ("error_type", "error_message"),
-    "Tokens": ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens",
-               "total_tokens"),
+    "Tokens": (
+        "prompt_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+    ),
     "Cost": ("cost", "provider_cost", "saved_cost", "price_id", "cached", "cache_key"),
     "Timing": ("latency_ms", "time_to_first_token_ms", "attempts"),
     "Prompt and answer": ("prompt", "response"),

@@ -59,8 +59,9 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
 
 
-def write_records(records: list[CallRecord], *, using: str = "default", store_text: bool = False,
-                  text_limit: int = 20_000) -> int:
+def write_records(
+    records: list[CallRecord], *, using: str = "default", store_text: bool = False, text_limit: int = 20_000
+) -> int:
     """Insert the records not already logged and add them to the rollups; returns how many were new."""
     from apps.llm.accounting import rollups
     from apps.llm.models import LLMRequest
@@ -77,7 +78,7 @@ def write_records(records: list[CallRecord], *, using: str = "default", store_te
         # Chunked to stay well below PostgreSQL's 65535 parameters per statement.
         step = max(1, 60_000 // len(fields))
         for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
+            chunk = rows[start : start + step]
             values = ", ".join([f"({placeholders})"] * len(chunk))
             params = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for row in chunk for f in fields]
             cursor.execute(
@@ -94,9 +95,18 @@ def write_records(records: list[CallRecord], *, using: str = "default", store_te
 class DatabaseRecorder:
     """Writes call records to the request log in the background; never raises to the caller."""
 
-    def __init__(self, spool_dir: Path, *, using: str = "default", store_text: bool = False,
-                 text_limit: int = 20_000, batch_size: int = 500, flush_interval: float = 0.2,
-                 linger: float = 0.05, retry_interval: float = 2.0):
+    def __init__(
+        self,
+        spool_dir: Path,
+        *,
+        using: str = "default",
+        store_text: bool = False,
+        text_limit: int = 20_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        linger: float = 0.05,
+        retry_interval: float = 2.0,
+    ):
         self.spool_dir = spool_dir
         self.using = using
         self.store_text = store_text
@@ -155,7 +165,7 @@ class DatabaseRecorder:
 
     def _take_batch(self) -> tuple[list[CallRecord], Path | None]:
         """Up to ``batch_size`` records; when that empties the buffer, the spool segment too."""
-        batch, self._pending = self._pending[:self.batch_size], self._pending[self.batch_size:]
+        batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
         finished_segment = None
         if not self._pending and self._spool_file is not None:
             self._spool_file.close()
@@ -202,8 +212,9 @@ class DatabaseRecorder:
         while True:
             try:
                 close_old_connections()
-                self.written += write_records(batch, using=self.using, store_text=self.store_text,
-                                              text_limit=self.text_limit)
+                self.written += write_records(
+                    batch, using=self.using, store_text=self.store_text, text_limit=self.text_limit
+                )
                 return
             except (IntegrityError, DataError):
                 # The database refused the data itself: find the culprit instead of retrying forever.
@@ -229,8 +240,9 @@ class DatabaseRecorder:
         return self.spool_dir / "refused.jsonl.bad"
 
 
-def replay_spool(spool_dir: Path, *, using: str = "default", store_text: bool = False,
-                 skip_pids: Iterable[int] = ()) -> tuple[int, int]:
+def replay_spool(
+    spool_dir: Path, *, using: str = "default", store_text: bool = False, skip_pids: Iterable[int] = ()
+) -> tuple[int, int]:
     """Write the records of spool files left by processes that are gone; (files, new rows)."""
     import psutil
 
@@ -283,8 +295,9 @@ def default_recorder() -> DatabaseRecorder | SyncDatabaseRecorder | None:
             if config.request_log == "sync":
                 _default = SyncDatabaseRecorder(store_text=config.store_text, text_limit=config.text_limit)
             else:
-                _default = DatabaseRecorder(config.spool_dir, store_text=config.store_text,
-                                            text_limit=config.text_limit)
+                _default = DatabaseRecorder(
+                    config.spool_dir, store_text=config.store_text, text_limit=config.text_limit
+                )
                 import atexit
 
                 atexit.register(_default.close)

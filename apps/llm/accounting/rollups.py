@@ -49,8 +49,12 @@ DIMENSIONS = ("provider", "model", "user_id", "feature")
 
 #: How each dimension is read from a request-log row (a call without a resolved model counts
 #: under the model it asked for).
-LOG_COLUMNS = {"provider": "provider", "model": "coalesce(nullif(model, ''), model_requested)",
-               "user_id": "user_id", "feature": "feature"}
+LOG_COLUMNS = {
+    "provider": "provider",
+    "model": "coalesce(nullif(model, ''), model_requested)",
+    "user_id": "user_id",
+    "feature": "feature",
+}
 
 Key = tuple[Any, ...]
 #: (value, id) of a call in a list.
@@ -78,15 +82,23 @@ class CallList:
 
     def merge_sql(self, table: str) -> list[str]:
         """SET clauses merging a row's list with EXCLUDED's (one ORDER BY: the two arrays stay aligned)."""
-        merged = (f"unnest({table}.{self.values} || EXCLUDED.{self.values}, {table}.{self.ids} || EXCLUDED.{self.ids})"
-                  f" AS u(v, i) ORDER BY v DESC, i LIMIT {KEPT_CALLS}")
+        merged = (
+            f"unnest({table}.{self.values} || EXCLUDED.{self.values}, {table}.{self.ids} || EXCLUDED.{self.ids})"
+            f" AS u(v, i) ORDER BY v DESC, i LIMIT {KEPT_CALLS}"
+        )
         return [f"{self.values} = ARRAY(SELECT v FROM {merged})", f"{self.ids} = ARRAY(SELECT i FROM {merged})"]
 
 
 CALL_LISTS = (
     CallList("top_costs", "top_ids", "numeric[]", "cost IS NOT NULL", "cost", lambda r: r.cost),
-    CallList("failure_times", "failure_ids", "timestamptz[]", f"status = '{ERROR}'", "created_at",
-             lambda r: r.created_at if r.status == ERROR else None),
+    CallList(
+        "failure_times",
+        "failure_ids",
+        "timestamptz[]",
+        f"status = '{ERROR}'",
+        "created_at",
+        lambda r: r.created_at if r.status == ERROR else None,
+    ),
 )
 COSTLIEST, LATEST_FAILURES = CALL_LISTS
 
@@ -184,7 +196,9 @@ def project(fine: dict[Key, dict[str, Any]], dimensions: tuple[str, ...]) -> dic
         into = coarse[(key[0], *(key[i] for i in positions))]
         for name in SUMS:
             into[name] += sums[name]
-        into["latency_histogram"] = [a + b for a, b in zip(into["latency_histogram"], sums["latency_histogram"], strict=True)]
+        into["latency_histogram"] = [
+            a + b for a, b in zip(into["latency_histogram"], sums["latency_histogram"], strict=True)
+        ]
         for kept in CALL_LISTS:
             into[kept.ids] = kept.first(into[kept.ids] + sums[kept.ids])
     return coarse
@@ -210,8 +224,10 @@ def _upsert(rollup: Rollup, sums: dict[Key, dict[str, Any]], cursor) -> None:
     columns = ["date", *rollup.dimensions, *SUMS, "latency_histogram"]
     placeholders = ["%s"] * len(columns)
     updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in SUMS]
-    updates.append(f"latency_histogram = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM "
-                   f"unnest({table}.latency_histogram, EXCLUDED.latency_histogram) AS u(a, b))")
+    updates.append(
+        f"latency_histogram = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM "
+        f"unnest({table}.latency_histogram, EXCLUDED.latency_histogram) AS u(a, b))"
+    )
     for kept in rollup.call_lists:
         columns += [kept.values, kept.ids]
         placeholders += [f"%s::{kept.values_type}", "%s::uuid[]"]
@@ -262,8 +278,9 @@ def rebuild(rollup: Rollup, *, start: date | None = None, end: date | None = Non
     return written
 
 
-def _days_condition(column: str, start: date | None, end: date | None,
-                    *, as_time: bool = False) -> tuple[str, list[Any]]:
+def _days_condition(
+    column: str, start: date | None, end: date | None, *, as_time: bool = False
+) -> tuple[str, list[Any]]:
     """``column`` within the UTC days ``start``..``end``: a date, or (``as_time``) a timestamp, half-open."""
     parts, params = ["TRUE"], []
     if start is not None:

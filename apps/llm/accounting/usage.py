@@ -28,12 +28,17 @@ def usage_stats(
 
     end = end or timezone.localdate()
     start = start or end - timedelta(days=days - 1)
-    narrowed = {"user_id": None if user is None else getattr(user, "pk", user), "feature": feature,
-                "model": model, "provider": provider}
+    narrowed = {
+        "user_id": None if user is None else getattr(user, "pk", user),
+        "feature": feature,
+        "model": model,
+        "provider": provider,
+    }
     narrowed = {column: value for column, value in narrowed.items() if value is not None}
     # models_used needs the model column. Which rollup has it is known only at run time, hence Any.
     rows: QuerySet[Any] = rollup_for({"model", *narrowed}).model._default_manager.filter(
-        date__gte=start, date__lte=end, **narrowed)
+        date__gte=start, date__lte=end, **narrowed
+    )
     totals = rows.aggregate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
     requests = totals["requests"] or 0
     hits = totals["cache_hits"] or 0

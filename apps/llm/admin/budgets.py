@@ -39,8 +39,18 @@ class BudgetSpendInline(TabularInline):
 class BudgetAdmin(ModelAdmin):
     """Budgets with their use in the current period against the soft and hard limits."""
 
-    list_display = ["name", "scope", "target", "period", "spent_display", "reserved_display", "soft_use",
-                    "hard_use", "status", "is_active"]
+    list_display = [
+        "name",
+        "scope",
+        "target",
+        "period",
+        "spent_display",
+        "reserved_display",
+        "soft_use",
+        "hard_use",
+        "status",
+        "is_active",
+    ]
     list_filter = ["is_active", "scope", "period"]
     search_fields = ["name", "feature"]
     raw_id_fields = ["user"]
@@ -68,8 +78,13 @@ class BudgetAdmin(ModelAdmin):
             return "—"
         share = float(spent / limit) if limit else 1.0
         colour = "#dc2626" if share >= 1 else "#ea580c" if share >= 0.8 else "#16a34a"
-        return format_html('<progress max="100" value="{}" style="width:70px;accent-color:{}"></progress> '
-                           '{}% of {}', f"{min(share * 100, 100):.0f}", colour, f"{share * 100:.0f}", money(limit))
+        return format_html(
+            '<progress max="100" value="{}" style="width:70px;accent-color:{}"></progress> {}% of {}',
+            f"{min(share * 100, 100):.0f}",
+            colour,
+            f"{share * 100:.0f}",
+            money(limit),
+        )
 
     @admin.display(description="soft limit")
     def soft_use(self, obj: BudgetWithSpend) -> str:

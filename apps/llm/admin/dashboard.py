@@ -46,8 +46,12 @@ OTHER_COLOUR = "#94a3b8"
 
 def request_log_url(filters: DashboardFilters, **extra: str) -> str:
     """The request-log changelist showing exactly the calls behind a figure (see ``apps.llm.admin.filters``)."""
-    params = {"created_at_from": filters.start.isoformat(), "created_at_to": filters.end.isoformat(),
-              **filters.dimension_params(), **extra}
+    params = {
+        "created_at_from": filters.start.isoformat(),
+        "created_at_to": filters.end.isoformat(),
+        **filters.dimension_params(),
+        **extra,
+    }
     return f"{reverse('admin:llm_llmrequest_changelist')}?{urlencode(params)}"
 
 
@@ -60,8 +64,11 @@ def call_url(call: LoggedCall) -> str:
 
 
 #: Which calls each headline figure counts, as extra request-log filters.
-FIGURE_LOG_FILTERS = {"cache_hit_rate": {"cached__exact": "1"}, "saved": {"cached__exact": "1"},
-                      "error_rate": {"status__exact": "error"}}
+FIGURE_LOG_FILTERS = {
+    "cache_hit_rate": {"cached__exact": "1"},
+    "saved": {"cached__exact": "1"},
+    "error_rate": {"status__exact": "error"},
+}
 
 
 # -- formatting ---------------------------------------------------------------------------------------
@@ -114,38 +121,75 @@ def charts(data: Dashboard) -> dict[str, dict[str, Any]]:
     stacked = {"x": {"stacked": True}, "y": {"stacked": True, "beginAtZero": True}}
     return {
         "spend": {
-            "type": "bar", "format": "money", "links": _day_links(filters, daily.days),
-            "data": {"labels": labels, "datasets": [
-                {"label": label, "data": [float(v) for v in values], "backgroundColor": _colour(i, label)}
-                for i, (label, _, values) in enumerate(daily.cost_by_model)]},
+            "type": "bar",
+            "format": "money",
+            "links": _day_links(filters, daily.days),
+            "data": {
+                "labels": labels,
+                "datasets": [
+                    {"label": label, "data": [float(v) for v in values], "backgroundColor": _colour(i, label)}
+                    for i, (label, _, values) in enumerate(daily.cost_by_model)
+                ],
+            },
             "options": {"scales": stacked},
         },
         "tokens": {
-            "type": "bar", "format": "count", "links": _day_links(filters, daily.days),
-            "data": {"labels": labels, "datasets": [
-                {"label": "Input (uncached)", "data": daily.input_tokens, "backgroundColor": PALETTE[0]},
-                {"label": "Cached input", "data": daily.cached_tokens, "backgroundColor": PALETTE[4]},
-                {"label": "Output", "data": daily.output_tokens, "backgroundColor": PALETTE[2]},
-            ]},
+            "type": "bar",
+            "format": "count",
+            "links": _day_links(filters, daily.days),
+            "data": {
+                "labels": labels,
+                "datasets": [
+                    {"label": "Input (uncached)", "data": daily.input_tokens, "backgroundColor": PALETTE[0]},
+                    {"label": "Cached input", "data": daily.cached_tokens, "backgroundColor": PALETTE[4]},
+                    {"label": "Output", "data": daily.output_tokens, "backgroundColor": PALETTE[2]},
+                ],
+            },
             "options": {"scales": stacked},
         },
         "requests": {
-            "type": "bar", "format": "count", "links": _day_links(filters, daily.days),
-            "data": {"labels": labels, "datasets": [
-                {"label": "Requests", "data": daily.requests, "backgroundColor": PALETTE[0], "order": 2},
-                {"label": "Errors", "data": daily.failures, "type": "line", "borderColor": "#dc2626",
-                 "backgroundColor": "#dc2626", "order": 1},
-            ]},
+            "type": "bar",
+            "format": "count",
+            "links": _day_links(filters, daily.days),
+            "data": {
+                "labels": labels,
+                "datasets": [
+                    {"label": "Requests", "data": daily.requests, "backgroundColor": PALETTE[0], "order": 2},
+                    {
+                        "label": "Errors",
+                        "data": daily.failures,
+                        "type": "line",
+                        "borderColor": "#dc2626",
+                        "backgroundColor": "#dc2626",
+                        "order": 1,
+                    },
+                ],
+            },
             "options": {"scales": {"y": {"beginAtZero": True}}},
         },
         "latency": {
-            "type": "line", "format": "ms", "links": _day_links(filters, daily.days),
-            "data": {"labels": labels, "datasets": [
-                {"label": "p50", "data": [_float(v) for v in daily.p50_ms], "borderColor": PALETTE[0],
-                 "backgroundColor": PALETTE[0], "spanGaps": True},
-                {"label": "p95", "data": [_float(v) for v in daily.p95_ms], "borderColor": PALETTE[3],
-                 "backgroundColor": PALETTE[3], "spanGaps": True},
-            ]},
+            "type": "line",
+            "format": "ms",
+            "links": _day_links(filters, daily.days),
+            "data": {
+                "labels": labels,
+                "datasets": [
+                    {
+                        "label": "p50",
+                        "data": [_float(v) for v in daily.p50_ms],
+                        "borderColor": PALETTE[0],
+                        "backgroundColor": PALETTE[0],
+                        "spanGaps": True,
+                    },
+                    {
+                        "label": "p95",
+                        "data": [_float(v) for v in daily.p95_ms],
+                        "borderColor": PALETTE[3],
+                        "backgroundColor": PALETTE[3],
+                        "spanGaps": True,
+                    },
+                ],
+            },
             "options": {"scales": {"y": {"beginAtZero": True}}},
         },
         "features": _share_chart(data.features, data.current.cost),
@@ -155,18 +199,32 @@ def charts(data: Dashboard) -> dict[str, dict[str, Any]]:
 
 def _share_chart(rows: list[UsageRow], total: Decimal) -> dict[str, Any]:
     """Spend per row (horizontal bars), with whatever the top rows leave out as "Other"."""
-    labels, values, links = [r.label for r in rows], [float(r.cost) for r in rows], [dashboard_url(r.filters)
-                                                                                      for r in rows]
+    labels, values, links = (
+        [r.label for r in rows],
+        [float(r.cost) for r in rows],
+        [dashboard_url(r.filters) for r in rows],
+    )
     rest = total - sum((r.cost for r in rows), Decimal(0))
     if rest > 0:
         labels.append(OTHER)
         values.append(float(rest))
         links.append("")
-    return {"type": "bar", "format": "money", "links": links,
-            "data": {"labels": labels, "datasets": [
-                {"label": "Spend", "data": values,
-                 "backgroundColor": [_colour(i, label) for i, label in enumerate(labels)]}]},
-            "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}}}}
+    return {
+        "type": "bar",
+        "format": "money",
+        "links": links,
+        "data": {
+            "labels": labels,
+            "datasets": [
+                {
+                    "label": "Spend",
+                    "data": values,
+                    "backgroundColor": [_colour(i, label) for i, label in enumerate(labels)],
+                }
+            ],
+        },
+        "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}}},
+    }
 
 
 # -- page context ------------------------------------------------------------------------------------------
@@ -176,29 +234,58 @@ def _figures(data: Dashboard) -> list[dict[str, Any]]:
     figures = []
     for figure in data.figures:
         change, tone = format_change(figure)
-        figures.append({
-            "key": figure.key, "label": figure.label, "value": format_value(figure.value, figure.kind),
-            "previous": format_value(figure.previous, figure.kind), "change": change, "tone": tone,
-            "link": request_log_url(data.filters, **FIGURE_LOG_FILTERS.get(figure.key, {})),
-        })
+        figures.append(
+            {
+                "key": figure.key,
+                "label": figure.label,
+                "value": format_value(figure.value, figure.kind),
+                "previous": format_value(figure.previous, figure.kind),
+                "change": change,
+                "tone": tone,
+                "link": request_log_url(data.filters, **FIGURE_LOG_FILTERS.get(figure.key, {})),
+            }
+        )
     return figures
 
 
 def _usage_rows(rows: list[UsageRow]) -> list[dict[str, Any]]:
-    return [{"label": r.label, "drill_url": dashboard_url(r.filters), "log_url": request_log_url(r.filters),
-             "requests": f"{r.requests:,}", "failures": f"{r.failures:,}", "tokens": f"{r.tokens:,}",
-             "cost": money(r.cost), "avg_cost": money(r.avg_cost), "saved": money(r.saved_cost)} for r in rows]
+    return [
+        {
+            "label": r.label,
+            "drill_url": dashboard_url(r.filters),
+            "log_url": request_log_url(r.filters),
+            "requests": f"{r.requests:,}",
+            "failures": f"{r.failures:,}",
+            "tokens": f"{r.tokens:,}",
+            "cost": money(r.cost),
+            "avg_cost": money(r.avg_cost),
+            "saved": money(r.saved_cost),
+        }
+        for r in rows
+    ]
 
 
 def _calls(table: RawTable | None, users: dict[int, str]) -> dict[str, Any] | None:
     if table is None:
         return None
-    return {"timed_out": table.timed_out, "rows": [
-        {"url": call_url(c), "created_at": c.created_at, "provider": c.provider, "model": c.model,
-         "feature": c.feature or "—", "user": users.get(c.user_id, f"#{c.user_id}") if c.user_id else "—",
-         "tokens": f"{c.total_tokens:,}", "cost": money(c.cost), "latency": f"{c.latency_ms:,.0f} ms",
-         "error": f"{c.error_type}: {c.error_message[:200]}" if c.error_type else c.error_message[:200]}
-        for c in table.rows]}
+    return {
+        "timed_out": table.timed_out,
+        "rows": [
+            {
+                "url": call_url(c),
+                "created_at": c.created_at,
+                "provider": c.provider,
+                "model": c.model,
+                "feature": c.feature or "—",
+                "user": users.get(c.user_id, f"#{c.user_id}") if c.user_id else "—",
+                "tokens": f"{c.total_tokens:,}",
+                "cost": money(c.cost),
+                "latency": f"{c.latency_ms:,.0f} ms",
+                "error": f"{c.error_type}: {c.error_message[:200]}" if c.error_type else c.error_message[:200],
+            }
+            for c in table.rows
+        ],
+    }
 
 
 def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
@@ -209,15 +296,22 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
         "period_label": f"{filters.start:%d %b %Y} – {filters.end:%d %b %Y}",
         "previous_label": f"{data.previous_filters.start:%d %b %Y} – {data.previous_filters.end:%d %b %Y}",
         "periods": list(PERIOD_LABELS.items()),
-        "form": {"period": filters.period, "start": filters.start.isoformat(), "end": filters.end.isoformat(),
-                 "provider": filters.provider, "model": filters.model, "user": filters.user_param,
-                 "feature": filters.feature_param},
+        "form": {
+            "period": filters.period,
+            "start": filters.start.isoformat(),
+            "end": filters.end.isoformat(),
+            "provider": filters.provider,
+            "model": filters.model,
+            "user": filters.user_param,
+            "feature": filters.feature_param,
+        },
         "options": {
             "providers": _with_selected(options.providers, filters.provider),
             "models": _with_selected(sorted({m for _, m in options.models}), filters.model),
             "users": _with_selected_pairs(options.users, filters.user_param),
-            "features": _with_selected_pairs([(f or "-", f or "(no feature)") for f in options.features],
-                                             filters.feature_param),
+            "features": _with_selected_pairs(
+                [(f or "-", f or "(no feature)") for f in options.features], filters.feature_param
+            ),
         },
         "figures": _figures(data),
         "budgets": data.budgets,
@@ -231,8 +325,11 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
         "failures": _calls(data.failures, users),
         "raw_log": raw_log,
         "log_url": request_log_url(filters),
-        "exports": [(name, dashboard_url(filters, export=name)) for name in EXPORTS
-                    if raw_log or name not in ("expensive", "failures")],
+        "exports": [
+            (name, dashboard_url(filters, export=name))
+            for name in EXPORTS
+            if raw_log or name not in ("expensive", "failures")
+        ],
         "reset_url": reverse("admin:llm_dashboard"),
     }
 
@@ -274,27 +371,64 @@ def _cell(value: Any) -> str:
 def export_rows(data: Dashboard, section: str) -> list[list[str]]:
     """The rows of one CSV export, header first: exactly the figures the page shows."""
     if section == "headline":
-        return [["metric", "value", "previous", "change"],
-                *[[f.key, _num(f.value), _num(f.previous), _num(f.change)] for f in data.figures]]
+        return [
+            ["metric", "value", "previous", "change"],
+            *[[f.key, _num(f.value), _num(f.previous), _num(f.change)] for f in data.figures],
+        ]
     if section == "daily":
         d = data.daily
         series = data.daily.cost_by_model
-        header = ["date", "requests", "errors", "spend_usd", "input_tokens", "cached_tokens", "output_tokens",
-                  "p50_ms", "p95_ms", *[f"spend_usd:{label}" for label, _, _ in series]]
-        return [header, *[
-            [day.isoformat(), _num(d.requests[i]), _num(d.failures[i]), _num(d.cost[i]), _num(d.input_tokens[i]),
-             _num(d.cached_tokens[i]), _num(d.output_tokens[i]), _num(d.p50_ms[i]), _num(d.p95_ms[i]),
-             *[_num(values[i]) for _, _, values in series]]
-            for i, day in enumerate(d.days)]]
+        header = [
+            "date",
+            "requests",
+            "errors",
+            "spend_usd",
+            "input_tokens",
+            "cached_tokens",
+            "output_tokens",
+            "p50_ms",
+            "p95_ms",
+            *[f"spend_usd:{label}" for label, _, _ in series],
+        ]
+        return [
+            header,
+            *[
+                [
+                    day.isoformat(),
+                    _num(d.requests[i]),
+                    _num(d.failures[i]),
+                    _num(d.cost[i]),
+                    _num(d.input_tokens[i]),
+                    _num(d.cached_tokens[i]),
+                    _num(d.output_tokens[i]),
+                    _num(d.p50_ms[i]),
+                    _num(d.p95_ms[i]),
+                    *[_num(values[i]) for _, _, values in series],
+                ]
+                for i, day in enumerate(d.days)
+            ],
+        ]
     if section in ("models", "users", "features"):
         key_columns = {"models": ["provider", "model"], "users": ["user_id", "user"], "features": ["feature"]}[section]
-        rows = [[*key_columns, "requests", "errors", "cache_hits", "tokens", "spend_usd", "avg_cost_usd",
-                 "saved_usd"]]
+        rows = [[*key_columns, "requests", "errors", "cache_hits", "tokens", "spend_usd", "avg_cost_usd", "saved_usd"]]
         for r in getattr(data, section):
-            keys = {"models": [r.filters.provider, r.filters.model],
-                    "users": [r.filters.user_param, r.label], "features": [r.filters.feature or ""]}[section]
-            rows.append([*keys, _num(r.requests), _num(r.failures), _num(r.cache_hits), _num(r.tokens),
-                         _num(r.cost), _num(r.avg_cost), _num(r.saved_cost)])
+            keys = {
+                "models": [r.filters.provider, r.filters.model],
+                "users": [r.filters.user_param, r.label],
+                "features": [r.filters.feature or ""],
+            }[section]
+            rows.append(
+                [
+                    *keys,
+                    _num(r.requests),
+                    _num(r.failures),
+                    _num(r.cache_hits),
+                    _num(r.tokens),
+                    _num(r.cost),
+                    _num(r.avg_cost),
+                    _num(r.saved_cost),
+                ]
+            )
         return rows
     if section in ("expensive", "failures"):
         table = getattr(data, section)

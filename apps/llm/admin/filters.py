@@ -46,7 +46,8 @@ class DayRangeFilter(RangeDateFilter):
             queryset = queryset.filter(**{f"{self.parameter_name}__gte": datetime.combine(start, time.min, UTC)})
         if end:
             queryset = queryset.filter(
-                **{f"{self.parameter_name}__lt": datetime.combine(end + timedelta(days=1), time.min, UTC)})
+                **{f"{self.parameter_name}__lt": datetime.combine(end + timedelta(days=1), time.min, UTC)}
+            )
         return queryset
 
 

@@ -22,12 +22,20 @@ def money(value: Decimal | None) -> str:
 
 
 def badge(text: str, variant: str = "") -> str:
-    colours = {"success": ("#dcfce7", "#15803d"), "danger": ("#fee2e2", "#b91c1c"),
-               "warning": ("#ffedd5", "#c2410c"), "": ("#f3f4f6", "#374151")}
+    colours = {
+        "success": ("#dcfce7", "#15803d"),
+        "danger": ("#fee2e2", "#b91c1c"),
+        "warning": ("#ffedd5", "#c2410c"),
+        "": ("#f3f4f6", "#374151"),
+    }
     background, colour = colours.get(variant, colours[""])
-    return format_html('<span style="background:{};color:{};border-radius:6px;padding:1px 8px;font-size:11px;'
-                       'font-weight:600;text-transform:uppercase;white-space:nowrap">{}</span>',
-                       background, colour, text)
+    return format_html(
+        '<span style="background:{};color:{};border-radius:6px;padding:1px 8px;font-size:11px;'
+        'font-weight:600;text-transform:uppercase;white-space:nowrap">{}</span>',
+        background,
+        colour,
+        text,
+    )
 
 
 def _message_text(content: Any) -> str:
@@ -35,14 +43,20 @@ def _message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(p.get("text", "") if isinstance(p, dict) and p.get("type") == "text"
-                         else json.dumps(p, ensure_ascii=False, indent=2) for p in content)
+        return "\n".join(
+            p.get("text", "")
+            if isinstance(p, dict) and p.get("type") == "text"
+            else json.dumps(p, ensure_ascii=False, indent=2)
+            for p in content
+        )
     return json.dumps(content, ensure_ascii=False, indent=2)
 
 
 #: Inline styles: the change form loads no stylesheet of ours.
-TEXT_STYLE = ("white-space:pre-wrap;word-break:break-word;max-height:32rem;overflow:auto;margin:0;"
-              "font-family:ui-monospace,monospace;font-size:12px")
+TEXT_STYLE = (
+    "white-space:pre-wrap;word-break:break-word;max-height:32rem;overflow:auto;margin:0;"
+    "font-family:ui-monospace,monospace;font-size:12px"
+)
 ROLE_STYLE = "font-weight:600;text-transform:uppercase;font-size:11px;opacity:.7;margin:8px 0 2px"
 
 
@@ -54,7 +68,8 @@ def format_prompt(prompt: Any) -> str:
     """Chat messages as role + text blocks; anything else (embedding inputs) as indented JSON."""
     if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "role" in m for m in prompt):
         return format_html_join(
-            "", '<div class="llm-message"><div class="llm-role" style="{}">{}</div>{}</div>',
+            "",
+            '<div class="llm-message"><div class="llm-role" style="{}">{}</div>{}</div>',
             ((ROLE_STYLE, m["role"], format_text(_message_text(m.get("content")))) for m in prompt),
         )
     if isinstance(prompt, str):

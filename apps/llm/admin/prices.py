@@ -43,16 +43,36 @@ class ModelPriceAdmin(ModelAdmin):
     past costs were computed from.
     """
 
-    list_display = ["model_id", "provider", "prompt_per_million", "completion_per_million", "context_length",
-                    "is_active", "valid_from", "valid_to"]
+    list_display = [
+        "model_id",
+        "provider",
+        "prompt_per_million",
+        "completion_per_million",
+        "context_length",
+        "is_active",
+        "valid_from",
+        "valid_to",
+    ]
     list_filter = [CurrentFilter, "provider", "is_active", "source"]
     search_fields = ["model_id", "canonical_slug", "name"]
     ordering = ["provider", "model_id", "-valid_from"]
     list_per_page = 100
     readonly_fields = [
-        "provider", "model_id", "canonical_slug", "name", *PRICE_COMPONENTS, "extra_prices", "tiers",
-        "context_length", "modality", "input_modalities", "output_modalities", "source", "fetched_at",
-        "valid_from", "valid_to",
+        "provider",
+        "model_id",
+        "canonical_slug",
+        "name",
+        *PRICE_COMPONENTS,
+        "extra_prices",
+        "tiers",
+        "context_length",
+        "modality",
+        "input_modalities",
+        "output_modalities",
+        "source",
+        "fetched_at",
+        "valid_from",
+        "valid_to",
     ]
 
     def has_add_permission(self, request):
@@ -104,12 +124,37 @@ class ModelPriceAdmin(ModelAdmin):
 class PricingSyncRunAdmin(ModelAdmin):
     """The history of pricing syncs; written by the sync only, so read-only here."""
 
-    list_display = ["started_at", "provider", "trigger", "status", "added", "changed", "deactivated", "reactivated",
-                    "rejected", "duration_ms"]
+    list_display = [
+        "started_at",
+        "provider",
+        "trigger",
+        "status",
+        "added",
+        "changed",
+        "deactivated",
+        "reactivated",
+        "rejected",
+        "duration_ms",
+    ]
     list_filter = ["status", "provider", "trigger"]
     ordering = ["-started_at"]
-    fields = ["provider", "trigger", "status", "started_at", "finished_at", "duration_ms", "source", "added",
-              "changed", "deactivated", "reactivated", "unchanged", "rejected", "error", "summary_text"]
+    fields = [
+        "provider",
+        "trigger",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "source",
+        "added",
+        "changed",
+        "deactivated",
+        "reactivated",
+        "unchanged",
+        "rejected",
+        "error",
+        "summary_text",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -68,9 +68,14 @@ class RequestLogChangeList(ChangeList):
 
         if year and month and day:
             chosen = date(int(year), int(month), int(day))
-            return {"show": True, "back": {"link": link({f"{name}__year": year, f"{name}__month": month}),
-                                           "title": title(chosen, "YEAR_MONTH_FORMAT")},
-                    "choices": [{"title": title(chosen, "MONTH_DAY_FORMAT")}]}
+            return {
+                "show": True,
+                "back": {
+                    "link": link({f"{name}__year": year, f"{name}__month": month}),
+                    "title": title(chosen, "YEAR_MONTH_FORMAT"),
+                },
+                "choices": [{"title": title(chosen, "MONTH_DAY_FORMAT")}],
+            }
         # The date lookups already narrowed self.queryset, so these bounds lie inside them.
         bounds = self.queryset.aggregate(first=Min(name), last=Max(name))
         if bounds["first"] is None:
@@ -83,27 +88,52 @@ class RequestLogChangeList(ChangeList):
         if year and month:
             year, month = int(year), int(month)
             days = [date(year, month, d) for d in range(1, calendar.monthrange(year, month)[1] + 1)]
-            return {"show": True, "back": {"link": link({f"{name}__year": year}), "title": str(year)},
-                    "choices": [{"link": link({f"{name}__year": year, f"{name}__month": month, f"{name}__day": d.day}),
-                                 "title": title(d, "MONTH_DAY_FORMAT")} for d in days if first <= d <= last]}
+            return {
+                "show": True,
+                "back": {"link": link({f"{name}__year": year}), "title": str(year)},
+                "choices": [
+                    {
+                        "link": link({f"{name}__year": year, f"{name}__month": month, f"{name}__day": d.day}),
+                        "title": title(d, "MONTH_DAY_FORMAT"),
+                    }
+                    for d in days
+                    if first <= d <= last
+                ],
+            }
         if year:
             year = int(year)
             low, high = max(first, date(year, 1, 1)), min(last, date(year, 12, 31))
-            return {"show": True, "back": {"link": link({}), "title": "All dates"},
-                    "choices": [{"link": link({f"{name}__year": year, f"{name}__month": m}),
-                                 "title": title(date(year, m, 1), "YEAR_MONTH_FORMAT")}
-                                for m in range(low.month, high.month + 1)]}
-        return {"show": True, "back": None,
-                "choices": [{"link": link({f"{name}__year": y}), "title": str(y)}
-                            for y in range(first.year, last.year + 1)]}
+            return {
+                "show": True,
+                "back": {"link": link({}), "title": "All dates"},
+                "choices": [
+                    {
+                        "link": link({f"{name}__year": year, f"{name}__month": m}),
+                        "title": title(date(year, m, 1), "YEAR_MONTH_FORMAT"),
+                    }
+                    for m in range(low.month, high.month + 1)
+                ],
+            }
+        return {
+            "show": True,
+            "back": None,
+            "choices": [
+                {"link": link({f"{name}__year": y}), "title": str(y)} for y in range(first.year, last.year + 1)
+            ],
+        }
 
 
 STATUS_VARIANTS = {"success": "success", "error": "danger"}
 #: Columns the detail page shows through a method of the admin (formatted) or a relation.
-DETAIL_FIELDS = {"status": "status_label", "user_id": "user", "price_id": "price", "cost": "cost_display",
-                 "latency_ms": "latency_display", "prompt": "prompt_display", "response": "response_display"}
-
-
+DETAIL_FIELDS = {
+    "status": "status_label",
+    "user_id": "user",
+    "price_id": "price",
+    "cost": "cost_display",
+    "latency_ms": "latency_display",
+    "prompt": "prompt_display",
+    "response": "response_display",
+}
 
 
 @admin.register(LLMRequest)
@@ -111,20 +141,41 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     """The raw request log: read-only, and fast on tens of millions of rows (see the module doc)."""
 
     change_list_template = "admin/llm/llmrequest/change_list.html"
-    list_display = ["created_at", "status_label", "provider", "model", "feature", "user_display", "prompt_tokens",
-                    "completion_tokens", "total_tokens", "cost_display", "latency_display", "cached"]
+    list_display = [
+        "created_at",
+        "status_label",
+        "provider",
+        "model",
+        "feature",
+        "user_display",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost_display",
+        "latency_display",
+        "cached",
+    ]
     list_display_links = ["created_at"]
     # Sorting by any other column would sort the whole table.
     sortable_by = ["created_at"]
     ordering = ["-created_at"]
     date_hierarchy = "created_at"
-    list_filter = [("created_at", DayRangeFilter), ("status", ChoicesDropdownFilter), ProviderFilter, ModelFilter,
-                   ("cached", BooleanRadioFilter), UserFilter, FeatureDropdownFilter]
+    list_filter = [
+        ("created_at", DayRangeFilter),
+        ("status", ChoicesDropdownFilter),
+        ProviderFilter,
+        ModelFilter,
+        ("cached", BooleanRadioFilter),
+        UserFilter,
+        FeatureDropdownFilter,
+    ]
     list_filter_submit = True
     actions = None
     search_fields = ["request_id"]  # enables the box; the lookups are get_search_results'
     search_help_text = "An exact request id (ours or the provider's) or model name."
-    fieldsets = [(group, {"fields": [DETAIL_FIELDS.get(c, c) for c in columns]}) for group, columns in COLUMN_GROUPS.items()]
+    fieldsets = [
+        (group, {"fields": [DETAIL_FIELDS.get(c, c) for c in columns]}) for group, columns in COLUMN_GROUPS.items()
+    ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -147,8 +198,9 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
 
     @admin.display(description="status")
     def status_label(self, obj: LLMRequest) -> str:
-        return format_html('<span title="{}">{}</span>', obj.error_type,
-                           badge(obj.status, STATUS_VARIANTS.get(obj.status, "")))
+        return format_html(
+            '<span title="{}">{}</span>', obj.error_type, badge(obj.status, STATUS_VARIANTS.get(obj.status, ""))
+        )
 
     @admin.display(description="user")
     def user_display(self, obj: Any) -> str:

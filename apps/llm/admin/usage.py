@@ -34,8 +34,20 @@ class LLMUsageDailyAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     """The daily rollups, read-only; also home of the cost dashboard (``dashboard/``)."""
 
     change_list_template = "admin/llm/llmusagedaily/change_list.html"
-    list_display = ["date", "provider", "model", "user_display", "feature_display", "requests", "failures",
-                    "cache_hits", "total_tokens", "cost_display", "saved_display", "avg_latency"]
+    list_display = [
+        "date",
+        "provider",
+        "model",
+        "user_display",
+        "feature_display",
+        "requests",
+        "failures",
+        "cache_hits",
+        "total_tokens",
+        "cost_display",
+        "saved_display",
+        "avg_latency",
+    ]
     list_filter = [("date", RangeDateFilter), ProviderFilter, ModelTextFilter, UserFilter, FeatureTextFilter]
     list_filter_submit = True
     ordering = ["-date"]
@@ -71,5 +83,6 @@ class LLMUsageDailyAdmin(DashboardLinkMixin, ReadOnlyAdmin):
         if not can_view_dashboard(request):
             raise PermissionDenied
         log_admin = self.admin_site._registry.get(LLMRequest)
-        return dashboard_response(request, admin_site=self.admin_site,
-                                  raw_log=bool(log_admin and log_admin.has_view_permission(request)))
+        return dashboard_response(
+            request, admin_site=self.admin_site, raw_log=bool(log_admin and log_admin.has_view_permission(request))
+        )

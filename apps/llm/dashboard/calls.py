@@ -49,7 +49,6 @@ RAW_LOG_TIMEOUT_MS = 2_000
 # -- the raw log: bounded ---------------------------------------------------------------------------
 
 
-
 @contextmanager
 def _bounded() -> Iterator[None]:
     """Run the enclosed queries under a statement timeout, put back afterwards when nested.
@@ -59,9 +58,11 @@ def _bounded() -> Iterator[None]:
     """
     nested = connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
-                       [f"{RAW_LOG_TIMEOUT_MS}ms"])
-        (before, _), = cursor.fetchall()
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+            [f"{RAW_LOG_TIMEOUT_MS}ms"],
+        )
+        ((before, _),) = cursor.fetchall()
         yield
         if nested:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
@@ -77,8 +78,7 @@ def _raw_table(fetch: Callable[[], Iterable[Mapping[str, Any]]]) -> RawTable:
     return RawTable(rows=[LoggedCall(**row) for row in rows])
 
 
-def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = None,
-                         limit: int = TOP_ROWS) -> RawTable:
+def most_expensive_calls(filters: DashboardFilters, *, matching: int | None = None, limit: int = TOP_ROWS) -> RawTable:
     """The costliest calls of the period, ORDER BY cost DESC, id LIMIT ``limit``.
 
     Unless the filters cross users with models or features, a coarse rollup covers them and
@@ -116,10 +116,12 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
         return None
     dims, params = filters.dimensions_sql()
     columns = ", ".join(f"r.{connection.ops.quote_name(c)}" for c in SUMMARY_COLUMNS)
-    sql = (f"WITH kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
-           f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) "
-           f"SELECT {columns} FROM kept LEFT JOIN {LLMRequest._meta.db_table} r ON r.id = kept.i "
-           f"ORDER BY r.{connection.ops.quote_name(kept.log_value)} DESC, r.id")
+    sql = (
+        f"WITH kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
+        f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) "
+        f"SELECT {columns} FROM kept LEFT JOIN {LLMRequest._meta.db_table} r ON r.id = kept.i "
+        f"ORDER BY r.{connection.ops.quote_name(kept.log_value)} DESC, r.id"
+    )
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
@@ -133,9 +135,11 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
 def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
     dims, params = filters.dimensions_sql()
     columns = ", ".join(connection.ops.quote_name(c) for c in SUMMARY_COLUMNS)
-    sql = (f"SELECT {columns} FROM (SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
-           f"ORDER BY cost DESC LIMIT %s) top "
-           f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC, id LIMIT %s")
+    sql = (
+        f"SELECT {columns} FROM (SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
+        f"ORDER BY cost DESC LIMIT %s) top "
+        f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC, id LIMIT %s"
+    )
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:

@@ -14,8 +14,13 @@ from django.db.models import (
 
 #: Period choices: name -> number of days ending today (inclusive).
 PERIODS: dict[str, int] = {"today": 1, "7": 7, "30": 30, "90": 90}
-PERIOD_LABELS: dict[str, str] = {"today": "Today", "7": "Last 7 days", "30": "Last 30 days",
-                                 "90": "Last 90 days", "custom": "Custom range"}
+PERIOD_LABELS: dict[str, str] = {
+    "today": "Today",
+    "7": "Last 7 days",
+    "30": "Last 30 days",
+    "90": "Last 90 days",
+    "custom": "Custom range",
+}
 DEFAULT_PERIOD = "30"
 #: Longest custom range: the daily charts and the (day x model) query stay small.
 MAX_DAYS = 366
@@ -75,9 +80,11 @@ class DashboardFilters:
     def from_query(cls, query: Mapping[str, str], *, today: date | None = None) -> DashboardFilters:
         """Read the dashboard's querystring; values that do not parse fall back to the defaults."""
         today = today or rollup_today()
-        dims: dict[str, Any] = {"provider": (query.get("provider") or "").strip(),
-                                "model": (query.get("model") or "").strip(),
-                                "feature": parse_feature(query.get("feature"))}
+        dims: dict[str, Any] = {
+            "provider": (query.get("provider") or "").strip(),
+            "model": (query.get("model") or "").strip(),
+            "feature": parse_feature(query.get("feature")),
+        }
         user = parse_user(query.get("user"))
         if user is not None:
             dims["user_id"], dims["without_user"] = user
@@ -101,8 +108,9 @@ class DashboardFilters:
 
     def previous(self) -> DashboardFilters:
         """The period of the same length just before this one, same dimensions."""
-        return dataclasses.replace(self, start=self.start - timedelta(days=self.days),
-                                   end=self.start - timedelta(days=1), period="custom")
+        return dataclasses.replace(
+            self, start=self.start - timedelta(days=self.days), end=self.start - timedelta(days=1), period="custom"
+        )
 
     def narrowed(self, **dims: Any) -> DashboardFilters:
         return dataclasses.replace(self, **dims)
@@ -113,8 +121,12 @@ class DashboardFilters:
 
     def dimension_names(self) -> set[str]:
         """The rollup columns the filters narrow (``apps.llm.accounting.rollups.DIMENSIONS``)."""
-        names = {"provider": bool(self.provider), "model": bool(self.model),
-                 "user_id": self.without_user or self.user_id is not None, "feature": self.feature is not None}
+        names = {
+            "provider": bool(self.provider),
+            "model": bool(self.model),
+            "user_id": self.without_user or self.user_id is not None,
+            "feature": self.feature is not None,
+        }
         return {name for name, narrowed in names.items() if narrowed}
 
     @property
@@ -127,8 +139,12 @@ class DashboardFilters:
 
     def dimension_params(self) -> dict[str, str]:
         """The dimensions as querystring values; the request-log filters read the same names."""
-        params = {"provider": self.provider, "model": self.model, "user": self.user_param,
-                  "feature": self.feature_param}
+        params = {
+            "provider": self.provider,
+            "model": self.model,
+            "user": self.user_param,
+            "feature": self.feature_param,
+        }
         return {k: v for k, v in params.items() if v}
 
     def query_params(self) -> dict[str, str]:
@@ -177,8 +193,10 @@ class DashboardFilters:
     @property
     def window(self) -> tuple[datetime, datetime]:
         """The period as a half-open UTC interval: a plain range on the created_at indexes."""
-        return (datetime.combine(self.start, time.min, tzinfo=UTC),
-                datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=UTC))
+        return (
+            datetime.combine(self.start, time.min, tzinfo=UTC),
+            datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=UTC),
+        )
 
     def request_log_q(self) -> Q:
         since, until = self.window

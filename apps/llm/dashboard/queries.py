@@ -92,14 +92,20 @@ _ZERO = Decimal(0)
 # -- queries --------------------------------------------------------------------------------------
 
 
-def _period_rows(filters: DashboardFilters, group: tuple[str, ...], aggregates: dict[str, Any], *,
-                 since: date | None = None) -> QuerySet:
+def _period_rows(
+    filters: DashboardFilters, group: tuple[str, ...], aggregates: dict[str, Any], *, since: date | None = None
+) -> QuerySet:
     """Rollup sums per ``group`` from ``since`` (default: the period start) to the end, from the
     first rollup that has the grouped and filtered dimensions."""
     rollup = rollup_for({*(c for c in group if c != "date"), *filters.dimension_names()})
-    return (rollup.model._default_manager
-            .filter(Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q())
-            .values(*group).annotate(**aggregates).order_by())
+    return (
+        rollup.model._default_manager.filter(
+            Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q()
+        )
+        .values(*group)
+        .annotate(**aggregates)
+        .order_by()
+    )
 
 
 def daily_totals(filters: DashboardFilters) -> tuple[Totals, Totals, dict[date, Totals]]:
@@ -109,8 +115,10 @@ def daily_totals(filters: DashboardFilters) -> tuple[Totals, Totals, dict[date, 
     aggregates |= {f"h{i}": Sum(f"latency_histogram__{i}") for i in range(HISTOGRAM_BUCKETS)}
     current, previous, per_day = Totals(), Totals(), {}
     for row in _period_rows(filters, ("date",), aggregates, since=filters.previous().start):
-        totals = Totals(sums={name: row[name] or 0 for name in COUNTERS},
-                        latency_histogram=[row[f"h{i}"] or 0 for i in range(HISTOGRAM_BUCKETS)])
+        totals = Totals(
+            sums={name: row[name] or 0 for name in COUNTERS},
+            latency_histogram=[row[f"h{i}"] or 0 for i in range(HISTOGRAM_BUCKETS)],
+        )
         if row["date"] < filters.start:
             previous.add(totals)
         else:
@@ -128,12 +136,19 @@ def model_rows(filters: DashboardFilters) -> list[UsageRow]:
     rows = list(_period_rows(filters, ("provider", "model"), {name: Sum(name) for name in SUMMARY_COUNTERS}))
     rows.sort(key=lambda r: (-r["cost"], -r["requests"], r["provider"], r["model"]))
     ambiguous = {m for m, n in Counter(r["model"] for r in rows).items() if n > 1}
-    return [_breakdown_row(_model_label(r["provider"], r["model"], ambiguous),
-                           filters.narrowed(provider=r["provider"], model=r["model"]), r) for r in rows]
+    return [
+        _breakdown_row(
+            _model_label(r["provider"], r["model"], ambiguous),
+            filters.narrowed(provider=r["provider"], model=r["model"]),
+            r,
+        )
+        for r in rows
+    ]
 
 
-def spend_by_model(filters: DashboardFilters, models: list[UsageRow],
-                   day_cost: Mapping[date, Decimal]) -> list[tuple[str, DashboardFilters | None, list[Decimal]]]:
+def spend_by_model(
+    filters: DashboardFilters, models: list[UsageRow], day_cost: Mapping[date, Decimal]
+) -> list[tuple[str, DashboardFilters | None, list[Decimal]]]:
     """Spend per day of the top ``CHART_MODELS`` models, then "Other" (the rest of each day's spend)."""
     top = models[:CHART_MODELS]
     if not top:
@@ -150,13 +165,17 @@ def spend_by_model(filters: DashboardFilters, models: list[UsageRow],
         for row in top
     ]
     if len(models) > CHART_MODELS:
-        series.append((OTHER, None, [day_cost.get(d, _ZERO) - sum((s[2][i] for s in series), _ZERO)
-                                     for i, d in enumerate(days)]))
+        series.append(
+            (OTHER, None, [day_cost.get(d, _ZERO) - sum((s[2][i] for s in series), _ZERO) for i, d in enumerate(days)])
+        )
     return series
 
 
-def daily_series(filters: DashboardFilters, per_day: Mapping[date, Totals],
-                 cost_by_model: list[tuple[str, DashboardFilters | None, list[Decimal]]]) -> DailySeries:
+def daily_series(
+    filters: DashboardFilters,
+    per_day: Mapping[date, Totals],
+    cost_by_model: list[tuple[str, DashboardFilters | None, list[Decimal]]],
+) -> DailySeries:
     days = filters.day_list()
     day_totals = [per_day.get(d) or Totals() for d in days]
     return DailySeries(
@@ -180,7 +199,6 @@ class Breakdowns:
     options: FilterOptions
 
 
-
 def ranked(group: str, filters: DashboardFilters, limit: int) -> list[dict[str, Any]]:
     """Sums per ``group`` over the filtered period, the biggest spenders first.
 
@@ -188,9 +206,12 @@ def ranked(group: str, filters: DashboardFilters, limit: int) -> list[dict[str, 
     per-user or per-model one unless the filters cross the two.
     """
     rollup = rollup_for({group, *filters.dimension_names()})
-    return list(rollup.model._default_manager.filter(filters.rollup_q()).values(group)
-                .annotate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
-                .order_by("-cost", "-requests", group)[:limit])
+    return list(
+        rollup.model._default_manager.filter(filters.rollup_q())
+        .values(group)
+        .annotate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
+        .order_by("-cost", "-requests", group)[:limit]
+    )
 
 
 def breakdowns(filters: DashboardFilters, models: list[UsageRow], limit: int = TOP_ROWS) -> Breakdowns:
@@ -211,32 +232,54 @@ def breakdowns(filters: DashboardFilters, models: list[UsageRow], limit: int = T
     user_ids = [r["user_id"] for r in all_users]
     feature_choices = [r["feature"] for r in all_features]
 
-    known = {u["id"]: u for u in get_user_model().objects.filter(pk__in={*user_ids, *(r["user_id"] for r in top_users)})
-             .values("id", "email", "username")}
+    known = {
+        u["id"]: u
+        for u in get_user_model()
+        .objects.filter(pk__in={*user_ids, *(r["user_id"] for r in top_users)})
+        .values("id", "email", "username")
+    }
 
     def label(user_id: int | None) -> str:
         user = known.get(user_id, {})
         return user_label(user_id, user.get("email"), user.get("username"))
 
-    users = [_breakdown_row(label(r["user_id"]), filters.narrowed(user_id=r["user_id"],
-                                                                  without_user=r["user_id"] is None), r)
-             for r in top_users if r["requests"]]
-    features = [_breakdown_row(r["feature"] or "(no feature)", filters.narrowed(feature=r["feature"]), r)
-                for r in top_features if r["requests"]]
+    users = [
+        _breakdown_row(
+            label(r["user_id"]), filters.narrowed(user_id=r["user_id"], without_user=r["user_id"] is None), r
+        )
+        for r in top_users
+        if r["requests"]
+    ]
+    features = [
+        _breakdown_row(r["feature"] or "(no feature)", filters.narrowed(feature=r["feature"]), r)
+        for r in top_features
+        if r["requests"]
+    ]
     model_choices = [(row.filters.provider, row.filters.model) for row in models[:MAX_CHOICES]]
-    options = FilterOptions(providers=sorted({p for p, _ in model_choices}),
-                            models=sorted(model_choices, key=lambda pm: pm[1]),
-                            features=sorted(feature_choices),
-                            # Alphabetical, "(no user)" first (the list holds the biggest spenders).
-                            users=sorted(((NO_USER if i is None else str(i), label(i)) for i in user_ids),
-                                         key=lambda choice: (choice[0] != NO_USER, choice[1])))
+    options = FilterOptions(
+        providers=sorted({p for p, _ in model_choices}),
+        models=sorted(model_choices, key=lambda pm: pm[1]),
+        features=sorted(feature_choices),
+        # Alphabetical, "(no user)" first (the list holds the biggest spenders).
+        users=sorted(
+            ((NO_USER if i is None else str(i), label(i)) for i in user_ids),
+            key=lambda choice: (choice[0] != NO_USER, choice[1]),
+        ),
+    )
     return Breakdowns(users=users, features=features, options=options)
 
 
 def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]) -> UsageRow:
-    return UsageRow(label=label, filters=filters, requests=row["requests"], failures=row["failures"],
-                    cache_hits=row["cache_hits"], tokens=row["total_tokens"], cost=row["cost"],
-                    saved_cost=row["saved_cost"])
+    return UsageRow(
+        label=label,
+        filters=filters,
+        requests=row["requests"],
+        failures=row["failures"],
+        cache_hits=row["cache_hits"],
+        tokens=row["total_tokens"],
+        cost=row["cost"],
+        saved_cost=row["saved_cost"],
+    )
 
 
 def with_current_spend(budgets: QuerySet[Budget], today: date | None = None) -> QuerySet[BudgetWithSpend]:
@@ -252,11 +295,15 @@ def with_current_spend(budgets: QuerySet[Budget], today: date | None = None) -> 
         def spend(start: date) -> Subquery:
             return Subquery(BudgetSpend.objects.filter(budget=OuterRef("pk"), period_start=start).values(column)[:1])
 
-        return Coalesce(Case(When(is_month, then=spend(month_start)), default=spend(today), output_field=_MONEY),
-                        Value(_ZERO), output_field=_MONEY)
+        return Coalesce(
+            Case(When(is_month, then=spend(month_start)), default=spend(today), output_field=_MONEY),
+            Value(_ZERO),
+            output_field=_MONEY,
+        )
 
     return budgets.annotate(
-        current_spent=current("spent"), current_reserved=current("reserved"),
+        current_spent=current("spent"),
+        current_reserved=current("reserved"),
         current_period_start=Case(When(is_month, then=Value(month_start)), default=Value(today)),
     )
 
@@ -265,9 +312,18 @@ def budget_usage(today: date | None = None) -> list[BudgetUsage]:
     """Every active budget's use in its current period, most used (against its limits) first."""
     budgets = with_current_spend(Budget.objects.filter(is_active=True).select_related("user"), today)
     usage = [
-        BudgetUsage(budget_id=b.pk, name=b.name, scope=b.scope, target=budget_target(b), period=b.period,
-                    period_start=b.current_period_start, spent=b.current_spent, reserved=b.current_reserved,
-                    soft_limit=b.soft_limit, hard_limit=b.hard_limit)
+        BudgetUsage(
+            budget_id=b.pk,
+            name=b.name,
+            scope=b.scope,
+            target=budget_target(b),
+            period=b.period,
+            period_start=b.current_period_start,
+            spent=b.current_spent,
+            reserved=b.current_reserved,
+            soft_limit=b.soft_limit,
+            hard_limit=b.hard_limit,
+        )
         for b in budgets
     ]
     return sorted(usage, key=lambda u: (-(u.hard_share or 0), -(u.soft_share or 0), u.name))

@@ -54,7 +54,10 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("context_length", models.PositiveIntegerField(blank=True, null=True)),
-                ("modality", models.CharField(blank=True, default="", help_text='e.g. "text+image->text".', max_length=100)),
+                (
+                    "modality",
+                    models.CharField(blank=True, default="", help_text='e.g. "text+image->text".', max_length=100),
+                ),
                 ("input_modalities", models.JSONField(blank=True, default=list)),
                 ("output_modalities", models.JSONField(blank=True, default=list)),
                 ("source", models.CharField(help_text="Where the prices came from.", max_length=255)),
@@ -64,7 +67,10 @@ class Migration(migrations.Migration):
                     models.BooleanField(default=True, help_text="Unset when the provider stops offering the model."),
                 ),
                 ("valid_from", models.DateTimeField(default=django.utils.timezone.now)),
-                ("valid_to", models.DateTimeField(blank=True, help_text="Empty while the prices are current.", null=True)),
+                (
+                    "valid_to",
+                    models.DateTimeField(blank=True, help_text="Empty while the prices are current.", null=True),
+                ),
             ],
             options={
                 "ordering": ["provider", "model_id", "-valid_from"],

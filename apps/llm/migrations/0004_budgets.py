@@ -6,52 +6,105 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('llm', '0003_request_log'),
+        ("llm", "0003_request_log"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Budget',
+            name="Budget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('scope', models.CharField(choices=[('global', 'Global'), ('user', 'User'), ('feature', 'Feature')], default='global', max_length=10)),
-                ('feature', models.CharField(blank=True, default='', max_length=100)),
-                ('period', models.CharField(choices=[('day', 'Day'), ('month', 'Month')], default='month', max_length=10)),
-                ('soft_limit', models.DecimalField(blank=True, decimal_places=24, help_text='USD; crossing it warns.', max_digits=32, null=True)),
-                ('hard_limit', models.DecimalField(blank=True, decimal_places=24, help_text='USD; calls that would cross it are refused.', max_digits=32, null=True)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='llm_budgets', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[("global", "Global"), ("user", "User"), ("feature", "Feature")],
+                        default="global",
+                        max_length=10,
+                    ),
+                ),
+                ("feature", models.CharField(blank=True, default="", max_length=100)),
+                (
+                    "period",
+                    models.CharField(choices=[("day", "Day"), ("month", "Month")], default="month", max_length=10),
+                ),
+                (
+                    "soft_limit",
+                    models.DecimalField(
+                        blank=True, decimal_places=24, help_text="USD; crossing it warns.", max_digits=32, null=True
+                    ),
+                ),
+                (
+                    "hard_limit",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=24,
+                        help_text="USD; calls that would cross it are refused.",
+                        max_digits=32,
+                        null=True,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="llm_budgets",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetSpend',
+            name="BudgetSpend",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateField()),
-                ('spent', models.DecimalField(decimal_places=24, default=0, max_digits=32)),
-                ('reserved', models.DecimalField(decimal_places=24, default=0, max_digits=32)),
-                ('soft_warned_at', models.DateTimeField(blank=True, null=True)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='spends', to='llm.budget')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("period_start", models.DateField()),
+                ("spent", models.DecimalField(decimal_places=24, default=0, max_digits=32)),
+                ("reserved", models.DecimalField(decimal_places=24, default=0, max_digits=32)),
+                ("soft_warned_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="spends", to="llm.budget"
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('feature', ''), ('scope', 'global'), ('user__isnull', True)), models.Q(('feature', ''), ('scope', 'user'), ('user__isnull', False)), models.Q(('scope', 'feature'), ('user__isnull', True), models.Q(('feature', ''), _negated=True)), _connector='OR'), name='llm_budget_scope_matches_target'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("feature", ""), ("scope", "global"), ("user__isnull", True)),
+                    models.Q(("feature", ""), ("scope", "user"), ("user__isnull", False)),
+                    models.Q(("scope", "feature"), ("user__isnull", True), models.Q(("feature", ""), _negated=True)),
+                    _connector="OR",
+                ),
+                name="llm_budget_scope_matches_target",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(('soft_limit__isnull', True), ('hard_limit__isnull', True), ('soft_limit__lte', models.F('hard_limit')), _connector='OR'), name='llm_budget_soft_below_hard'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("soft_limit__isnull", True),
+                    ("hard_limit__isnull", True),
+                    ("soft_limit__lte", models.F("hard_limit")),
+                    _connector="OR",
+                ),
+                name="llm_budget_soft_below_hard",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budgetspend',
-            constraint=models.UniqueConstraint(fields=('budget', 'period_start'), name='llm_budget_spend_period'),
+            model_name="budgetspend",
+            constraint=models.UniqueConstraint(fields=("budget", "period_start"), name="llm_budget_spend_period"),
         ),
     ]

@@ -5,37 +5,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('llm', '0004_budgets'),
+        ("llm", "0004_budgets"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PricingSyncRun',
+            name="PricingSyncRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=50)),
-                ('trigger', models.CharField(help_text='"schedule", "admin" or "command".', max_length=20)),
-                ('status', models.CharField(choices=[('ok', 'OK'), ('failed', 'Failed')], max_length=10)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('source', models.TextField(blank=True, default='', help_text='The catalog URLs or files read.')),
-                ('added', models.PositiveIntegerField(default=0)),
-                ('changed', models.PositiveIntegerField(default=0)),
-                ('deactivated', models.PositiveIntegerField(default=0)),
-                ('reactivated', models.PositiveIntegerField(default=0)),
-                ('unchanged', models.PositiveIntegerField(default=0)),
-                ('rejected', models.PositiveIntegerField(default=0)),
-                ('summary', models.TextField(blank=True, default='', help_text='The report as the command prints it.')),
-                ('error', models.TextField(blank=True, default='', help_text='Why the run failed; nothing was written then.')),
-                ('report', models.JSONField(blank=True, help_text='The full report: model ids and old/new prices.', null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("provider", models.CharField(max_length=50)),
+                ("trigger", models.CharField(help_text='"schedule", "admin" or "command".', max_length=20)),
+                ("status", models.CharField(choices=[("ok", "OK"), ("failed", "Failed")], max_length=10)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("source", models.TextField(blank=True, default="", help_text="The catalog URLs or files read.")),
+                ("added", models.PositiveIntegerField(default=0)),
+                ("changed", models.PositiveIntegerField(default=0)),
+                ("deactivated", models.PositiveIntegerField(default=0)),
+                ("reactivated", models.PositiveIntegerField(default=0)),
+                ("unchanged", models.PositiveIntegerField(default=0)),
+                ("rejected", models.PositiveIntegerField(default=0)),
+                ("summary", models.TextField(blank=True, default="", help_text="The report as the command prints it.")),
+                (
+                    "error",
+                    models.TextField(blank=True, default="", help_text="Why the run failed; nothing was written then."),
+                ),
+                (
+                    "report",
+                    models.JSONField(blank=True, help_text="The full report: model ids and old/new prices.", null=True),
+                ),
             ],
             options={
-                'verbose_name': 'pricing sync run',
-                'ordering': ['-started_at'],
-                'indexes': [models.Index(fields=['provider', '-started_at'], name='llm_pricingsync_latest')],
+                "verbose_name": "pricing sync run",
+                "ordering": ["-started_at"],
+                "indexes": [models.Index(fields=["provider", "-started_at"], name="llm_pricingsync_latest")],
             },
         ),
     ]

@@ -6,21 +6,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('llm', '0005_pricing_sync_run'),
+        ("llm", "0005_pricing_sync_run"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='llmrequest',
-            name='price',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, help_text='The price sheet the cost was computed from.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm.modelprice'),
+            model_name="llmrequest",
+            name="price",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                help_text="The price sheet the cost was computed from.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="llm.modelprice",
+            ),
         ),
         migrations.AlterField(
-            model_name='llmrequest',
-            name='user',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="llmrequest",
+            name="user",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
     ]

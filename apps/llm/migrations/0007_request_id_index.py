@@ -5,15 +5,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('llm', '0006_request_log_fewer_indexes'),
+        ("llm", "0006_request_log_fewer_indexes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='llmrequest',
-            index=models.Index(condition=models.Q(('request_id', ''), _negated=True), fields=['request_id'], name='llm_request_request_id'),
+            model_name="llmrequest",
+            index=models.Index(
+                condition=models.Q(("request_id", ""), _negated=True),
+                fields=["request_id"],
+                name="llm_request_request_id",
+            ),
         ),
     ]

@@ -21,7 +21,22 @@ from apps.llm.models.rollups import (
 )
 
 __all__ = [
-    "COUNTERS", "HISTOGRAM_BUCKETS", "KEPT_CALLS", "LATENCY_BUCKETS_MS", "SUMMARY_COUNTERS", "Budget", "BudgetSpend", "KeptCalls",
-    "LLMRequest", "LLMUsageByModel", "LLMUsageByUser", "LLMUsageDaily", "ModelPrice", "ModelPriceQuerySet",
-    "PricingSyncRun", "UsageSums", "latency_bucket", "zero_counters",
+    "COUNTERS",
+    "HISTOGRAM_BUCKETS",
+    "KEPT_CALLS",
+    "LATENCY_BUCKETS_MS",
+    "SUMMARY_COUNTERS",
+    "Budget",
+    "BudgetSpend",
+    "KeptCalls",
+    "LLMRequest",
+    "LLMUsageByModel",
+    "LLMUsageByUser",
+    "LLMUsageDaily",
+    "ModelPrice",
+    "ModelPriceQuerySet",
+    "PricingSyncRun",
+    "UsageSums",
+    "latency_bucket",
+    "zero_counters",
 ]

@@ -27,8 +27,9 @@ class Budget(models.Model):
 
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.GLOBAL)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
-                             related_name="llm_budgets")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="llm_budgets"
+    )
     feature = models.CharField(max_length=100, blank=True, default="")
     period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTH)
     soft_limit = money_field(null=True, blank=True, help_text="USD; crossing it warns.")
@@ -40,9 +41,11 @@ class Budget(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(scope="global", user__isnull=True, feature="")
-                           | Q(scope="user", user__isnull=False, feature="")
-                           | Q(scope="feature", user__isnull=True) & ~Q(feature="")),
+                condition=(
+                    Q(scope="global", user__isnull=True, feature="")
+                    | Q(scope="user", user__isnull=False, feature="")
+                    | Q(scope="feature", user__isnull=True) & ~Q(feature="")
+                ),
                 name="llm_budget_scope_matches_target",
             ),
             models.CheckConstraint(

@@ -16,8 +16,25 @@ from apps.llm.models.prices import ModelPrice
 
 #: Upper bounds (ms) of the latency histogram buckets kept in the daily rollups; the last
 #: bucket takes everything slower.
-LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10_000, 15_000,
-                      20_000, 30_000, 60_000)
+LATENCY_BUCKETS_MS = (
+    50,
+    100,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    7500,
+    10_000,
+    15_000,
+    20_000,
+    30_000,
+    60_000,
+)
 #: A histogram has one bucket per bound, and one for everything slower.
 HISTOGRAM_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
 
@@ -57,9 +74,16 @@ class LLMRequest(models.Model):
     cost = money_field(null=True, blank=True, help_text="Our cost in USD; empty when the model's price is unknown.")
     provider_cost = money_field(null=True, blank=True, help_text="What the provider reported it charged.")
     saved_cost = money_field(null=True, blank=True, help_text="A cache hit: the cost of the call it replaced.")
-    price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
-                              db_constraint=False, db_index=False,
-                              help_text="The price sheet the cost was computed from.")
+    price = models.ForeignKey(
+        ModelPrice,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+        help_text="The price sheet the cost was computed from.",
+    )
     cached = models.BooleanField(default=False)
 
     latency_ms = models.FloatField(default=0)
@@ -68,11 +92,19 @@ class LLMRequest(models.Model):
     cache_key = models.CharField(max_length=100, blank=True, default="")
     # No database constraint: a deleted user must not make the log unwritable. No index of its
     # own either: llm_request_user (user, -created_at) serves every lookup by user.
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
-                             db_constraint=False, db_index=False, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
     feature = models.CharField(max_length=100, blank=True, default="")
-    key_fingerprint = models.CharField(max_length=16, blank=True, default="",
-                                       help_text="SHA-256 prefix of the API key used; never the key.")
+    key_fingerprint = models.CharField(
+        max_length=16, blank=True, default="", help_text="SHA-256 prefix of the API key used; never the key."
+    )
     request_id = models.CharField(max_length=255, blank=True, default="")
     prompt = models.JSONField(null=True, blank=True, help_text="Stored only when LLM_STORE_TEXT allows.")
     # NULL: not stored (LLM_STORE_TEXT); "" is an empty answer.

@@ -29,8 +29,12 @@ class UsageSums(models.Model):
     provider_cost = money_field(default=0)
     saved_cost = money_field(default=0)
     latency_ms_sum = models.BigIntegerField(default=0)
-    latency_histogram = ArrayField(models.BigIntegerField(), default=list, blank=True,
-                                   help_text="Requests per latency bucket (LATENCY_BUCKETS_MS).")
+    latency_histogram = ArrayField(
+        models.BigIntegerField(),
+        default=list,
+        blank=True,
+        help_text="Requests per latency bucket (LATENCY_BUCKETS_MS).",
+    )
 
     class Meta:
         abstract = True
@@ -45,8 +49,9 @@ COUNTERS: tuple[str, ...] = tuple(
 
 def zero_counters() -> dict[str, Any]:
     """Every counter at zero: ``Decimal`` for money, ``int`` for the rest."""
-    return {name: Decimal(0) if isinstance(UsageSums._meta.get_field(name), models.DecimalField) else 0
-            for name in COUNTERS}
+    return {
+        name: Decimal(0) if isinstance(UsageSums._meta.get_field(name), models.DecimalField) else 0 for name in COUNTERS
+    }
 
 
 #: The counters of a summary row: ``usage_stats()`` and the dashboard's per model/user/feature rows.
@@ -65,14 +70,24 @@ class KeptCalls(models.Model):
     of searching the request log.
     """
 
-    top_costs = ArrayField(money_field(), default=list, blank=True,
-                           help_text=f"Costs of the {KEPT_CALLS} costliest priced calls, highest first.")
-    top_ids = ArrayField(models.UUIDField(), default=list, blank=True,
-                         help_text="Their request-log ids, in the same order.")
-    failure_times = ArrayField(models.DateTimeField(), default=list, blank=True,
-                               help_text=f"When the {KEPT_CALLS} latest failed calls were made, latest first.")
-    failure_ids = ArrayField(models.UUIDField(), default=list, blank=True,
-                             help_text="Their request-log ids, in the same order.")
+    top_costs = ArrayField(
+        money_field(),
+        default=list,
+        blank=True,
+        help_text=f"Costs of the {KEPT_CALLS} costliest priced calls, highest first.",
+    )
+    top_ids = ArrayField(
+        models.UUIDField(), default=list, blank=True, help_text="Their request-log ids, in the same order."
+    )
+    failure_times = ArrayField(
+        models.DateTimeField(),
+        default=list,
+        blank=True,
+        help_text=f"When the {KEPT_CALLS} latest failed calls were made, latest first.",
+    )
+    failure_ids = ArrayField(
+        models.UUIDField(), default=list, blank=True, help_text="Their request-log ids, in the same order."
+    )
 
     class Meta:
         abstract = True
@@ -87,16 +102,25 @@ class LLMUsageDaily(UsageSums):
 
     provider = models.CharField(max_length=50)
     model = models.CharField(max_length=255)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
-                             db_constraint=False, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
     feature = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         verbose_name = "daily LLM usage"
         verbose_name_plural = "daily LLM usage"
         constraints = [
-            models.UniqueConstraint(fields=["date", "provider", "model", "user", "feature"], nulls_distinct=False,
-                                    name="llm_usage_daily_key"),
+            models.UniqueConstraint(
+                fields=["date", "provider", "model", "user", "feature"],
+                nulls_distinct=False,
+                name="llm_usage_daily_key",
+            ),
         ]
         # The key's index serves date ranges; these serve one user's, model's or feature's days.
         indexes = [
@@ -122,8 +146,9 @@ class LLMUsageByModel(UsageSums, KeptCalls):
     class Meta:
         verbose_name = "daily LLM usage by model"
         verbose_name_plural = "daily LLM usage by model"
-        constraints = [models.UniqueConstraint(fields=["date", "provider", "model", "feature"],
-                                               name="llm_usage_by_model_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["date", "provider", "model", "feature"], name="llm_usage_by_model_key")
+        ]
 
     def __str__(self) -> str:
         return f"{self.date} {self.provider}:{self.model}"
@@ -132,14 +157,21 @@ class LLMUsageByModel(UsageSums, KeptCalls):
 class LLMUsageByUser(UsageSums, KeptCalls):
     """Daily sums per user (null: calls attributed to nobody), for the per-user panels."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
-                             db_constraint=False, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
 
     class Meta:
         verbose_name = "daily LLM usage by user"
         verbose_name_plural = "daily LLM usage by user"
-        constraints = [models.UniqueConstraint(fields=["date", "user"], nulls_distinct=False,
-                                               name="llm_usage_by_user_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["date", "user"], nulls_distinct=False, name="llm_usage_by_user_key")
+        ]
 
     def __str__(self) -> str:
         return f"{self.date} user {self.user_id}"

@@ -160,8 +160,10 @@ def fetch_openrouter_catalogs(
             started = time.monotonic()
             body = _get(client, url, shown=shown, timeout=timeout, secret=api_key)
             payload = _json_catalog(body, f"GET {shown}")
-            say_progress(progress, f"  {len(body) / 1024:,.0f} KB, {len(payload['data'])} entries "
-                           f"in {time.monotonic() - started:.2f} s")
+            say_progress(
+                progress,
+                f"  {len(body) / 1024:,.0f} KB, {len(payload['data'])} entries in {time.monotonic() - started:.2f} s",
+            )
             catalogs.append(Catalog(kind, shown, shown.split("?", 1)[0][:255], payload, timezone.now()))
     return catalogs
 
@@ -201,8 +203,9 @@ def read_price_table(path: str | Path | None = None) -> Catalog:
     catalog = read_catalog_file(path, kind=CatalogKind.TABLE)
     if path.resolve() == OPENAI_TABLE.resolve():
         # Same source name as the rows the bundled data migration wrote.
-        return Catalog(catalog.kind, catalog.location, f"bundled:{path.name}", catalog.payload,
-                       catalog.fetched_at, catalog.note)
+        return Catalog(
+            catalog.kind, catalog.location, f"bundled:{path.name}", catalog.payload, catalog.fetched_at, catalog.note
+        )
     return catalog
 
 
@@ -358,19 +361,30 @@ def parse_catalogs(provider: str, catalogs: Iterable[Catalog], *, progress: Prog
         parsed.rejected += rejected
         parsed.kinds.add(catalog.kind)
         entries = len(result.accepted) + len(result.rejected)
-        info = CatalogInfo(kind=catalog.kind, location=catalog.location, entries=entries, accepted=len(fresh),
-                           rejected=len(rejected), duplicates=duplicates, note=catalog.note)
+        info = CatalogInfo(
+            kind=catalog.kind,
+            location=catalog.location,
+            entries=entries,
+            accepted=len(fresh),
+            rejected=len(rejected),
+            duplicates=duplicates,
+            note=catalog.note,
+        )
         parsed.catalogs.append(info)
-        say_progress(progress, f"parsed {catalog.kind} catalog: {entries} entries, {len(fresh)} accepted, "
-                       f"{len(rejected)} rejected" + (f", {duplicates} already listed" if duplicates else ""))
+        say_progress(
+            progress,
+            f"parsed {catalog.kind} catalog: {entries} entries, {len(fresh)} accepted, "
+            f"{len(rejected)} rejected" + (f", {duplicates} already listed" if duplicates else ""),
+        )
     return parsed
 
 
 def _parse(provider: str, catalog: Catalog) -> CatalogParseResult:
     try:
         if catalog.kind is CatalogKind.TABLE:
-            return parse_price_table(catalog.payload, provider=provider, source=catalog.source,
-                                     fetched_at=catalog.fetched_at)
+            return parse_price_table(
+                catalog.payload, provider=provider, source=catalog.source, fetched_at=catalog.fetched_at
+            )
         if provider != OPENROUTER:
             raise ValueError(f"an OpenRouter catalog cannot give {provider} prices; use a price table")
         return parse_openrouter_catalog(catalog.payload, source=catalog.source, fetched_at=catalog.fetched_at)

@@ -84,8 +84,10 @@ class SyncReport(BaseModel):
         lines = [title + (" (dry run: nothing was written)" if self.dry_run else "")]
         for info in self.catalogs:
             extra = f", {info.duplicates} already listed" if info.duplicates else ""
-            lines.append(f"  {info.kind} catalog {info.location}: {info.entries} entries, {info.accepted} accepted, "
-                         f"{info.rejected} rejected{extra}")
+            lines.append(
+                f"  {info.kind} catalog {info.location}: {info.entries} entries, {info.accepted} accepted, "
+                f"{info.rejected} rejected{extra}"
+            )
             if info.note:
                 lines.append(f"    ({info.note})")
         counts = self.counts()
@@ -109,8 +111,11 @@ class SyncReport(BaseModel):
         section("Changed", [f"~ {c.model_id}  {_change_text(c)}" for c in self.changed], "old -> new")
         section("Deactivated", [f"- {m}" for m in self.deactivated], "no longer listed: kept, marked inactive")
         section("Reactivated", [f"^ {m}" for m in self.reactivated], "listed again")
-        section("Rejected", [f"! {r.model_id}: {r.reason}" for r in self.rejected],
-                "invalid prices, not applied (a stored price is kept)")
+        section(
+            "Rejected",
+            [f"! {r.model_id}: {r.reason}" for r in self.rejected],
+            "invalid prices, not applied (a stored price is kept)",
+        )
         return "\n".join(lines)
 
 
@@ -122,16 +127,22 @@ def build_report(parsed: ParsedCatalogs, result: SyncResult, *, now: datetime, d
         tiers = diff.get("tiers")
         other = diff.get("extra_prices")
         components = {k: v for k, v in diff.items() if k not in ("tiers", "extra_prices")}
-        changed.append(PriceChange(
-            model_id=model_id, components=components, tiers=tiers,
-            other=f"extra_prices {other[0]} -> {other[1]}" if other else "",
-        ))
+        changed.append(
+            PriceChange(
+                model_id=model_id,
+                components=components,
+                tiers=tiers,
+                other=f"extra_prices {other[0]} -> {other[1]}" if other else "",
+            )
+        )
     return SyncReport(
         provider=parsed.provider,
         synced_at=now,
         dry_run=dry_run,
         catalogs=parsed.catalogs,
-        added=[AddedModel(model_id=m, prices=by_id[m].prices(), tiers=len(by_id[m].tiers)) for m in sorted(result.added)],
+        added=[
+            AddedModel(model_id=m, prices=by_id[m].prices(), tiers=len(by_id[m].tiers)) for m in sorted(result.added)
+        ],
         changed=changed,
         deactivated=sorted(result.deactivated),
         reactivated=sorted(result.reactivated),

@@ -358,7 +358,7 @@ def _pricing_from_entry(raw: Any, *, source: str, fetched_at: datetime | None) -
 
 
 def _reason(exc: Exception) -> str:
-    """One line per problem, naming the field: "prompt: -1 is the catalog's ...". """
+    """One line per problem, naming the field: "prompt: -1 is the catalog's ..."."""
     if not isinstance(exc, ValidationError):
         return str(exc)
     parts = []
@@ -399,8 +399,15 @@ def parse_price_table(
             fields = dict(row)
             tiers = [PriceTier.from_catalog(t) for t in fields.pop("tiers", [])]
             result.accepted.append(
-                ModelPricing(provider=provider, model_id=model_id, name=fields.pop("name", model_id), tiers=tiers,
-                             source=source, fetched_at=fetched_at, **fields)
+                ModelPricing(
+                    provider=provider,
+                    model_id=model_id,
+                    name=fields.pop("name", model_id),
+                    tiers=tiers,
+                    source=source,
+                    fetched_at=fetched_at,
+                    **fields,
+                )
             )
         except (ValidationError, ValueError) as exc:
             result.rejected.append(Rejection(model_id, _reason(exc)))

@@ -298,7 +298,9 @@ def sync_prices(
             for p in pricings
             if p.model_id in current
         }
-        result.reactivated = [p.model_id for p in pricings if p.model_id in current and not current[p.model_id].is_active]
+        result.reactivated = [
+            p.model_id for p in pricings if p.model_id in current and not current[p.model_id].is_active
+        ]
 
         applied = apply_prices(model, pricings, now=now)
 

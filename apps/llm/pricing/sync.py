@@ -82,8 +82,9 @@ def apply_catalogs(
     verb = "checking" if dry_run else "applying"
     say_progress(progress, f"{verb} {len(parsed.accepted)} prices of {parsed.provider} in one transaction ...")
     with transaction.atomic():
-        result = sync_prices(ModelPrice, parsed.accepted, provider=parsed.provider, now=now,
-                             listed=parsed.listed(), scope=parsed.scope())
+        result = sync_prices(
+            ModelPrice, parsed.accepted, provider=parsed.provider, now=now, listed=parsed.listed(), scope=parsed.scope()
+        )
         withdrawn, active = len(result.deactivated), result.active_before
         if not force and active >= GUARDED_FROM and withdrawn > active * MAX_DEACTIVATED_SHARE:
             raise SyncRefused(
@@ -148,7 +149,9 @@ def read_catalogs(request: SyncRequest, *, progress: Progress | None = None) -> 
         if len(kinds) != len(set(kinds)):
             raise SyncError(f"{request.from_file} is an embeddings catalog too: give the models catalog instead")
         for catalog in catalogs:
-            say_progress(progress, f"read {catalog.kind} catalog {catalog.location}: {len(catalog.payload['data'])} entries")
+            say_progress(
+                progress, f"read {catalog.kind} catalog {catalog.location}: {len(catalog.payload['data'])} entries"
+            )
         return catalogs
     base_url, api_key = openrouter_endpoint(request.base_url)
     return fetch_openrouter_catalogs(base_url, api_key=api_key, timeout=request.timeout, progress=progress)

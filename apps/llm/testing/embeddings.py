@@ -91,8 +91,7 @@ def embeddings(
     if texts is None:
         return SimResponse.error(
             400,
-            "'$.input' is invalid. Please check the API reference: "
-            "https://platform.openai.com/docs/api-reference.",
+            "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
             param="input",
         )
     dim = body.get("dimensions")

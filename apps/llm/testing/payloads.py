@@ -219,9 +219,7 @@ def chat_completion(
         return missing_parameter("model")
     if not isinstance(messages, list) or not messages:
         return missing_parameter("messages")
-    digest = hashlib.sha256(
-        json.dumps([model, messages], sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    digest = hashlib.sha256(json.dumps([model, messages], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     prompt_tokens = 3 + sum(4 + content_tokens(m.get("content")) for m in messages if isinstance(m, dict))
     if body.get("tools"):
         prompt_tokens += estimate_tokens(json.dumps(body["tools"]))

@@ -45,9 +45,7 @@ from apps.llm.testing.wire import LoopbackServer, dumps, read_body, write_respon
 __all__ = ["OpenAISimulator", "lognormal_latency"]
 
 
-def lognormal_latency(
-    median: float, sigma: float = 0.5, *, seed: int | None = 0
-) -> Callable[[ReceivedRequest], float]:
+def lognormal_latency(median: float, sigma: float = 0.5, *, seed: int | None = 0) -> Callable[[ReceivedRequest], float]:
     """A latency knob with a long right tail, like real provider latencies.
 
     ``median`` is in seconds; ``sigma`` is the spread of the underlying normal distribution.
@@ -120,9 +118,7 @@ class OpenAISimulator:
         # The catalog is large (hundreds of KB): serialise it once, not per request.
         self._catalog_body = dumps(openrouter_catalog) if openrouter_catalog is not None else None
         self._catalog = {
-            m["id"]: m
-            for m in (openrouter_catalog or {}).get("data", [])
-            if isinstance(m, Mapping) and "id" in m
+            m["id"]: m for m in (openrouter_catalog or {}).get("data", []) if isinstance(m, Mapping) and "id" in m
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -330,6 +326,4 @@ class OpenAISimulator:
             return SimResponse(json=model_object(model_id))
         if model_id in self._catalog:
             return SimResponse(json=self._catalog[model_id])
-        return SimResponse.error(
-            404, f"The model '{model_id}' does not exist", param="model", code="model_not_found"
-        )
+        return SimResponse.error(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")

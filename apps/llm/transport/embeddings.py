@@ -79,5 +79,6 @@ class EmbeddingBatcher:
 
         result = get_local_embedder(model).embed(texts)
         tokens = sum(result.token_counts)
-        return EmbeddingBatch(vectors=result.vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
-                              requests=1, model=model)
+        return EmbeddingBatch(
+            vectors=result.vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens), requests=1, model=model
+        )

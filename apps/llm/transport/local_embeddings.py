@@ -374,7 +374,7 @@ class LocalEmbedder:
             if len(ids) > limit:
                 # What the tokenizer's own longest_first truncation does to one
                 # sequence: keep [CLS] and the first pieces, close with [SEP].
-                ids = [*ids[:limit - 1], self._sep_id]
+                ids = [*ids[: limit - 1], self._sep_id]
                 truncated.append(True)
             else:
                 truncated.append(False)

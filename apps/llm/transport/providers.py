@@ -85,11 +85,16 @@ def free_providers() -> frozenset[str]:
     return frozenset(name for name, spec in _REGISTRY.items() if spec.free) | {LOCAL}
 
 
-register_provider(ProviderSpec(
-    OPENROUTER, default_base_url="https://openrouter.ai/api/v1", bare_prefix="openai/",
-    # OpenRouter's app attribution header; and it reports what it charged (usage.cost) when asked.
-    default_headers={"X-Title": "LLM Platform"}, extra_body={"usage": {"include": True}},
-))
+register_provider(
+    ProviderSpec(
+        OPENROUTER,
+        default_base_url="https://openrouter.ai/api/v1",
+        bare_prefix="openai/",
+        # OpenRouter's app attribution header; and it reports what it charged (usage.cost) when asked.
+        default_headers={"X-Title": "LLM Platform"},
+        extra_body={"usage": {"include": True}},
+    )
+)
 register_provider(ProviderSpec(OPENAI, default_base_url="https://api.openai.com/v1", own_prefix="openai/"))
 register_provider(ProviderSpec(COMPATIBLE, needs_key=False))
 

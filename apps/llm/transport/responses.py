@@ -56,8 +56,11 @@ def chat_response_from_completion(completion: Any, *, provider: str, requested_m
     message = choice.message
     content = message.content or ""
     if choice.finish_reason == "content_filter" and not content:
-        raise ContentFiltered("The provider's content filter withheld the answer", provider=provider,
-                              model=completion.model or requested_model)
+        raise ContentFiltered(
+            "The provider's content filter withheld the answer",
+            provider=provider,
+            model=completion.model or requested_model,
+        )
     usage = usage_from_sdk(completion.usage)
     return ChatResponse(
         content=content,

@@ -41,8 +41,13 @@ class ChatStream:
     @classmethod
     def from_response(cls, response: ChatResponse) -> ChatStream:
         """A stream that replays a finished (cached) response as one delta."""
-        stream = cls(None, requested_model=response.requested_model, started=0.0,
-                     on_finish=lambda r: r, on_error=lambda e, a: None)
+        stream = cls(
+            None,
+            requested_model=response.requested_model,
+            started=0.0,
+            on_finish=lambda r: r,
+            on_error=lambda e, a: None,
+        )
         stream.response = response
         stream._iterator = iter([response.content] if response.content else [])
         return stream
@@ -95,22 +100,25 @@ class ChatStream:
             self._on_error(failure, attempts)
             raise failure from None
         usage = usage or Usage()
-        self.response = self._on_finish(ChatResponse(
-            content="".join(parts),
-            model=model or self._requested_model,
-            requested_model=self._requested_model,
-            provider=provider.name,
-            usage=usage,
-            provider_cost=usage.provider_cost,
-            finish_reason=finish_reason,
-            time_to_first_token_ms=first_token_ms,
-            attempts=attempts,
-            request_id=request_id,
-        ))
+        self.response = self._on_finish(
+            ChatResponse(
+                content="".join(parts),
+                model=model or self._requested_model,
+                requested_model=self._requested_model,
+                provider=provider.name,
+                usage=usage,
+                provider_cost=usage.provider_cost,
+                finish_reason=finish_reason,
+                time_to_first_token_ms=first_token_ms,
+                attempts=attempts,
+                request_id=request_id,
+            )
+        )
 
 
 def _stream_error(exc: openai.OpenAIError | httpx.HTTPError, provider: str, model: str) -> errors.LLMError:
     if isinstance(exc, httpx.HTTPError):
-        return errors.ProviderConnectionError(f"The stream broke off: {type(exc).__name__}", provider=provider,
-                                              model=model)
+        return errors.ProviderConnectionError(
+            f"The stream broke off: {type(exc).__name__}", provider=provider, model=model
+        )
     return errors.from_openai(exc, provider=provider, model=model)

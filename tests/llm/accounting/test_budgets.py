@@ -26,8 +26,9 @@ def client(make_client, sim) -> LLMClient:
 
 
 def ask(client, n: int, **kwargs):
-    return client.chat_completion([{"role": "user", "content": f"question {n}"}], "gpt-4o-mini", max_tokens=50,
-                                  **kwargs)
+    return client.chat_completion(
+        [{"role": "user", "content": f"question {n}"}], "gpt-4o-mini", max_tokens=50, **kwargs
+    )
 
 
 @pytest.mark.django_db

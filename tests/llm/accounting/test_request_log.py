@@ -42,8 +42,9 @@ def client_for(make_client, sim) -> Callable[..., LLMClient]:
     """``client_for(recorder)``: a client of the simulator that records through ``recorder``."""
 
     def make(recorder, **kwargs) -> LLMClient:
-        return make_client(sim, key=KEY, recorders=[recorder], retry=RetryPolicy(max_attempts=2, base_delay=0.01),
-                           **kwargs)
+        return make_client(
+            sim, key=KEY, recorders=[recorder], retry=RetryPolicy(max_attempts=2, base_delay=0.01), **kwargs
+        )
 
     return make
 
@@ -51,14 +52,28 @@ def client_for(make_client, sim) -> Callable[..., LLMClient]:
 def server_admin_connection() -> psycopg.Connection:
     """A connection to the server's maintenance database (ALTER DATABASE cannot target its own)."""
     s = connection.settings_dict
-    return psycopg.connect(host=s["HOST"], port=s["PORT"], user=s["USER"], password=s["PASSWORD"] or None,
-                           dbname="postgres", autocommit=True)
+    return psycopg.connect(
+        host=s["HOST"],
+        port=s["PORT"],
+        user=s["USER"],
+        password=s["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
 
 
 def make_record(**overrides) -> CallRecord:
-    values = {"endpoint": "chat", "provider": "openai", "requested_model": "gpt-4o-mini", "model": "gpt-4o-mini",
-                  "status": SUCCESS, "usage": Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
-                  "cost": Decimal("0.0000045"), "latency_ms": 120.0, "feature": "tests"}
+    values = {
+        "endpoint": "chat",
+        "provider": "openai",
+        "requested_model": "gpt-4o-mini",
+        "model": "gpt-4o-mini",
+        "status": SUCCESS,
+        "usage": Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+        "cost": Decimal("0.0000045"),
+        "latency_ms": 120.0,
+        "feature": "tests",
+    }
     return CallRecord(**(values | overrides))
 
 
@@ -79,8 +94,11 @@ def test_every_kind_of_call_is_a_row(sim, client_for, admin_user):
 
     rows = list(LLMRequest.objects.order_by("created_at"))
     assert [(r.endpoint, r.status, r.cached) for r in rows] == [
-        ("chat", "success", False), ("chat", "success", True), ("chat.stream", "success", False),
-        ("embeddings", "success", False), ("chat", "error", False),
+        ("chat", "success", False),
+        ("chat", "success", True),
+        ("chat.stream", "success", False),
+        ("embeddings", "success", False),
+        ("chat", "error", False),
     ]
     success, cache_hit, stream, embedding, failure = rows
     assert success.cost == first.cost and success.price_id == first.price_id is not None
@@ -92,7 +110,9 @@ def test_every_kind_of_call_is_a_row(sim, client_for, admin_user):
     assert [r.user_id for r in rows] == [admin_user.pk] * 4 + [None]
     assert [r.feature for r in rows] == ["support.reply"] * 3 + ["knowledge.embed", ""]
     # Text is kept (development/test default) but capped; the key never is.
-    assert success.prompt == HELLO and success.response.startswith(first.content[:10]) and "more chars" in success.response
+    assert (
+        success.prompt == HELLO and success.response.startswith(first.content[:10]) and "more chars" in success.response
+    )
     for row in rows:
         assert row.key_fingerprint == client.providers["openai"].key_fingerprint
         assert KEY not in repr(row.__dict__)
@@ -110,16 +130,21 @@ def test_text_is_not_stored_when_not_allowed(sim, client_for):
 def test_rollups_match_the_raw_log_and_stats_filter(sim, client_for, admin_user):
     client = client_for(SyncDatabaseRecorder())
     for i in range(6):
-        client.chat_completion([{"role": "user", "content": f"q{i % 4}"}], "gpt-4o-mini",
-                               feature="a" if i % 2 else "b", user=admin_user if i < 3 else None)
+        client.chat_completion(
+            [{"role": "user", "content": f"q{i % 4}"}],
+            "gpt-4o-mini",
+            feature="a" if i % 2 else "b",
+            user=admin_user if i < 3 else None,
+        )
     client.generate_embedding("text", model="text-embedding-3-small", feature="a")
     sim.fail_next(CHAT, 2, status=503)
     with pytest.raises(errors.ServerError):
         client.chat_completion(HELLO, "gpt-4o-mini", feature="b")
 
     raw = LLMRequest.objects.aggregate(n=Count("id"), cost=Sum("cost"), saved=Sum("saved_cost"))
-    rolled = LLMUsageDaily.objects.aggregate(n=Sum("requests"), cost=Sum("cost"), saved=Sum("saved_cost"),
-                                             fails=Sum("failures"), hits=Sum("cache_hits"))
+    rolled = LLMUsageDaily.objects.aggregate(
+        n=Sum("requests"), cost=Sum("cost"), saved=Sum("saved_cost"), fails=Sum("failures"), hits=Sum("cache_hits")
+    )
     assert (rolled["n"], rolled["cost"], rolled["saved"]) == (raw["n"], raw["cost"], raw["saved"])
     assert (rolled["fails"], rolled["hits"]) == (1, 2)
     fresh_tokens = LLMRequest.objects.filter(cached=False).aggregate(t=Sum("total_tokens"))["t"]
@@ -189,8 +214,10 @@ def test_nothing_is_lost_while_the_database_is_unreachable(tmp_path):
     admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     # Drop the recorder's connection: it must reconnect, and cannot.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
     try:
         outage = [make_record() for _ in range(5)]
         for record in outage:
@@ -209,8 +236,9 @@ def test_nothing_is_lost_while_the_database_is_unreachable(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_dead_process_spool_is_replayed_once(tmp_path):
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     records = [make_record(cost=Decimal("0.01")) for _ in range(4)]
     write_records(records[:2])  # the process died after writing some of them
     spool = tmp_path / "spool"

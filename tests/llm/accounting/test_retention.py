@@ -16,8 +16,16 @@ NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 @pytest.mark.django_db
 def test_old_rows_go_in_batches_and_rollups_stay():
     records = [
-        CallRecord(endpoint="chat", provider="openai", requested_model="m", model="m", status=SUCCESS,
-                   usage=Usage(total_tokens=10), cost=Decimal("0.5"), created_at=NOW - timedelta(days=age))
+        CallRecord(
+            endpoint="chat",
+            provider="openai",
+            requested_model="m",
+            model="m",
+            status=SUCCESS,
+            usage=Usage(total_tokens=10),
+            cost=Decimal("0.5"),
+            created_at=NOW - timedelta(days=age),
+        )
         for age in [1, 5, 29, 31, 45, 60, 100]
     ]
     write_records(records)

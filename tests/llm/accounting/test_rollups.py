@@ -28,16 +28,28 @@ def random_records(rng: random.Random, n: int) -> list[CallRecord]:
         provider, model = rng.choice(MODELS)
         cached = rng.random() < 0.2
         prompt, completion = rng.randint(1, 5000), rng.randint(0, 800)
-        records.append(CallRecord(
-            endpoint="chat", provider=provider, requested_model=model, model=model,
-            status=ERROR if rng.random() < 0.1 else SUCCESS,
-            usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                        cached_tokens=rng.randint(0, prompt)),
-            cost=Decimal(rng.randint(0, 10**6)) / 10**9,
-            saved_cost=Decimal(rng.randint(1, 999)) / 10**8 if cached else None,
-            cached=cached, latency_ms=rng.expovariate(1 / 800), feature=rng.choice(["", "chat", "search", "extract"]),
-            user_id=rng.choice([None, 1, 2, 3, 4]), created_at=DAY + timedelta(hours=rng.randint(0, 24 * 4)),
-        ))
+        records.append(
+            CallRecord(
+                endpoint="chat",
+                provider=provider,
+                requested_model=model,
+                model=model,
+                status=ERROR if rng.random() < 0.1 else SUCCESS,
+                usage=Usage(
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=prompt + completion,
+                    cached_tokens=rng.randint(0, prompt),
+                ),
+                cost=Decimal(rng.randint(0, 10**6)) / 10**9,
+                saved_cost=Decimal(rng.randint(1, 999)) / 10**8 if cached else None,
+                cached=cached,
+                latency_ms=rng.expovariate(1 / 800),
+                feature=rng.choice(["", "chat", "search", "extract"]),
+                user_id=rng.choice([None, 1, 2, 3, 4]),
+                created_at=DAY + timedelta(hours=rng.randint(0, 24 * 4)),
+            )
+        )
     return records
 
 
@@ -77,11 +89,16 @@ def assert_rollups_agree() -> None:
         expected = grouped(LLMUsageDaily, rollup.dimensions)
         assert expected, "no rows to compare"
         assert grouped(rollup.model, rollup.dimensions) == expected, rollup.model.__name__
-        kept = {(r["date"], *(r[d] for d in rollup.dimensions)): (list(zip(r["top_costs"], r["top_ids"])),
-                                                                   list(zip(r["failure_times"], r["failure_ids"])))
-                for r in rollup.model.objects.values("date", *rollup.dimensions, "top_costs", "top_ids",
-                                                     "failure_times", "failure_ids")
-                if r["top_ids"] or r["failure_ids"]}
+        kept = {
+            (r["date"], *(r[d] for d in rollup.dimensions)): (
+                list(zip(r["top_costs"], r["top_ids"])),
+                list(zip(r["failure_times"], r["failure_ids"])),
+            )
+            for r in rollup.model.objects.values(
+                "date", *rollup.dimensions, "top_costs", "top_ids", "failure_times", "failure_ids"
+            )
+            if r["top_ids"] or r["failure_ids"]
+        }
         assert kept == kept_calls(rollup.dimensions), f"{rollup.model.__name__}: kept calls"
         assert any(len(costly) == 10 for costly, _ in kept.values())  # the lists were cut, not just filled
         assert any(failed for _, failed in kept.values())
@@ -137,8 +154,10 @@ def test_the_migration_backfill_builds_the_same_rows():
     LLMUsageByModel.objects.all().delete()
     LLMUsageByUser.objects.all().delete()
     with connection.cursor() as cursor:
-        for statement in [*migration.backfill("llm_llmusagebymodel", "provider", "model", "feature"),
-                          *migration.backfill("llm_llmusagebyuser", "user_id")]:
+        for statement in [
+            *migration.backfill("llm_llmusagebymodel", "provider", "model", "feature"),
+            *migration.backfill("llm_llmusagebyuser", "user_id"),
+        ]:
             cursor.execute(statement)
     assert migration.SUMS == SUMS
     assert_rollups_agree()

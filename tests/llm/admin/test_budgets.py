@@ -14,11 +14,13 @@ def test_budget_list_shows_use_against_limits(db, staff_client, django_user_mode
     today = timezone.localdate()
     user = django_user_model.objects.create_user(email="spender@example.com", username="spender", password="x")
     monthly = Budget.objects.create(name="company", soft_limit=Decimal("50"), hard_limit=Decimal("100"))
-    BudgetSpend.objects.create(budget=monthly, period_start=today.replace(day=1), spent=Decimal("60"),
-                               reserved=Decimal("1.5"))
+    BudgetSpend.objects.create(
+        budget=monthly, period_start=today.replace(day=1), spent=Decimal("60"), reserved=Decimal("1.5")
+    )
     # Last month's spend is not this period's.
-    BudgetSpend.objects.create(budget=monthly, period_start=(today.replace(day=1) - timedelta(days=1)).replace(day=1),
-                               spent=Decimal("99"))
+    BudgetSpend.objects.create(
+        budget=monthly, period_start=(today.replace(day=1) - timedelta(days=1)).replace(day=1), spent=Decimal("99")
+    )
     daily = Budget.objects.create(name="alice daily", scope="user", user=user, period="day", hard_limit=Decimal("2"))
     BudgetSpend.objects.create(budget=daily, period_start=today, spent=Decimal("2"))
     Budget.objects.create(name="search", scope="feature", feature="search", soft_limit=Decimal("10"))
@@ -34,7 +36,17 @@ def test_budget_list_shows_use_against_limits(db, staff_client, django_user_mode
 
     assert staff_client.get("/admin/llm/budget/add/").status_code == 200
     assert staff_client.get(f"/admin/llm/budget/{monthly.pk}/change/").status_code == 200
-    response = staff_client.post("/admin/llm/budget/add/", {
-        "name": "bad", "scope": "global", "period": "month", "soft_limit": "10", "hard_limit": "5", "is_active": "on",
-        "spends-TOTAL_FORMS": "0", "spends-INITIAL_FORMS": "0"})
+    response = staff_client.post(
+        "/admin/llm/budget/add/",
+        {
+            "name": "bad",
+            "scope": "global",
+            "period": "month",
+            "soft_limit": "10",
+            "hard_limit": "5",
+            "is_active": "on",
+            "spends-TOTAL_FORMS": "0",
+            "spends-INITIAL_FORMS": "0",
+        },
+    )
     assert response.status_code == 200 and not Budget.objects.filter(name="bad").exists()  # soft above hard

@@ -40,8 +40,9 @@ def test_only_staff_allowed_to_view_usage_see_the_dashboard(client, django_user_
     response = client.get(DASHBOARD)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
-    staff = django_user_model.objects.create_user(email="staff@example.com", username="staff", password="x",
-                                                  is_staff=True)
+    staff = django_user_model.objects.create_user(
+        email="staff@example.com", username="staff", password="x", is_staff=True
+    )
     client.force_login(staff)
     assert client.get(DASHBOARD).status_code == 403
     staff.user_permissions.add(Permission.objects.get(codename="view_llmusagedaily"))
@@ -63,8 +64,9 @@ def test_the_page_shows_the_figures_and_embeds_the_charts(seed, staff_client):
     assert data.current.cost == money(current) and data.current.requests == len(current)
 
     # The chart data: JSON in a json_script element, drawn into canvases by Chart.js from Unfold.
-    charts = json.loads(re.search(r'<script id="llm-dashboard-charts" type="application/json">(.*?)</script>',
-                                  html, re.S).group(1))
+    charts = json.loads(
+        re.search(r'<script id="llm-dashboard-charts" type="application/json">(.*?)</script>', html, re.S).group(1)
+    )
     assert set(charts) == {"spend", "tokens", "requests", "latency", "features", "users"}
     for name in charts:
         assert f'data-llm-chart="{name}"' in html
@@ -83,7 +85,10 @@ def test_the_page_shows_the_figures_and_embeds_the_charts(seed, staff_client):
     assert {key for _, key in figure_links} >= {"spend", "requests", "error_rate", "p95", "budgets"}
     error_link = next(link for link, key in figure_links if key == "error_rate").replace("&amp;", "&")
     assert parse_qs(urlparse(error_link).query) == {
-        "created_at_from": [START.isoformat()], "created_at_to": [TODAY.isoformat()], "status__exact": ["error"]}
+        "created_at_from": [START.isoformat()],
+        "created_at_to": [TODAY.isoformat()],
+        "status__exact": ["error"],
+    }
     # The raw-log rows link to their entries.
     top = data.expensive.rows[0]
     assert reverse("admin:llm_llmrequest_change", args=[top.id]) in html
@@ -91,8 +96,9 @@ def test_the_page_shows_the_figures_and_embeds_the_charts(seed, staff_client):
 
 def test_the_page_filters_by_model_user_and_feature(seed, staff_client):
     user = seed.users[1]
-    response = staff_client.get(DASHBOARD, {"period": "7", "model": "gpt-4o-mini", "user": user.pk,
-                                            "feature": "support.reply"})
+    response = staff_client.get(
+        DASHBOARD, {"period": "7", "model": "gpt-4o-mini", "user": user.pk, "feature": "support.reply"}
+    )
     data = response.context["data"]
     records = seed.select(START, TODAY, model="gpt-4o-mini", user_id=user.pk, feature="support.reply")
     check_totals(data.current, records)
@@ -108,12 +114,23 @@ def test_dashboard_links_open_exactly_those_calls_in_the_request_log(seed, staff
         assert response.status_code == 200
         shown = {obj.pk for obj in response.context["cl"].result_list}
         f = row.filters
-        expected = {r.id for r in seed.select(START, TODAY, provider=f.provider, model=f.model, user_id=f.user_id,
-                                              no_user=f.without_user, feature=f.feature)}
+        expected = {
+            r.id
+            for r in seed.select(
+                START,
+                TODAY,
+                provider=f.provider,
+                model=f.model,
+                user_id=f.user_id,
+                no_user=f.without_user,
+                feature=f.feature,
+            )
+        }
         assert shown == expected and response.context["cl"].result_count == len(expected)
     errors = staff_client.get(request_log_url(filters(), status__exact="error"))
     assert {o.pk for o in errors.context["cl"].result_list} == {
-        r.id for r in seed.select(START, TODAY) if r.status == ERROR}
+        r.id for r in seed.select(START, TODAY) if r.status == ERROR
+    }
 
 
 def test_csv_exports_parse_and_match(seed, staff_client):
@@ -131,7 +148,10 @@ def test_csv_exports_parse_and_match(seed, staff_client):
         assert int(row["requests"]) == e["requests"] and int(row["errors"]) == e["failures"]
         assert Decimal(row["spend_usd"]) == e["cost"]
         assert (int(row["input_tokens"]), int(row["cached_tokens"]), int(row["output_tokens"])) == (
-            e["input_tokens"], e["cached_tokens"], e["output_tokens"])
+            e["input_tokens"],
+            e["cached_tokens"],
+            e["output_tokens"],
+        )
         assert sum(Decimal(v) for k, v in row.items() if k.startswith("spend_usd:")) == e["cost"]
 
     models = export("models")
@@ -187,8 +207,9 @@ def test_budget_status_on_the_dashboard(seed, staff_client):
     today = timezone.localdate()
     over = Budget.objects.create(name="all", soft_limit=Decimal("1"), hard_limit=Decimal("2"))
     BudgetSpend.objects.create(budget=over, period_start=today.replace(day=1), spent=Decimal("2.5"))
-    fine = Budget.objects.create(name="search", scope="feature", feature="search", period="day",
-                                 soft_limit=Decimal("5"))
+    fine = Budget.objects.create(
+        name="search", scope="feature", feature="search", period="day", soft_limit=Decimal("5")
+    )
     BudgetSpend.objects.create(budget=fine, period_start=today, spent=Decimal("1"))
     response = staff_client.get(DASHBOARD)
     reached = response.context["budgets_reached"]

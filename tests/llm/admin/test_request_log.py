@@ -29,8 +29,16 @@ def test_request_log_is_read_only(seed, staff_client):
 
 def test_request_log_changelist_filters_and_searches(seed, staff_client):
     user = seed.users[0]
-    response = staff_client.get(LOG, {"created_at_from": START.isoformat(), "created_at_to": TODAY.isoformat(),
-                                      "model": "gpt-4o-mini", "user": str(user.pk), "status__exact": "success"})
+    response = staff_client.get(
+        LOG,
+        {
+            "created_at_from": START.isoformat(),
+            "created_at_to": TODAY.isoformat(),
+            "model": "gpt-4o-mini",
+            "user": str(user.pk),
+            "status__exact": "success",
+        },
+    )
     assert response.status_code == 200
     expected = {r.id for r in seed.select(START, TODAY, model="gpt-4o-mini", user_id=user.pk) if r.status == SUCCESS}
     assert {o.pk for o in response.context["cl"].result_list} == expected
@@ -45,7 +53,8 @@ def test_request_log_changelist_filters_and_searches(seed, staff_client):
         found = staff_client.get(LOG, {"q": term})
         assert [o.pk for o in found.context["cl"].result_list] == [one.id]
     assert staff_client.get(LOG, {"q": "gpt-4o-mini"}).context["cl"].result_count == sum(
-        r.model == "gpt-4o-mini" for r in seed.records)
+        r.model == "gpt-4o-mini" for r in seed.records
+    )
     # A substring is not searched (it would read every row).
     assert staff_client.get(LOG, {"q": "gpt-4o-mi"}).context["cl"].result_count == 0
 
@@ -90,18 +99,30 @@ def test_request_log_date_drill_down(seed, staff_client):
     response = staff_client.get(LOG, {"created_at__year": day.year, "created_at__month": day.month})
     hierarchy = response.context["cl"].fast_date_hierarchy
     assert hierarchy["show"] and hierarchy["choices"]
-    response = staff_client.get(LOG, {"created_at__year": day.year, "created_at__month": day.month,
-                                      "created_at__day": day.day})
+    response = staff_client.get(
+        LOG, {"created_at__year": day.year, "created_at__month": day.month, "created_at__day": day.day}
+    )
     assert {o.pk for o in response.context["cl"].result_list} == {r.id for r in seed.select(day, day)}
 
 
 def test_request_detail_shows_the_prompt_and_never_a_key(seed, staff_client):
-    record = CallRecord(endpoint="chat", provider="openai", requested_model="gpt-4o", model="gpt-4o", status=SUCCESS,
-                        usage=Usage(prompt_tokens=12, completion_tokens=3, total_tokens=15), cost=Decimal("0.00004"),
-                        latency_ms=321.0, key_fingerprint="0123456789ab", feature="support.reply",
-                        prompt=[{"role": "system", "content": "You are <b>terse</b>."},
-                                {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]}],
-                        response_text="4, obviously.")
+    record = CallRecord(
+        endpoint="chat",
+        provider="openai",
+        requested_model="gpt-4o",
+        model="gpt-4o",
+        status=SUCCESS,
+        usage=Usage(prompt_tokens=12, completion_tokens=3, total_tokens=15),
+        cost=Decimal("0.00004"),
+        latency_ms=321.0,
+        key_fingerprint="0123456789ab",
+        feature="support.reply",
+        prompt=[
+            {"role": "system", "content": "You are <b>terse</b>."},
+            {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+        ],
+        response_text="4, obviously.",
+    )
     write_records([record], store_text=True)
     response = staff_client.get(f"{LOG}{record.id}/change/")
     assert response.status_code == 200

@@ -9,7 +9,8 @@ def test_daily_usage_admin_and_navigation(seed, staff_client):
     response = staff_client.get("/admin/llm/llmusagedaily/", {"model": "gpt-4o-mini"})
     assert response.status_code == 200
     assert sum(r.requests for r in response.context["cl"].result_list) == sum(
-        r.model == "gpt-4o-mini" for r in seed.records)
+        r.model == "gpt-4o-mini" for r in seed.records
+    )
     assert DASHBOARD in response.content.decode()
     assert staff_client.get("/admin/llm/llmusagedaily/add/").status_code == 403
     # The sidebar links to the dashboard and the usage pages.

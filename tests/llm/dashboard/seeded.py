@@ -25,9 +25,16 @@ TODAY = dash.rollup_today()
 START = TODAY - timedelta(days=6)
 PREVIOUS_START = START - timedelta(days=7)
 
-MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("openrouter", "anthropic/claude-3.5-sonnet"),
-          ("openrouter", "google/gemini-2.0-flash"), ("openrouter", "meta-llama/llama-3.3-70b"),
-          ("openai", "o3-mini"), ("openrouter", "mistralai/mistral-large"), ("openai", "text-embedding-3-small")]
+MODELS = [
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4o"),
+    ("openrouter", "anthropic/claude-3.5-sonnet"),
+    ("openrouter", "google/gemini-2.0-flash"),
+    ("openrouter", "meta-llama/llama-3.3-70b"),
+    ("openai", "o3-mini"),
+    ("openrouter", "mistralai/mistral-large"),
+    ("openai", "text-embedding-3-small"),
+]
 FEATURES = ["support.reply", "search", "", "summary"]
 
 
@@ -39,13 +46,27 @@ class Seed:
     records: list[CallRecord]
     users: list  # two users; calls also go to no user
 
-    def select(self, start: date, end: date, *, provider: str = "", model: str = "", user_id: int | None = None,
-               no_user: bool = False, feature: str | None = None) -> list[CallRecord]:
-        return [r for r in self.records
-                if start <= r.created_at.date() <= end
-                and (not provider or r.provider == provider) and (not model or r.model == model)
-                and (user_id is None or r.user_id == user_id) and (not no_user or r.user_id is None)
-                and (feature is None or r.feature == feature)]
+    def select(
+        self,
+        start: date,
+        end: date,
+        *,
+        provider: str = "",
+        model: str = "",
+        user_id: int | None = None,
+        no_user: bool = False,
+        feature: str | None = None,
+    ) -> list[CallRecord]:
+        return [
+            r
+            for r in self.records
+            if start <= r.created_at.date() <= end
+            and (not provider or r.provider == provider)
+            and (not model or r.model == model)
+            and (user_id is None or r.user_id == user_id)
+            and (not no_user or r.user_id is None)
+            and (feature is None or r.feature == feature)
+        ]
 
 
 def make_records(users, rng: random.Random, days: int = 14, per_day: int = 14) -> list[CallRecord]:
@@ -63,20 +84,38 @@ def make_records(users, rng: random.Random, days: int = 14, per_day: int = 14) -
             cost = None if failed else Decimal(rng.randint(1, 9_000_000)) / Decimal(10**9)
             if not failed and not cached and rng.random() < 0.05:
                 cost = None  # unknown price: counted, never a silent 0
-            records.append(CallRecord(
-                endpoint="chat", provider=provider, requested_model=model, model=model,
-                status=ERROR if failed else SUCCESS,
-                usage=Usage() if failed else Usage(prompt_tokens=prompt, cached_tokens=cached_tokens,
-                                                   completion_tokens=completion, total_tokens=prompt + completion),
-                cost=Decimal(0) if cached else cost, saved_cost=cost if cached else None, cached=cached,
-                latency_ms=rng.choice([rng.uniform(5, 90), rng.uniform(100, 2500), rng.uniform(2000, 70_000)]),
-                error_type="RateLimitError" if failed else "", error_message="slow down" if failed else "",
-                user_id=user.pk if user else None, feature=rng.choice(FEATURES), key_fingerprint="abcdef123456",
-                request_id=f"req-{offset}-{n}",
-                created_at=datetime.combine(day, time(rng.randrange(24), rng.randrange(60), rng.randrange(60)), UTC),
-                prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"question {n}"}],
-                response_text=None if failed else f"answer {n}",
-            ))
+            records.append(
+                CallRecord(
+                    endpoint="chat",
+                    provider=provider,
+                    requested_model=model,
+                    model=model,
+                    status=ERROR if failed else SUCCESS,
+                    usage=Usage()
+                    if failed
+                    else Usage(
+                        prompt_tokens=prompt,
+                        cached_tokens=cached_tokens,
+                        completion_tokens=completion,
+                        total_tokens=prompt + completion,
+                    ),
+                    cost=Decimal(0) if cached else cost,
+                    saved_cost=cost if cached else None,
+                    cached=cached,
+                    latency_ms=rng.choice([rng.uniform(5, 90), rng.uniform(100, 2500), rng.uniform(2000, 70_000)]),
+                    error_type="RateLimitError" if failed else "",
+                    error_message="slow down" if failed else "",
+                    user_id=user.pk if user else None,
+                    feature=rng.choice(FEATURES),
+                    key_fingerprint="abcdef123456",
+                    request_id=f"req-{offset}-{n}",
+                    created_at=datetime.combine(
+                        day, time(rng.randrange(24), rng.randrange(60), rng.randrange(60)), UTC
+                    ),
+                    prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"question {n}"}],
+                    response_text=None if failed else f"answer {n}",
+                )
+            )
     return records
 
 
@@ -97,7 +136,10 @@ def expect(records) -> dict:
     hits = sum(r.cached for r in records)
     lookups = sum(r.status == SUCCESS for r in records)
     return {
-        "requests": len(records), "failures": failures, "cache_hits": hits, "cost": money(records),
+        "requests": len(records),
+        "failures": failures,
+        "cache_hits": hits,
+        "cost": money(records),
         "saved_cost": sum((r.saved_cost or Decimal(0) for r in records), Decimal(0)),
         "total_tokens": sum(r.usage.total_tokens for r in billed(records)),
         "input_tokens": sum(r.usage.prompt_tokens - r.usage.cached_tokens for r in billed(records)),

@@ -72,7 +72,10 @@ def test_unfiltered_figures_match_the_records(seed):
         assert data.daily.failures[i] == e["failures"]
         assert data.daily.cost[i] == e["cost"]
         assert (data.daily.input_tokens[i], data.daily.cached_tokens[i], data.daily.output_tokens[i]) == (
-            e["input_tokens"], e["cached_tokens"], e["output_tokens"])
+            e["input_tokens"],
+            e["cached_tokens"],
+            e["output_tokens"],
+        )
     # The stacked spend chart: top models plus "Other" add up to each day's spend.
     assert len(data.daily.cost_by_model) == dash.CHART_MODELS + 1 and data.daily.cost_by_model[-1][0] == dash.OTHER
     for i in range(7):
@@ -104,15 +107,18 @@ def test_unfiltered_figures_match_the_records(seed):
     assert set(data.options.features) == {r.feature for r in current}
 
 
-@pytest.mark.parametrize("dims", [
-    {"model": "gpt-4o-mini"},
-    {"provider": "openrouter"},
-    {"user": 0},
-    {"user": "none"},
-    {"feature": "support.reply"},
-    {"feature": ""},
-    {"provider": "openai", "feature": "search", "user": 1},
-])
+@pytest.mark.parametrize(
+    "dims",
+    [
+        {"model": "gpt-4o-mini"},
+        {"provider": "openrouter"},
+        {"user": 0},
+        {"user": "none"},
+        {"feature": "support.reply"},
+        {"feature": ""},
+        {"provider": "openai", "feature": "search", "user": 1},
+    ],
+)
 def test_filters_change_the_figures(seed, dims):
     select, narrowed = {}, {}
     for name, value in dims.items():
@@ -146,7 +152,8 @@ def test_querystring_filters_and_periods():
     custom = DashboardFilters.from_query({"period": "custom", "start": "2025-03-10", "end": "2025-03-01"}, today=TODAY)
     assert (custom.start, custom.end, custom.days) == (date(2025, 3, 1), date(2025, 3, 10), 10)
     assert DashboardFilters.from_query({"period": "nonsense", "user": "x"}, today=TODAY) == DashboardFilters.for_period(
-        "30d", today=TODAY)
+        "30d", today=TODAY
+    )
     assert DashboardFilters.from_query(f.query_params(), today=TODAY) == f
     huge = DashboardFilters.from_query({"period": "custom", "start": "0200-01-01", "end": "2025-01-01"}, today=TODAY)
     assert huge.days == dash.MAX_DAYS
@@ -170,8 +177,9 @@ def test_latency_percentiles_are_within_the_bucket_resolution(seed):
     latencies = [r.latency_ms for r in seed.select(START, TODAY)]
     assert_same_bucket(data.current.p50_ms, latencies, 0.5)
     assert_same_bucket(data.current.p95_ms, latencies, 0.95)
-    assert_same_bucket(data.previous.p95_ms, [r.latency_ms for r in seed.select(PREVIOUS_START, START - timedelta(1))],
-                       0.95)
+    assert_same_bucket(
+        data.previous.p95_ms, [r.latency_ms for r in seed.select(PREVIOUS_START, START - timedelta(1))], 0.95
+    )
     for i, day in enumerate(data.daily.days):
         day_latencies = [r.latency_ms for r in seed.select(day, day)]
         assert_same_bucket(data.daily.p50_ms[i], day_latencies, 0.5)
@@ -181,15 +189,23 @@ def test_latency_percentiles_are_within_the_bucket_resolution(seed):
 # -- the raw-log tables ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("range_scan_max, probe_rows", [
-    (10**9, calls.PROBE_ROWS),  # few matches: read them all, sort
-    (0, calls.PROBE_ROWS),  # many: the costliest calls of the log hold the answer
-    (0, 3),  # many, but not among the costliest: the probe comes up short, then read them all
-])
-@pytest.mark.parametrize("dims", [
-    {}, {"model": "gpt-4o-mini"}, {"feature": ""},  # from the coarse rollups' lists
-    {"model": "gpt-4o-mini", "user_id": "first user"},  # crossed: from the log, by the plans above
-])
+@pytest.mark.parametrize(
+    "range_scan_max, probe_rows",
+    [
+        (10**9, calls.PROBE_ROWS),  # few matches: read them all, sort
+        (0, calls.PROBE_ROWS),  # many: the costliest calls of the log hold the answer
+        (0, 3),  # many, but not among the costliest: the probe comes up short, then read them all
+    ],
+)
+@pytest.mark.parametrize(
+    "dims",
+    [
+        {},
+        {"model": "gpt-4o-mini"},
+        {"feature": ""},  # from the coarse rollups' lists
+        {"model": "gpt-4o-mini", "user_id": "first user"},  # crossed: from the log, by the plans above
+    ],
+)
 def test_most_expensive_and_recent_failures(seed, monkeypatch, range_scan_max, probe_rows, dims):
     monkeypatch.setattr(calls, "RANGE_SCAN_MAX", range_scan_max)
     monkeypatch.setattr(calls, "PROBE_ROWS", probe_rows)
@@ -199,8 +215,9 @@ def test_most_expensive_and_recent_failures(seed, monkeypatch, range_scan_max, p
 
 def assert_request_tables(seed, data, current: list) -> None:
     """The dashboard's costliest calls and latest failures are those of ``current`` (ties by id)."""
-    expensive = sorted(sorted((r for r in current if r.cost is not None), key=lambda r: r.id),
-                       key=lambda r: r.cost, reverse=True)[:10]
+    expensive = sorted(
+        sorted((r for r in current if r.cost is not None), key=lambda r: r.id), key=lambda r: r.cost, reverse=True
+    )[:10]
     assert expensive and [c.id for c in data.expensive.rows] == [r.id for r in expensive]
     assert [c.cost for c in data.expensive.rows] == [r.cost for r in expensive]
     failures = sorted((r for r in current if r.status == ERROR), key=lambda r: r.created_at, reverse=True)[:10]

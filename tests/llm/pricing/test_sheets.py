@@ -120,13 +120,23 @@ def test_overrides_tiers_apply_by_prompt_size():
     assert sum(1 for p in models.values() if p.tiers) == 61
     sonnet = models["anthropic/claude-sonnet-4.5"]
     assert sonnet.tiers == [
-        PriceTier(min_prompt_tokens=200000, prompt="0.000006", completion="0.0000225", input_cache_read="0.0000006",
-                  input_cache_write="0.0000075", extra_prices={"input_cache_write_1h": "0.000012"})
+        PriceTier(
+            min_prompt_tokens=200000,
+            prompt="0.000006",
+            completion="0.0000225",
+            input_cache_read="0.0000006",
+            input_cache_write="0.0000075",
+            extra_prices={"input_cache_write_1h": "0.000012"},
+        )
     ]
     assert sonnet.for_prompt_tokens(199_999) is sonnet
     large = sonnet.for_prompt_tokens(200_000)
     assert (large.prompt, large.completion, large.input_cache_read, large.input_cache_write) == (
-        Decimal("0.000006"), Decimal("0.0000225"), Decimal("0.0000006"), Decimal("0.0000075"))
+        Decimal("0.000006"),
+        Decimal("0.0000225"),
+        Decimal("0.0000006"),
+        Decimal("0.0000075"),
+    )
     assert large.extra_prices == {"input_cache_write_1h": Decimal("0.000012")}
     assert large.web_search == sonnet.web_search and large.tiers == []
 
@@ -187,8 +197,12 @@ def test_invalid_entries_are_rejected_with_reasons():
             entry("nan/model", prompt="NaN", completion="0"),
             entry("precise/model", prompt="0.0000000000000000000000001", completion="0"),
             entry("tier/no-condition", prompt="0.000001", completion="0.000002", overrides=[{"prompt": "0.000002"}]),
-            entry("tier/bad-price", prompt="0.000001", completion="0.000002",
-                  overrides=[{"min_prompt_tokens": 1000, "prompt": "-1"}]),
+            entry(
+                "tier/bad-price",
+                prompt="0.000001",
+                completion="0.000002",
+                overrides=[{"min_prompt_tokens": 1000, "prompt": "-1"}],
+            ),
             entry("extra/bad", prompt="0.000001", completion="0.000002", input_cache_write_1h="-5"),
             {"name": "no id", "pricing": {"prompt": "0"}},
             {"id": "no/pricing"},
@@ -227,8 +241,9 @@ def test_a_payload_that_is_not_a_catalog_raises():
 
 
 def test_parse_keeps_decimals_from_json_parsed_with_parse_float():
-    payload = json.loads('{"data": [{"id": "a/b", "pricing": {"prompt": 0.0000003, "completion": "0"}}]}',
-                         parse_float=Decimal)
+    payload = json.loads(
+        '{"data": [{"id": "a/b", "pricing": {"prompt": 0.0000003, "completion": "0"}}]}', parse_float=Decimal
+    )
     assert parse_openrouter_catalog(payload, source="t", fetched_at=None).accepted[0].prompt == Decimal("0.0000003")
 
 
@@ -248,13 +263,32 @@ def test_openai_table():
     result = parse_price_table(table, provider="openai", source="t", fetched_at=FETCHED)
     assert result.rejected == []
     models = {p.model_id: p for p in result.accepted}
-    required = {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-5", "gpt-5-mini", "gpt-5-nano",
-                "o1", "o3", "o3-mini", "o4-mini", "gpt-3.5-turbo", "gpt-4", "text-embedding-3-small",
-                "text-embedding-3-large", "text-embedding-ada-002"}
+    required = {
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "o1",
+        "o3",
+        "o3-mini",
+        "o4-mini",
+        "gpt-3.5-turbo",
+        "gpt-4",
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "text-embedding-ada-002",
+    }
     assert required <= models.keys()
     gpt4o = models["gpt-4o"]
     assert (gpt4o.prompt, gpt4o.completion, gpt4o.input_cache_read) == (
-        Decimal("0.0000025"), Decimal("0.00001"), Decimal("0.00000125"))
+        Decimal("0.0000025"),
+        Decimal("0.00001"),
+        Decimal("0.00000125"),
+    )
     assert models["gpt-5-mini"].input_cache_read == Decimal("0.000000025")
     assert models["text-embedding-3-small"].prompt == Decimal("0.00000002")
     # OpenAI's long-context price applies above 272K prompt tokens.

@@ -64,7 +64,8 @@ def test_apply_prices_keeps_history():
     assert (new.prompt, new.valid_from, new.valid_to) == (Decimal("0.0000007"), switch, None)
     # Models gone from the catalog are the sync's decision: apply_prices leaves them current.
     assert ModelPrice.objects.current().filter(provider="openrouter").count() == 345 + 347 - len(
-        {p.model_id for p in december} & {p.model_id for p in january})
+        {p.model_id for p in december} & {p.model_id for p in january}
+    )
 
     again = apply_prices(ModelPrice, january, now=switch + timedelta(hours=1))
     assert again.created == again.changed == [] and len(again.unchanged) == 345
@@ -74,8 +75,9 @@ def test_apply_prices_keeps_history():
 def test_load_bundled_prices_never_overrides_newer_prices():
     synced_at = datetime(2026, 11, 27, tzinfo=UTC)
     ModelPrice.objects.filter(provider="openai", model_id="gpt-4o").update(valid_to=synced_at)
-    ModelPrice.objects.create(provider="openai", model_id="gpt-4o", prompt=Decimal("0.000002"), source="sync",
-                              valid_from=synced_at)
+    ModelPrice.objects.create(
+        provider="openai", model_id="gpt-4o", prompt=Decimal("0.000002"), source="sync", valid_from=synced_at
+    )
     result = load_bundled_prices(ModelPrice)
     assert result.created == []
     assert ModelPrice.objects.current().get(provider="openai", model_id="gpt-4o").source == "sync"
@@ -86,7 +88,12 @@ def test_one_current_row_per_model():
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelPrice.objects.create(provider="openai", model_id="gpt-4o-mini", source="duplicate")
     # A closed row may sit next to the current one.
-    ModelPrice.objects.create(provider="openai", model_id="gpt-4o-mini", source="old",
-                              valid_from=FETCHED - timedelta(days=30), valid_to=FETCHED - timedelta(days=1))
+    ModelPrice.objects.create(
+        provider="openai",
+        model_id="gpt-4o-mini",
+        source="old",
+        valid_from=FETCHED - timedelta(days=30),
+        valid_to=FETCHED - timedelta(days=1),
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelPrice.objects.create(provider="openai", model_id="x", source="t", prompt=Decimal("-1"))

@@ -94,8 +94,17 @@ def sync(*args: str | Path) -> tuple[str, str]:
 
 def snapshot() -> list[tuple]:
     """Every price row, as the history and the cost lookups see it."""
-    fields = ["pk", "provider", "model_id", *PRICE_COMPONENTS, "extra_prices", "tiers", "is_active", "valid_from",
-              "valid_to"]
+    fields = [
+        "pk",
+        "provider",
+        "model_id",
+        *PRICE_COMPONENTS,
+        "extra_prices",
+        "tiers",
+        "is_active",
+        "valid_from",
+        "valid_to",
+    ]
     return list(ModelPrice.objects.order_by("pk").values_list(*fields))
 
 
@@ -117,8 +126,13 @@ def write_catalog(tmp_path: Path, name: str, data: list[dict]) -> Path:
 
 
 def entry(model_id: str, **pricing: str) -> dict:
-    return {"id": model_id, "name": model_id, "context_length": 1000, "pricing": pricing,
-            "architecture": {"modality": "text->text", "input_modalities": ["text"], "output_modalities": ["text"]}}
+    return {
+        "id": model_id,
+        "name": model_id,
+        "context_length": 1000,
+        "pricing": pricing,
+        "architecture": {"modality": "text->text", "input_modalities": ["text"], "output_modalities": ["text"]},
+    }
 
 
 # -- 1. December -> January: exactly the catalog's differences, with history ------------------------
@@ -151,8 +165,10 @@ def test_december_to_january_reports_exactly_the_catalog_differences():
     report = run.report
     assert {a["model_id"] for a in report["added"]} == expected_added
     assert set(report["deactivated"]) == expected_deactivated
-    changed = {c["model_id"]: {k: (Decimal(old), Decimal(new)) for k, (old, new) in c["components"].items()}
-               for c in report["changed"]}
+    changed = {
+        c["model_id"]: {k: (Decimal(old), Decimal(new)) for k, (old, new) in c["components"].items()}
+        for c in report["changed"]
+    }
     assert changed == expected_changed
     assert {r["model_id"] for r in report["rejected"]} == {"openrouter/auto", "openrouter/bodybuilder"}
     assert report["reactivated"] == []
@@ -178,9 +194,13 @@ def test_december_to_january_reports_exactly_the_catalog_differences():
         row = ModelPrice.objects.get(provider="openrouter", model_id=model_id)
         assert (row.is_active, row.valid_to) == (False, None)
     assert set(ModelPrice.objects.filter(valid_from=synced_at).values_list("model_id", flat=True)) == (
-        expected_added | set(expected_changed))
-    rows_before = {(provider, model_id): (pk, valid_from) for pk, provider, model_id, *_, valid_from, valid_to in before
-                   if valid_to is None}
+        expected_added | set(expected_changed)
+    )
+    rows_before = {
+        (provider, model_id): (pk, valid_from)
+        for pk, provider, model_id, *_, valid_from, valid_to in before
+        if valid_to is None
+    }
     for model_id in (dec_valid & jan_valid) - set(expected_changed):
         row = ModelPrice.objects.current().get(provider="openrouter", model_id=model_id)
         assert (row.pk, row.valid_from) == rows_before["openrouter", model_id]
@@ -231,12 +251,14 @@ def test_august_format_and_every_modality_are_stored_with_their_components():
         extras = {k: v for k, v in prices.items() if k not in PRICE_COMPONENTS}
         assert {k: Decimal(v) for k, v in row.extra_prices.items()} == extras, model_id
         assert [{k: v if k in TIER_CONDITIONS else Decimal(v) for k, v in t.items()} for t in row.tiers] == (
-            raw_tiers(raw_entry)), model_id
+            raw_tiers(raw_entry)
+        ), model_id
         assert row.output_modalities == raw_entry["architecture"]["output_modalities"]
 
     assert {m for row in current.values() for m in row.output_modalities} == {"text", "image", "audio", "embeddings"}
     assert {"input_cache_write_1h", "input_audio_cache", "image_output", "audio_output"} <= {
-        key for row in current.values() for key in row.extra_prices}
+        key for row in current.values() for key in row.extra_prices
+    }
     assert sum(1 for row in current.values() if row.tiers) == sum(1 for e in good.values() if raw_tiers(e))
     for modality, key in (("image", "image_output"), ("audio", "audio_output"), ("embeddings", "prompt")):
         priced = [r for r in current.values() if modality in r.output_modalities and stored_price(r, key)]
@@ -257,18 +279,29 @@ def test_august_format_and_every_modality_are_stored_with_their_components():
 def test_rejected_entries_are_reported_and_not_applied(tmp_path):
     ModelPrice.objects.filter(provider="openrouter").delete()
     ok = {"prompt": "0.000001", "completion": "0.000002"}
-    sync("--from-file", write_catalog(tmp_path, "first.json", [
-        entry("t/stays", **ok), entry("t/goes-bad", **ok), entry("t/dropped", **ok)]))
+    sync(
+        "--from-file",
+        write_catalog(
+            tmp_path, "first.json", [entry("t/stays", **ok), entry("t/goes-bad", **ok), entry("t/dropped", **ok)]
+        ),
+    )
     before = ModelPrice.objects.get(model_id="t/goes-bad")
 
-    out, _ = sync("--from-file", write_catalog(tmp_path, "second.json", [
-        entry("t/stays", **ok),
-        entry("t/goes-bad", prompt="-1", completion="-1"),
-        entry("t/negative", prompt="-0.000001", completion="0.000002"),
-        entry("t/per-million-by-mistake", prompt="3", completion="15"),
-        entry("t/absurd-fee", prompt="0.000001", request="5000"),
-        entry("t/not-a-number", prompt="cheap"),
-    ]))
+    out, _ = sync(
+        "--from-file",
+        write_catalog(
+            tmp_path,
+            "second.json",
+            [
+                entry("t/stays", **ok),
+                entry("t/goes-bad", prompt="-1", completion="-1"),
+                entry("t/negative", prompt="-0.000001", completion="0.000002"),
+                entry("t/per-million-by-mistake", prompt="3", completion="15"),
+                entry("t/absurd-fee", prompt="0.000001", request="5000"),
+                entry("t/not-a-number", prompt="cheap"),
+            ],
+        ),
+    )
     reasons = {r["model_id"]: r["reason"] for r in last_run().report["rejected"]}
     assert set(reasons) == {"t/goes-bad", "t/negative", "t/per-million-by-mistake", "t/absurd-fee", "t/not-a-number"}
     assert "sentinel" in reasons["t/goes-bad"]
@@ -295,7 +328,8 @@ def test_a_catalog_that_would_withdraw_most_models_is_refused_unless_forced(tmp_
     assert snapshot() == before and last_run().status == "failed"
     sync("--from-file", small, "--force")
     assert list(ModelPrice.objects.current().filter(provider="openrouter").values_list("model_id", flat=True)) == [
-        "t/only"]
+        "t/only"
+    ]
 
 
 # -- 4. failures change nothing ---------------------------------------------------------------------------
@@ -328,8 +362,10 @@ def test_a_failed_read_is_one_clear_line_and_changes_nothing(case, message):
         elif case == "http 500":
             sim.fail_next("models", status=500)
         elif case == "malformed json":
-            sim.enqueue("models", SimResponse(body=b'{"data": [{"id": "x", "pricing": {', headers={
-                "content-type": "application/json"}))
+            sim.enqueue(
+                "models",
+                SimResponse(body=b'{"data": [{"id": "x", "pricing": {', headers={"content-type": "application/json"}),
+            )
         elif case == "not a catalog":
             sim.enqueue("models", SimResponse(json={"models": "elsewhere"}))
         elif case == "embeddings 503":
@@ -345,10 +381,21 @@ def test_a_failed_read_is_one_clear_line_and_changes_nothing(case, message):
 @pytest.mark.django_db(transaction=True)
 def test_manage_py_exits_non_zero_on_a_network_failure(test_database_url):
     before = snapshot()
-    env = {**os.environ, "DJANGO_ENV": "test", "DATABASE_URL": test_database_url,
-           "OPENROUTER_BASE_URL": _closed_port_url(), "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([sys.executable, "manage.py", "sync_model_pricing", "--timeout", "5"], cwd=BASE_DIR,
-                          env=env, capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "DJANGO_ENV": "test",
+        "DATABASE_URL": test_database_url,
+        "OPENROUTER_BASE_URL": _closed_port_url(),
+        "PYTHONUNBUFFERED": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "sync_model_pricing", "--timeout", "5"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode != 0, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("CommandError")]
     assert len(errors) == 1 and "/api/v1/models?output_modalities=all: cannot connect" in errors[0], done.stderr
@@ -402,7 +449,9 @@ def test_http_and_file_syncs_agree():
     for key in ("added", "changed", "deactivated", "reactivated", "unchanged", "rejected"):
         assert over_http[key] == from_files[key], key
     assert [c["location"] for c in over_http["catalogs"]] == [
-        f"{base_url}/models?output_modalities=all", f"{base_url}/embeddings/models"]
+        f"{base_url}/models?output_modalities=all",
+        f"{base_url}/embeddings/models",
+    ]
 
 
 # -- 5. the OpenAI table ---------------------------------------------------------------------------------
@@ -419,12 +468,21 @@ def test_provider_openai_loads_the_repo_table(tmp_path):
     out, err = sync("--provider", "openai")
     run = last_run()
     assert (run.provider, run.added, run.changed, run.deactivated, run.unchanged) == (
-        "openai", 0, 1, 1, len(table["models"]) - 1)
+        "openai",
+        0,
+        1,
+        1,
+        len(table["models"]) - 1,
+    )
     assert "~ gpt-4o  prompt $5/M -> $2.5/M" in out and "- gpt-legacy" in out
     assert f"as of {table['as_of']}; source: LiteLLM" in out and "openai-prices.json" in err
     row = ModelPrice.objects.current().get(provider="openai", model_id="gpt-4o")
     assert (row.prompt, row.source, row.fetched_at, row.valid_from) == (
-        Decimal(table["models"]["gpt-4o"]["prompt"]), "bundled:openai-prices.json", as_of, run.started_at)
+        Decimal(table["models"]["gpt-4o"]["prompt"]),
+        "bundled:openai-prices.json",
+        as_of,
+        run.started_at,
+    )
 
     edited = json.loads(OPENAI_TABLE.read_text())
     edited["models"]["gpt-4o-mini"]["prompt"] = "0.0000002"
@@ -482,8 +540,9 @@ def test_actor_options_and_daily_schedule():
     assert sync_model_pricing.queue_name == "default"
     assert 0 < sync_model_pricing.options["time_limit"] <= 10 * 60 * 1000
     retry = sync_model_pricing.options["retry_when"]
-    assert retry(0, FetchError("down", transient=True)) and not retry(PRICING_SYNC_RETRIES, FetchError("down",
-                                                                                                       transient=True))
+    assert retry(0, FetchError("down", transient=True)) and not retry(
+        PRICING_SYNC_RETRIES, FetchError("down", transient=True)
+    )
     assert not retry(0, FetchError("malformed JSON")) and not retry(0, ValueError("bug"))
 
     jobs = {job.name: job for job in scheduler.get_jobs()}

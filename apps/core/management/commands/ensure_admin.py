@@ -16,10 +16,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Admin account {email} exists.")
             return
         password = given_password or secrets.token_urlsafe(12)
-        User.objects.create_superuser(
-            **lookup, password=password, username=email.split("@")[0]
-        )
+        User.objects.create_superuser(**lookup, password=password, username=email.split("@")[0])
         shown = "(from ADMIN_PASSWORD)" if given_password else password
-        self.stdout.write(
-            self.style.SUCCESS(f"Created admin account: {email} / password {shown}")
-        )
+        self.stdout.write(self.style.SUCCESS(f"Created admin account: {email} / password {shown}"))

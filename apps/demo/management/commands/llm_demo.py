@@ -44,17 +44,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--calls", type=int, default=300, help="calls to make (default 300)")
-        parser.add_argument("--days", type=int, default=14, help="spread them over this many days, today "
-                                                                 "included (default 14)")
+        parser.add_argument(
+            "--days", type=int, default=14, help="spread them over this many days, today included (default 14)"
+        )
         parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same traffic")
         parser.add_argument("--no-documents", action="store_true", help="skip the demo documents")
-        parser.add_argument("--reset", action="store_true",
-                            help="first delete earlier demo data (log rows and rollups with provider "
-                                 f'"{DEMO_PROVIDER}", demo documents); with --calls 0 --no-documents, only delete')
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help="first delete earlier demo data (log rows and rollups with provider "
+            f'"{DEMO_PROVIDER}", demo documents); with --calls 0 --no-documents, only delete',
+        )
         parser.add_argument("--force", action="store_true", help="run even with DJANGO_ENV=production")
 
-    def handle(self, *args: Any, calls: int, days: int, seed: int, no_documents: bool, reset: bool,
-               force: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, calls: int, days: int, seed: int, no_documents: bool, reset: bool, force: bool, **options: Any
+    ) -> None:
         if calls < 0:
             raise CommandError("--calls must be 0 or more")
         if days < 1:
@@ -64,13 +69,17 @@ class Command(BaseCommand):
 
         if reset:
             removed = reset_demo_data()
-            self.stdout.write(f"Removed earlier demo data: {removed.requests} requests, {removed.rollups} "
-                              f"rollup rows, {removed.documents} documents.")
+            self.stdout.write(
+                f"Removed earlier demo data: {removed.requests} requests, {removed.rollups} "
+                f"rollup rows, {removed.documents} documents."
+            )
         if calls == 0 and no_documents:
             return
 
-        self.stdout.write(f"Simulating {calls} LLM calls over the last {days} days (seed {seed}) "
-                          f"on a loopback simulator: no network, no keys, nothing billed.")
+        self.stdout.write(
+            f"Simulating {calls} LLM calls over the last {days} days (seed {seed}) "
+            f"on a loopback simulator: no network, no keys, nothing billed."
+        )
         verbose = options["verbosity"] >= 2
 
         def progress(done: int, total: int) -> None:
@@ -95,15 +104,18 @@ class Command(BaseCommand):
         out(f"Calls       {s.calls} on {len(s.days)} days, {len(s.features)} features")
         out(f"Errors      {s.errors} ({_share(s.errors, s.calls)}); {s.retried} more succeeded on a retry")
         out(f"Cache hits  {s.cache_hits} ({_share(s.cache_hits, s.calls)}), saving {_usd(s.saved_cost)}")
-        out(f"Cost        {_usd(s.cost)} from the price table (the simulator reported {_usd(s.provider_cost)}, "
-            f"as OpenRouter would)")
+        out(
+            f"Cost        {_usd(s.cost)} from the price table (the simulator reported {_usd(s.provider_cost)}, "
+            f"as OpenRouter would)"
+        )
         out("")
         width = max([len(m) for m in s.models] + [5])
         out(f"{'Model':<{width}}  {'calls':>5}  {'errors':>6}  {'hits':>4}  {'tokens':>8}  {'cost':>9}")
         for model, t in sorted(s.models.items(), key=lambda item: -item[1].cost):
-            out(f"{model:<{width}}  {t.calls:>5}  {t.errors:>6}  {t.cache_hits:>4}  {t.tokens:>8}  "
-                f"{_usd(t.cost):>9}")
+            out(f"{model:<{width}}  {t.calls:>5}  {t.errors:>6}  {t.cache_hits:>4}  {t.tokens:>8}  {_usd(t.cost):>9}")
         out("")
-        out(f'Logged with provider "{DEMO_PROVIDER}". Remove it with: manage.py llm_demo --reset --calls 0 '
-            f"--no-documents")
+        out(
+            f'Logged with provider "{DEMO_PROVIDER}". Remove it with: manage.py llm_demo --reset --calls 0 '
+            f"--no-documents"
+        )
         out(self.style.SUCCESS(f"Open http://127.0.0.1:8000{_dashboard_path()} to see it (make run)."))

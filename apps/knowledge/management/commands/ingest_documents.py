@@ -8,8 +8,10 @@ from apps.knowledge.extraction import ExtractionError
 
 
 class Command(BaseCommand):
-    help = ("Add files (or every supported file under folders) to the knowledge base; workers on the "
-            "'knowledge' queue embed them. --wait processes them here instead.")
+    help = (
+        "Add files (or every supported file under folders) to the knowledge base; workers on the "
+        "'knowledge' queue embed them. --wait processes them here instead."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", type=Path)

@@ -28,22 +28,46 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--provider", choices=PROVIDERS, default=OPENROUTER,
-                            help="whose prices to sync (default: %(default)s)")
-        parser.add_argument("--dry-run", action="store_true",
-                            help="compute and print the summary in a transaction that is rolled back")
-        parser.add_argument("--from-file", metavar="PATH",
-                            help="a saved catalog JSON (models or embeddings catalog; for openai a price table)")
-        parser.add_argument("--embeddings-from-file", metavar="PATH",
-                            help="a saved OpenRouter embeddings catalog (GET /api/v1/embeddings/models)")
-        parser.add_argument("--base-url", metavar="URL",
-                            help="OpenRouter API base instead of OPENROUTER_BASE_URL (no API key is sent to it)")
-        parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                            help="per HTTP request (default: %(default)s)")
-        parser.add_argument("--force", action="store_true",
-                            help="apply even if more than half of the current models would be deactivated")
-        parser.add_argument("--limit", type=int, default=None, metavar="N",
-                            help="list at most N models per section of the summary (default: all)")
+        parser.add_argument(
+            "--provider", choices=PROVIDERS, default=OPENROUTER, help="whose prices to sync (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="compute and print the summary in a transaction that is rolled back"
+        )
+        parser.add_argument(
+            "--from-file",
+            metavar="PATH",
+            help="a saved catalog JSON (models or embeddings catalog; for openai a price table)",
+        )
+        parser.add_argument(
+            "--embeddings-from-file",
+            metavar="PATH",
+            help="a saved OpenRouter embeddings catalog (GET /api/v1/embeddings/models)",
+        )
+        parser.add_argument(
+            "--base-url",
+            metavar="URL",
+            help="OpenRouter API base instead of OPENROUTER_BASE_URL (no API key is sent to it)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            metavar="SECONDS",
+            help="per HTTP request (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="apply even if more than half of the current models would be deactivated",
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=None,
+            metavar="N",
+            help="list at most N models per section of the summary (default: all)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["provider"] == OPENAI and options["embeddings_from_file"]:
@@ -52,9 +76,13 @@ class Command(BaseCommand):
         progress = self._progress if options["verbosity"] >= 1 else None
         try:
             request = SyncRequest(
-                provider=options["provider"], from_file=options["from_file"],
-                embeddings_from_file=options["embeddings_from_file"], base_url=options["base_url"],
-                timeout=options["timeout"], dry_run=options["dry_run"], force=options["force"],
+                provider=options["provider"],
+                from_file=options["from_file"],
+                embeddings_from_file=options["embeddings_from_file"],
+                base_url=options["base_url"],
+                timeout=options["timeout"],
+                dry_run=options["dry_run"],
+                force=options["force"],
             )
             if request.dry_run:
                 report = run_sync(request, progress=progress)
