@@ -102,6 +102,7 @@ class DocumentAdmin(ModelAdmin):
 
     @admin.action(description="Re-embed selected documents")
     def reprocess_documents(self, request: HttpRequest, queryset) -> None:
+        # Imported here: the actor module declares its queue on the broker when imported.
         from apps.knowledge.tasks import enqueue_document
 
         ids = list(queryset.exclude(status=Document.Status.PROCESSING).values_list("pk", flat=True))

@@ -44,11 +44,11 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Chunk", "chunk_text"]
+__all__ = ["TextChunk", "chunk_text"]
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
+class TextChunk:
     index: int
     text: str
     #: ``count_tokens(text)``: fixed overhead included (e.g. MiniLM's [CLS] and [SEP]).
@@ -92,7 +92,7 @@ def chunk_text(
     max_tokens: int = 512,
     overlap: int = 64,
     hard_limit: int | None = None,
-) -> list[Chunk]:
+) -> list[TextChunk]:
     """Split ``text`` into chunks of at most ``max_tokens`` tokens as counted by ``count_tokens``.
 
     ``overlap``: tokens repeated from the end of a chunk at the start of the next (at most half
@@ -138,14 +138,14 @@ class _Chunker:
 
     # -- units -----------------------------------------------------------------------------
 
-    def run(self) -> list[Chunk]:
+    def run(self) -> list[TextChunk]:
         self._split_units()
-        chunks: list[Chunk] = []
+        chunks: list[TextChunk] = []
         last = len(self.starts) - 1
         pos, k, head = self.starts[0], 0, 0
         while True:
             end, tokens, pos = self._fit_chunk(pos, k, head)
-            chunks.append(Chunk(len(chunks), self.text[pos : self.ends[end]], tokens, pos, self.ends[end]))
+            chunks.append(TextChunk(len(chunks), self.text[pos : self.ends[end]], tokens, pos, self.ends[end]))
             if end == last:
                 return chunks
             pos, k, head = self._next_start(pos, end)

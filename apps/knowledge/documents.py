@@ -37,6 +37,7 @@ def check_upload(name: str, size: int) -> None:
 
 def add_document(*, name: str, data: bytes, title: str = "", user: Any = None) -> Document:
     """Store the file and queue it for processing (once the transaction commits)."""
+    # Imported here: the actor module declares its queue on the broker when imported.
     from apps.knowledge.tasks import enqueue_document
 
     check_upload(name, len(data))

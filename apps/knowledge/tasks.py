@@ -15,14 +15,16 @@ QUEUE = "knowledge"
     max_backoff=300_000,
     on_retry_exhausted="knowledge.give_up_document",
 )
-def process_document(document_id: int) -> None:
+def process_document_actor(document_id: int) -> None:
     """Extract, chunk and embed one document (retried with backoff on provider errors)."""
     pipeline.process_document(document_id)
 
 
 def enqueue_document(document_id: int) -> None:
     """Send a document to the workers, limited to ``KNOWLEDGE_PROCESSING_TIMEOUT`` (read per message)."""
-    process_document.send_with_options(args=(document_id,), time_limit=knowledge_settings().processing_timeout * 1000)
+    process_document_actor.send_with_options(
+        args=(document_id,), time_limit=knowledge_settings().processing_timeout * 1000
+    )
 
 
 @dramatiq.actor(actor_name="knowledge.give_up_document", queue_name=QUEUE, max_retries=0)

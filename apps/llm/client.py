@@ -34,7 +34,7 @@ from apps.llm.costs import (
 )
 from apps.llm.pricing.lookup import ModelsCache
 from apps.llm.tokenizer import Tokenizer
-from apps.llm.transport.embeddings import EmbeddingBatch, EmbeddingBatcher
+from apps.llm.transport.embeddings import BatchedEmbeddings, EmbeddingBatcher
 from apps.llm.transport.providers import (
     COMPATIBLE,
     LOCAL,
@@ -382,7 +382,7 @@ class LLMClient:
 
     def _embed_remote(
         self, route: list[Provider], model: str, texts: list[str], params: dict, user: Any, feature: str
-    ) -> tuple[EmbeddingBatch, CostBreakdown | None]:
+    ) -> tuple[BatchedEmbeddings, CostBreakdown | None]:
         """Embed ``texts`` in requests within the provider's limits, held against the budgets."""
         reservation = self.budgets.reserve(
             user_id=_user_id(user),
@@ -490,7 +490,7 @@ class LLMClient:
     def _send(
         self, providers: list[Provider], model: str, request: Callable[[Provider, str], T]
     ) -> tuple[tuple[T, Provider], int]:
-        return send(providers, model, request, policy=self.retry, secrets=self._secrets())
+        return send(providers, model, request, policy=self.retry, secrets=self._secrets)
 
     def _secrets(self) -> list[str]:
         return [p.api_key for p in self.providers.values() if p.api_key]

@@ -110,7 +110,14 @@ class EmbeddingResponse(MappingAccess):
         return super().__getitem__(key)
 
 
+def cache_misses(requests: int, cache_hits: int, failures: int) -> int:
+    """Calls that looked in the cache and found nothing: a failed call neither hit nor missed it."""
+    return requests - cache_hits - failures
+
+
 class UsageStats(MappingAccess):
+    """Totals of many calls: of a client in this process, or from the database rollups."""
+
     total_requests: int = 0
     total_tokens: int = 0
     total_cost: Decimal = Field(default=Decimal(0))
@@ -120,3 +127,28 @@ class UsageStats(MappingAccess):
     cache_hit_rate: float = 0.0
     models_used: list[str] = Field(default_factory=list)
     errors: int = 0
+
+    @classmethod
+    def of_counts(
+        cls,
+        *,
+        requests: int,
+        failures: int,
+        cache_hits: int,
+        total_tokens: int,
+        total_cost: Decimal,
+        saved_cost: Decimal = Decimal(0),
+        models_used: list[str],
+    ) -> UsageStats:
+        misses = cache_misses(requests, cache_hits, failures)
+        return cls(
+            total_requests=requests,
+            total_tokens=total_tokens,
+            total_cost=total_cost,
+            saved_cost=saved_cost,
+            cache_hits=cache_hits,
+            cache_misses=misses,
+            cache_hit_rate=cache_hits / (cache_hits + misses) if cache_hits + misses else 0.0,
+            models_used=models_used,
+            errors=failures,
+        )

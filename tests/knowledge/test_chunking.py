@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import pytest
 
-from apps.knowledge.chunking import Chunk, chunk_text
+from apps.knowledge.chunking import TextChunk, chunk_text
 from apps.llm.tokenizer import Tokenizer
 from apps.llm.transport.local_embeddings import get_local_embedder
 
@@ -79,7 +79,7 @@ CJK_SENTENCES = [
 ]
 
 
-def check(text: str, chunks: list[Chunk], count: Counter, *, hard_limit: int, overlap: int) -> None:
+def check(text: str, chunks: list[TextChunk], count: Counter, *, hard_limit: int, overlap: int) -> None:
     """The contract of chunk_text, for any input."""
     base = count("")
     if not text.strip():
@@ -187,7 +187,7 @@ def test_empty_text_has_no_chunks(text, count):
 def test_tiny_text_is_one_chunk(count):
     text = "  \n Heaps are arrays for which a[k] <= a[2*k+1].  \n\n"
     [chunk] = chunk_text(text, count_tokens=count)
-    assert chunk == Chunk(0, "Heaps are arrays for which a[k] <= a[2*k+1].", count(chunk.text), 4, 48)
+    assert chunk == TextChunk(0, "Heaps are arrays for which a[k] <= a[2*k+1].", count(chunk.text), 4, 48)
 
 
 def test_text_that_fits_is_one_chunk(count):

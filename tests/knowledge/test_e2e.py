@@ -18,7 +18,7 @@ from dramatiq_postgres import PostgresBroker
 from apps.knowledge import pipeline
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.search import search
-from apps.knowledge.tasks import QUEUE, process_document
+from apps.knowledge.tasks import QUEUE, process_document_actor
 from apps.llm.accounting.request_log import SyncDatabaseRecorder
 from tests.helpers import wait_for
 
@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_document_leaves_nothing_half_written(
     # Reprocess in a real worker, and kill it while it is embedding.
     pipeline.reprocess(Document.objects.filter(pk=document.pk))
     broker = PostgresBroker(url=test_database_url, results=False)
-    broker.enqueue(process_document.message(document.pk))
+    broker.enqueue(process_document_actor.message(document.pk))
     broker.close()
     env = worker_env(
         test_database_url,

@@ -61,13 +61,12 @@ class CallRecord:
     @classmethod
     def of_response(cls, response: BaseModel, **fields: Any) -> CallRecord:
         """A record of an API result (``ChatResponse``, ``EmbeddingResponse``): the fields they share, copied."""
-        shared = _shared_fields(type(response))
-        return cls(**{name: getattr(response, name) for name in shared if name not in fields}, **fields)
+        return cls(**{name: getattr(response, name) for name in _shared_fields(type(response))} | fields)
 
 
 @cache
-def _shared_fields(response_type: type[BaseModel]) -> frozenset[str]:
-    return frozenset(f.name for f in dataclass_fields(CallRecord)) & frozenset(response_type.model_fields)
+def _shared_fields(response_type: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclass_fields(CallRecord) if f.name in response_type.model_fields)
 
 
 #: Record fields the request log names otherwise.
@@ -152,26 +151,26 @@ class UsageTally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stats = UsageStats()
+        self._requests = self._failures = self._cache_hits = self._tokens = 0
+        self._cost = Decimal(0)
         self._models: set[str] = set()
 
     def record(self, call: CallRecord) -> None:
         with self._lock:
-            s = self._stats
+            self._requests += 1
+            self._failures += call.status != SUCCESS
+            self._cache_hits += call.cached
+            self._tokens += 0 if call.cached else call.usage.total_tokens  # a hit spent no tokens
+            self._cost += call.cost or Decimal(0)
             self._models.add(call.model or call.requested_model)
-            hits = s.cache_hits + (1 if call.cached else 0)
-            misses = s.cache_misses + (0 if call.cached or call.status != SUCCESS else 1)
-            self._stats = UsageStats(
-                total_requests=s.total_requests + 1,
-                total_tokens=s.total_tokens + call.usage.total_tokens * (not call.cached),
-                total_cost=s.total_cost + (call.cost or Decimal(0)),
-                cache_hits=hits,
-                cache_misses=misses,
-                cache_hit_rate=hits / (hits + misses) if hits + misses else 0.0,
-                models_used=sorted(self._models),
-                errors=s.errors + (call.status != SUCCESS),
-            )
 
     def stats(self) -> UsageStats:
         with self._lock:
-            return self._stats
+            return UsageStats.of_counts(
+                requests=self._requests,
+                failures=self._failures,
+                cache_hits=self._cache_hits,
+                total_tokens=self._tokens,
+                total_cost=self._cost,
+                models_used=sorted(self._models),
+            )

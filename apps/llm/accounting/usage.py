@@ -40,19 +40,12 @@ def usage_stats(
         date__gte=start, date__lte=end, **narrowed
     )
     totals = rows.aggregate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
-    requests = totals["requests"] or 0
-    hits = totals["cache_hits"] or 0
-    failures = totals["failures"] or 0
-    # A failed call neither hit nor missed the cache.
-    misses = requests - hits - failures
-    return UsageStats(
-        total_requests=requests,
+    return UsageStats.of_counts(
+        requests=totals["requests"] or 0,
+        failures=totals["failures"] or 0,
+        cache_hits=totals["cache_hits"] or 0,
         total_tokens=totals["total_tokens"] or 0,
         total_cost=(totals["cost"] or Decimal(0)).normalize(),
         saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
-        cache_hits=hits,
-        cache_misses=misses,
-        cache_hit_rate=hits / (hits + misses) if hits + misses else 0.0,
         models_used=sorted(rows.order_by().values_list("model", flat=True).distinct()),
-        errors=failures,
     )

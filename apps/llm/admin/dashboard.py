@@ -35,6 +35,7 @@ from apps.llm.dashboard import (
     build_dashboard,
     rollup_today,
 )
+from apps.llm.pricing.sheets import plain_decimal
 
 EXPORTS = ("headline", "daily", "models", "users", "features", "expensive", "failures")
 PALETTE = ["#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#db2777", "#ca8a04", "#64748b"]
@@ -351,7 +352,7 @@ def _num(value: Decimal | float | int | None) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value else "0"
+        return plain_decimal(value)
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)

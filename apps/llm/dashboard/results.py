@@ -12,6 +12,7 @@ from apps.llm.accounting.records import LoggedCall
 from apps.llm.dashboard.filters import DashboardFilters
 from apps.llm.models import LATENCY_BUCKETS_MS, zero_counters
 from apps.llm.models.requests import HISTOGRAM_BUCKETS
+from apps.llm.types import cache_misses
 
 #: Rows in each "top" table and breakdown chart.
 TOP_ROWS = 10
@@ -75,8 +76,7 @@ class Totals:
 
     @property
     def cache_misses(self) -> int:
-        # A failed call neither hit nor missed the cache (as in usage_stats).
-        return self.requests - self.cache_hits - self.failures
+        return cache_misses(self.requests, self.cache_hits, self.failures)
 
     @property
     def cache_hit_rate(self) -> float | None:

@@ -15,6 +15,7 @@ from apps.llm.pricing.sheets import (
     PRICE_COMPONENTS,
     Price,
     PriceTier,
+    plain_decimal,
 )
 from apps.llm.pricing.store import SyncResult
 
@@ -161,12 +162,8 @@ def _per_token(component: str) -> bool:
 def price_text(component: str, value: Decimal) -> str:
     """``0.0000003`` prompt -> ``$0.3/M``; per-unit prices as they are: ``$0.01``."""
     if _per_token(component):
-        return f"${_plain(value * MILLION)}/M"
-    return f"${_plain(value)}"
-
-
-def _plain(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
+        return f"${plain_decimal(value * MILLION)}/M"
+    return f"${plain_decimal(value)}"
 
 
 def _prices_text(prices: dict[str, Decimal], tiers: int = 0) -> str:

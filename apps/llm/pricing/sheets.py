@@ -107,6 +107,11 @@ def decimal_text(value: Decimal) -> str:
     return format(value, "f")
 
 
+def plain_decimal(value: Decimal) -> str:
+    """The shortest exact text of ``value`` for people: "0.00003", "12"; never "3E-5" or "0.0000300"."""
+    return format(value.normalize(), "f") if value else "0"
+
+
 def check_price(value: Decimal, component: str) -> Decimal:
     """``value`` if it is a plausible price for ``component``, else ``ValueError`` saying why."""
     if value == VARIABLE_PRICE_SENTINEL:

@@ -105,8 +105,8 @@ def pricing_from_row(row: Any) -> ModelPricing:
         model_id=row.model_id,
         canonical_slug=row.canonical_slug or None,
         name=row.name,
-        **{component: _plain(getattr(row, component)) for component in PRICE_COMPONENTS},
-        extra_prices={key: _plain(to_decimal(value)) for key, value in (row.extra_prices or {}).items()},
+        **{component: _trimmed(getattr(row, component)) for component in PRICE_COMPONENTS},
+        extra_prices={key: _trimmed(to_decimal(value)) for key, value in (row.extra_prices or {}).items()},
         tiers=[PriceTier.from_catalog(item) for item in row.tiers or []],
         context_length=row.context_length,
         modality=row.modality or None,
@@ -118,7 +118,7 @@ def pricing_from_row(row: Any) -> ModelPricing:
     )
 
 
-def _plain(value: Decimal) -> Decimal:
+def _trimmed(value: Decimal) -> Decimal:
     # numeric(32, 24) gives back "0.000003000000000000000000"; the catalog said "0.000003".
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 

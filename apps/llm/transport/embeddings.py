@@ -17,7 +17,9 @@ MAX_TOKENS_PER_INPUT = 8192
 
 
 @dataclass
-class EmbeddingBatch:
+class BatchedEmbeddings:
+    """The vectors of one call's texts, in input order, however many provider requests they took."""
+
     vectors: list[list[float]]
     usage: Usage = field(default_factory=Usage)
     requests: int = 0
@@ -59,9 +61,9 @@ class EmbeddingBatcher:
             groups.append(current)
         return groups
 
-    def remote(self, send: Callable[[list[str]], Any], model: str, texts: list[str]) -> EmbeddingBatch:
+    def remote(self, send: Callable[[list[str]], Any], model: str, texts: list[str]) -> BatchedEmbeddings:
         """Embed ``texts`` with one ``send(chunk)`` per planned request (the client's retrying send)."""
-        batch = EmbeddingBatch(vectors=[[] for _ in texts])
+        batch = BatchedEmbeddings(vectors=[[] for _ in texts])
         prompt_tokens = 0
         for group in self.plan(model, texts):
             (result, _provider), attempts = send([texts[i] for i in group])
@@ -74,11 +76,11 @@ class EmbeddingBatcher:
         batch.usage = Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens)
         return batch
 
-    def local(self, model: str, texts: list[str]) -> EmbeddingBatch:
+    def local(self, model: str, texts: list[str]) -> BatchedEmbeddings:
         from apps.llm.transport.local_embeddings import get_local_embedder
 
         result = get_local_embedder(model).embed(texts)
         tokens = sum(result.token_counts)
-        return EmbeddingBatch(
+        return BatchedEmbeddings(
             vectors=result.vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens), requests=1, model=model
         )

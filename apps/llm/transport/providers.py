@@ -15,6 +15,7 @@ import hashlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -61,6 +62,8 @@ class ProviderSpec:
 
 
 _REGISTRY: dict[str, ProviderSpec] = {}
+# Kept beside the registry: the price lookup asks on every call.
+_FREE: frozenset[str] = frozenset({LOCAL})
 _registry_lock = threading.Lock()
 
 
@@ -68,12 +71,19 @@ def register_provider(spec: ProviderSpec) -> ProviderSpec:
     """Add (or replace) a provider. Registration order is fallback order: earlier ones are primary."""
     with _registry_lock:
         _REGISTRY[spec.name] = spec
+        _update_free()
     return spec
 
 
 def unregister_provider(name: str) -> None:
     with _registry_lock:
         _REGISTRY.pop(name, None)
+        _update_free()
+
+
+def _update_free() -> None:
+    global _FREE
+    _FREE = frozenset(name for name, spec in _REGISTRY.items() if spec.free) | {LOCAL}
 
 
 def provider_specs() -> Mapping[str, ProviderSpec]:
@@ -82,7 +92,8 @@ def provider_specs() -> Mapping[str, ProviderSpec]:
 
 
 def free_providers() -> frozenset[str]:
-    return frozenset(name for name, spec in _REGISTRY.items() if spec.free) | {LOCAL}
+    """The providers whose calls cost nothing (``local`` and the specs registered ``free``)."""
+    return _FREE
 
 
 register_provider(
@@ -122,7 +133,7 @@ class Provider:
     def name(self) -> str:
         return self.spec.name
 
-    @property
+    @cached_property
     def key_fingerprint(self) -> str:
         return key_fingerprint(self.api_key)
 

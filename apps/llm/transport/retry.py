@@ -59,13 +59,13 @@ def send[T](
     request: Callable[[Provider, str], T],
     *,
     policy: RetryPolicy,
-    secrets: Iterable[str] = (),
+    secrets: Callable[[], Iterable[str]] = tuple,
 ) -> tuple[tuple[T, Provider], int]:
     """``request`` on each provider in turn, retrying retryable errors with backoff.
 
     Returns ``((result, provider used), attempts)``. Bounded by ``policy.max_attempts`` per
     provider and ``policy.total_timeout`` overall. SDK errors become typed ``LLMError``s with
-    ``secrets`` scrubbed from their messages; a ``BadRequestError`` is raised at once (the same
+    the keys ``secrets()`` names scrubbed from their messages; a ``BadRequestError`` is raised at once (the same
     request fails everywhere).
     """
     deadline = time.monotonic() + policy.total_timeout
@@ -78,7 +78,7 @@ def send[T](
             try:
                 return (request(provider, name), provider), attempts
             except openai.OpenAIError as exc:
-                error = from_openai(exc, provider=provider.name, model=name, secrets=secrets)
+                error = from_openai(exc, provider=provider.name, model=name, secrets=secrets())
             error.attempts = attempts
             if isinstance(error, BadRequestError):
                 raise error from None
