@@ -503,11 +503,22 @@ def rollup_select() -> str:
     return f"""
         SELECT (created_at AT TIME ZONE 'UTC')::date, provider, coalesce(nullif(model, ''), model_requested),
                user_id, feature,
-               count(*), count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status <> 'success'),
+               count(*), count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'error'),
                count(*) FILTER (WHERE cached), {tokens},
                coalesce(sum(cost), 0), coalesce(sum(provider_cost), 0), coalesce(sum(saved_cost), 0),
-               sum(round(latency_ms)::bigint), ARRAY[{", ".join(buckets)}]::bigint[]
+               sum(round(latency_ms)::bigint), {", ".join(COMPLETENESS.values())}, ARRAY[{", ".join(buckets)}]::bigint[]
         FROM llm_llmrequest GROUP BY 1, 2, 3, 4, 5"""
+
+
+#: The rollups' completeness counters, from the raw log (in the rollups' column order).
+COMPLETENESS = {
+    "refusals": "count(*) FILTER (WHERE status = 'refused')",
+    "unpriced": "count(*) FILTER (WHERE status = 'success' AND cost IS NULL)",
+    "estimated": "count(*) FILTER (WHERE usage_estimated OR price_estimated)",
+    "reported_calls": "count(*) FILTER (WHERE cost IS NOT NULL AND provider_cost IS NOT NULL)",
+    "reported_cost": "coalesce(sum(cost) FILTER (WHERE provider_cost IS NOT NULL), 0)",
+    "reported_provider_cost": "coalesce(sum(provider_cost) FILTER (WHERE cost IS NOT NULL), 0)",
+}
 
 
 def build_rollups() -> float:
@@ -536,7 +547,7 @@ def check_rollups() -> list[list[object]]:
     raw_sums = {
         "requests": "count(*)",
         "successes": "count(*) FILTER (WHERE status = 'success')",
-        "failures": "count(*) FILTER (WHERE status <> 'success')",
+        "failures": "count(*) FILTER (WHERE status = 'error')",
         "cache_hits": "count(*) FILTER (WHERE cached)",
         **{
             c: f"coalesce(sum({c}) {not_cached}, 0)"
@@ -544,6 +555,7 @@ def check_rollups() -> list[list[object]]:
         },
         **{c: f"coalesce(sum({c}), 0)" for c in ("cost", "provider_cost", "saved_cost")},
         "latency_ms_sum": "coalesce(sum(round(latency_ms)::bigint), 0)",
+        **COMPLETENESS,
     }
     assert set(raw_sums) == set(SUMS)
     with connection.cursor() as cursor:
@@ -646,7 +658,7 @@ def raw_stats(*, days: int = 30, user=None, feature=None, model=None, provider=N
         rows = rows.filter(provider=provider)
     totals = rows.aggregate(
         requests=Count("pk"),
-        failures=Count("pk", filter=~Q(status="success")),
+        failures=Count("pk", filter=Q(status="error")),
         cache_hits=Count("pk", filter=Q(cached=True)),
         total_tokens=Sum("total_tokens", filter=Q(cached=False)),
         cost=Sum("cost"),

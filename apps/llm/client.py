@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from apps.llm import errors
 from apps.llm.accounting.budgets import BudgetGuard
 from apps.llm.accounting.context import current_context
-from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord, Recorder, UsageTally
+from apps.llm.accounting.records import ERROR, REFUSED, SUCCESS, CallRecord, Recorder, UsageTally
 from apps.llm.accounting.request_log import default_recorder
 from apps.llm.accounting.usage import usage_stats
 from apps.llm.cache import LLMCache, cache_key, file_cache
@@ -594,7 +594,9 @@ class LLMClient:
                 provider=error.provider or (provider.name if provider else ""),
                 requested_model=model,
                 model=error.model or model,
-                status=ERROR,
+                # A refusal (a budget) sent nothing: it cost nothing and is not a provider error.
+                status=REFUSED if isinstance(error, errors.Refused) else ERROR,
+                cost=Decimal(0) if isinstance(error, errors.Refused) else None,
                 latency_ms=_elapsed_ms(started),
                 attempts=getattr(error, "attempts", attempts),
                 cache_key=key,

@@ -70,7 +70,14 @@ class NoProviderConfigured(ConfigurationError):
         )
 
 
-class BudgetExceeded(LLMError):
+class Refused(LLMError):
+    """The platform refused the call before anything was sent (a budget, a policy).
+
+    Recorded with status ``refused``: a decision, not a failure of the provider.
+    """
+
+
+class BudgetExceeded(Refused):
     """Sending the call would take a budget past its hard limit; nothing was sent."""
 
     def __init__(self, message: str, *, budget: str, limit, spent, estimate, **kwargs):
@@ -79,6 +86,21 @@ class BudgetExceeded(LLMError):
         self.limit = limit
         self.spent = spent
         self.estimate = estimate
+
+
+class UnpricedModel(Refused):
+    """A hard budget applies and the model has no price (``LLM_UNPRICED=refuse``); nothing was sent."""
+
+
+class AccountingUnavailable(Refused):
+    """The database that holds the budgets is unreachable and ``LLM_BUDGETS_WHEN_DB_DOWN=deny``."""
+
+
+class InvalidResponse(LLMError):
+    """The provider answered with something that is not a valid completion (bad JSON, no choices,
+    impossible token counts). Retried: a garbled body is usually a passing fault."""
+
+    retryable = True
 
 
 class AuthenticationError(LLMError):

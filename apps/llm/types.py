@@ -66,6 +66,8 @@ class ChatResponse(MappingAccess):
     saved_cost: Decimal | None = None
     #: The ``ModelPrice`` row ``cost`` was computed from: the audit trail of the price.
     price_id: int | None = None
+    #: How ``cost`` was computed: one line per price component charged.
+    cost_breakdown: list[dict[str, str]] | None = None
     cached: bool = False
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -91,6 +93,8 @@ class EmbeddingResponse(MappingAccess):
     cost: Decimal | None = None
     saved_cost: Decimal | None = None
     price_id: int | None = None
+    #: How ``cost`` was computed: one line per price component charged.
+    cost_breakdown: list[dict[str, str]] | None = None
     cached: bool = False
     latency_ms: float = 0.0
     #: Provider requests made: a large batch is split to the provider's limits.
@@ -110,9 +114,9 @@ class EmbeddingResponse(MappingAccess):
         return super().__getitem__(key)
 
 
-def cache_misses(requests: int, cache_hits: int, failures: int) -> int:
-    """Calls that looked in the cache and found nothing: a failed call neither hit nor missed it."""
-    return requests - cache_hits - failures
+def cache_misses(requests: int, cache_hits: int, failures: int, refusals: int = 0) -> int:
+    """Calls that looked in the cache and found nothing: a failed or refused call neither hit nor missed it."""
+    return requests - cache_hits - failures - refusals
 
 
 class UsageStats(MappingAccess):
@@ -127,6 +131,8 @@ class UsageStats(MappingAccess):
     cache_hit_rate: float = 0.0
     models_used: list[str] = Field(default_factory=list)
     errors: int = 0
+    #: Calls the platform refused before sending (budgets): not errors.
+    refused: int = 0
 
     @classmethod
     def of_counts(
@@ -134,13 +140,14 @@ class UsageStats(MappingAccess):
         *,
         requests: int,
         failures: int,
+        refusals: int = 0,
         cache_hits: int,
         total_tokens: int,
         total_cost: Decimal,
         saved_cost: Decimal = Decimal(0),
         models_used: list[str],
     ) -> UsageStats:
-        misses = cache_misses(requests, cache_hits, failures)
+        misses = cache_misses(requests, cache_hits, failures, refusals)
         return cls(
             total_requests=requests,
             total_tokens=total_tokens,
@@ -151,4 +158,5 @@ class UsageStats(MappingAccess):
             cache_hit_rate=cache_hits / (cache_hits + misses) if cache_hits + misses else 0.0,
             models_used=models_used,
             errors=failures,
+            refused=refusals,
         )

@@ -27,6 +27,8 @@ from apps.llm.types import Usage, UsageStats
 
 SUCCESS = "success"
 ERROR = "error"
+#: Refused by the platform before anything was sent (a budget): neither a success nor an error.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class CallRecord:
     provider_cost: Decimal | None = None
     saved_cost: Decimal | None = None
     price_id: int | None = None
+    #: How ``cost`` was computed: one line per price component (``CostBreakdown.lines()``).
+    cost_breakdown: list[dict[str, str]] | None = None
     cached: bool = False
     latency_ms: float = 0.0
     time_to_first_token_ms: float | None = None
@@ -54,6 +58,13 @@ class CallRecord:
     feature: str = ""
     prompt: object = None
     response_text: str | None = None
+    #: The tool calls of the answer, in OpenAI's shape (kept like the answer text).
+    tool_calls: list[dict[str, Any]] | None = None
+    #: The token counts were counted locally (the provider sent none: an abandoned stream,
+    #: a server without usage in streams); the cost is priced from them.
+    usage_estimated: bool = False
+    #: The model had no price; the cost is a conservative estimate (``LLM_UNPRICED=estimate``).
+    price_estimated: bool = False
     # Idempotency: replaying a record can never create a second row.
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -114,9 +125,19 @@ COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
         "reasoning_tokens",
         "total_tokens",
     ),
-    "Cost": ("cost", "provider_cost", "saved_cost", "price_id", "cached", "cache_key"),
+    "Cost": (
+        "cost",
+        "cost_breakdown",
+        "provider_cost",
+        "saved_cost",
+        "price_id",
+        "price_estimated",
+        "usage_estimated",
+        "cached",
+        "cache_key",
+    ),
     "Timing": ("latency_ms", "time_to_first_token_ms", "attempts"),
-    "Prompt and answer": ("prompt", "response"),
+    "Prompt and answer": ("prompt", "response", "tool_calls"),
 }
 
 
@@ -151,14 +172,15 @@ class UsageTally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests = self._failures = self._cache_hits = self._tokens = 0
+        self._requests = self._failures = self._refusals = self._cache_hits = self._tokens = 0
         self._cost = Decimal(0)
         self._models: set[str] = set()
 
     def record(self, call: CallRecord) -> None:
         with self._lock:
             self._requests += 1
-            self._failures += call.status != SUCCESS
+            self._failures += call.status == ERROR
+            self._refusals += call.status == REFUSED
             self._cache_hits += call.cached
             self._tokens += 0 if call.cached else call.usage.total_tokens  # a hit spent no tokens
             self._cost += call.cost or Decimal(0)
@@ -169,6 +191,7 @@ class UsageTally:
             return UsageStats.of_counts(
                 requests=self._requests,
                 failures=self._failures,
+                refusals=self._refusals,
                 cache_hits=self._cache_hits,
                 total_tokens=self._tokens,
                 total_cost=self._cost,

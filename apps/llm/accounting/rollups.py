@@ -29,7 +29,7 @@ from uuid import UUID
 
 from django.db import connections, transaction
 
-from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
+from apps.llm.accounting.records import ERROR, REFUSED, SUCCESS, CallRecord
 from apps.llm.models import (
     COUNTERS,
     HISTOGRAM_BUCKETS,
@@ -160,10 +160,10 @@ def deltas(records: Iterable[CallRecord]) -> dict[Key, dict[str, Any]]:
     sums: dict[Key, dict[str, Any]] = defaultdict(_empty)
     for r in records:
         d = sums[(r.created_at.date(), r.provider, r.model or r.requested_model, r.user_id, r.feature)]
-        ok = r.status == SUCCESS
         d["requests"] += 1
-        d["successes"] += ok
-        d["failures"] += not ok
+        d["successes"] += r.status == SUCCESS
+        d["failures"] += r.status == ERROR
+        d["refusals"] += r.status == REFUSED
         d["cache_hits"] += r.cached
         if not r.cached:  # a hit spent no tokens; it is counted in saved_cost
             d["prompt_tokens"] += r.usage.prompt_tokens
@@ -175,6 +175,12 @@ def deltas(records: Iterable[CallRecord]) -> dict[Key, dict[str, Any]]:
         d["provider_cost"] += r.provider_cost or 0
         d["saved_cost"] += r.saved_cost or 0
         d["latency_ms_sum"] += round(r.latency_ms)
+        d["unpriced"] += r.status == SUCCESS and r.cost is None
+        d["estimated"] += r.usage_estimated or r.price_estimated
+        if r.cost is not None and r.provider_cost is not None:
+            d["reported_calls"] += 1
+            d["reported_cost"] += r.cost
+            d["reported_provider_cost"] += r.provider_cost
         d["latency_histogram"][latency_bucket(r.latency_ms)] += 1
         for kept in CALL_LISTS:
             value = kept.value_of(r)

@@ -43,6 +43,7 @@ def usage_stats(
     return UsageStats.of_counts(
         requests=totals["requests"] or 0,
         failures=totals["failures"] or 0,
+        refusals=totals["refusals"] or 0,
         cache_hits=totals["cache_hits"] or 0,
         total_tokens=totals["total_tokens"] or 0,
         total_cost=(totals["cost"] or Decimal(0)).normalize(),

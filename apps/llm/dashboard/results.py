@@ -76,7 +76,7 @@ class Totals:
 
     @property
     def cache_misses(self) -> int:
-        return cache_misses(self.requests, self.cache_hits, self.failures)
+        return cache_misses(self.requests, self.cache_hits, self.failures, self.refusals)
 
     @property
     def cache_hit_rate(self) -> float | None:

@@ -52,6 +52,7 @@ class LLMRequest(models.Model):
     class Status(models.TextChoices):
         SUCCESS = "success"
         ERROR = "error"
+        REFUSED = "refused"
 
     # Made by the client before the call, so replaying a spooled record cannot duplicate it.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -84,6 +85,9 @@ class LLMRequest(models.Model):
         db_index=False,
         help_text="The price sheet the cost was computed from.",
     )
+    cost_breakdown = models.JSONField(
+        null=True, blank=True, help_text="How the cost was computed: component, quantity, unit price, amount."
+    )
     cached = models.BooleanField(default=False)
 
     latency_ms = models.FloatField(default=0)
@@ -109,6 +113,16 @@ class LLMRequest(models.Model):
     prompt = models.JSONField(null=True, blank=True, help_text="Stored only when LLM_STORE_TEXT allows.")
     # NULL: not stored (LLM_STORE_TEXT); "" is an empty answer.
     response = models.TextField(null=True, blank=True)  # noqa: DJ001
+    tool_calls = models.JSONField(null=True, blank=True, help_text="Stored only when LLM_STORE_TEXT allows.")
+    # Database defaults too: bulk writers (COPY) that predate these columns leave them out.
+    usage_estimated = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Tokens counted locally: the provider reported none (e.g. an abandoned stream).",
+    )
+    price_estimated = models.BooleanField(
+        default=False, db_default=False, help_text="The model had no price: the cost is a conservative estimate."
+    )
 
     class Meta:
         verbose_name = "LLM request"
@@ -132,7 +146,7 @@ class LLMRequest(models.Model):
         """The row of a record: its text only if ``store_text``, long text ``clip``-ped, names cut to fit."""
         values = log_columns(call)
         if not store_text:
-            values["prompt"] = values["response"] = None
+            values["prompt"] = values["response"] = values["tool_calls"] = None
         values["request_id"] = values["request_id"] or ""
         values["attempts"] = min(values["attempts"], 32767)  # a smallint
         for f in cls._meta.concrete_fields:

@@ -29,6 +29,20 @@ class UsageSums(models.Model):
     provider_cost = money_field(default=0)
     saved_cost = money_field(default=0)
     latency_ms_sum = models.BigIntegerField(default=0)
+    # How trustworthy the costs above are (the dashboard's cost-accuracy panel). They have database
+    # defaults as well: rows inserted by SQL written before them (frozen migrations) get 0.
+    refusals = models.BigIntegerField(
+        default=0, db_default=0, help_text="Calls refused before sending (budgets); not failures."
+    )
+    unpriced = models.BigIntegerField(default=0, db_default=0, help_text="Answered calls of a model without a price.")
+    estimated = models.BigIntegerField(
+        default=0, db_default=0, help_text="Calls priced from locally counted tokens or from an estimated price."
+    )
+    reported_calls = models.BigIntegerField(
+        default=0, db_default=0, help_text="Calls with our cost and the provider's own."
+    )
+    reported_cost = money_field(default=0, db_default=0, help_text="Our cost of those calls.")
+    reported_provider_cost = money_field(default=0, db_default=0, help_text="What the provider said those calls cost.")
     latency_histogram = ArrayField(
         models.BigIntegerField(),
         default=list,
@@ -55,7 +69,7 @@ def zero_counters() -> dict[str, Any]:
 
 
 #: The counters of a summary row: ``usage_stats()`` and the dashboard's per model/user/feature rows.
-SUMMARY_COUNTERS = ("requests", "failures", "cache_hits", "total_tokens", "cost", "saved_cost")
+SUMMARY_COUNTERS = ("requests", "failures", "refusals", "cache_hits", "total_tokens", "cost", "saved_cost")
 
 
 #: How many calls of each list (costliest, latest failures) a coarse rollup row keeps.

@@ -11,10 +11,11 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import F
 
-from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
+from apps.llm.accounting.records import ERROR, REFUSED, SUCCESS, CallRecord
 from apps.llm.accounting.request_log import write_records
-from apps.llm.accounting.rollups import SUMS, all_rollups, rebuild, rebuild_coarse, rollup_for
+from apps.llm.accounting.rollups import DIMENSIONS, SUMS, all_rollups, rebuild, rebuild_coarse, rollup_for
 from apps.llm.models import LLMRequest, LLMUsageByModel, LLMUsageByUser, LLMUsageDaily
 from apps.llm.types import Usage
 
@@ -28,20 +29,28 @@ def random_records(rng: random.Random, n: int) -> list[CallRecord]:
         provider, model = rng.choice(MODELS)
         cached = rng.random() < 0.2
         prompt, completion = rng.randint(1, 5000), rng.randint(0, 800)
+        status = rng.choices([SUCCESS, ERROR, REFUSED], [0.85, 0.1, 0.05])[0]
+        cost = Decimal(rng.randint(0, 10**6)) / 10**9
+        if status == REFUSED:
+            cost = Decimal(0)
+        elif status == SUCCESS and rng.random() < 0.05:
+            cost = None  # a model without a price
         records.append(
             CallRecord(
                 endpoint="chat",
                 provider=provider,
                 requested_model=model,
                 model=model,
-                status=ERROR if rng.random() < 0.1 else SUCCESS,
+                status=status,
                 usage=Usage(
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     total_tokens=prompt + completion,
                     cached_tokens=rng.randint(0, prompt),
                 ),
-                cost=Decimal(rng.randint(0, 10**6)) / 10**9,
+                cost=cost,
+                provider_cost=Decimal(rng.randint(0, 10**6)) / 10**9 if rng.random() < 0.3 else None,
+                usage_estimated=rng.random() < 0.05,
                 saved_cost=Decimal(rng.randint(1, 999)) / 10**8 if cached else None,
                 cached=cached,
                 latency_ms=rng.expovariate(1 / 800),
@@ -147,19 +156,26 @@ def test_rebuild_recomputes_the_days_asked_and_leaves_the_others():
 
 
 @pytest.mark.django_db
-def test_the_migration_backfill_builds_the_same_rows():
-    # The migration's SQL is frozen; it must agree with rollups.rebuild for today's tables.
-    migration = importlib.import_module("apps.llm.migrations.0008_usage_rollups_by_model_and_user")
+def test_the_migration_backfills_build_the_same_rows():
+    # The migrations' SQL is frozen; run in order over today's tables, it must give the rows the
+    # live code keeps: 0008 builds the coarse rollups, 0009 adds the completeness counters.
+    by_model_and_user = importlib.import_module("apps.llm.migrations.0008_usage_rollups_by_model_and_user")
+    completeness = importlib.import_module("apps.llm.migrations.0009_accounting_completeness")
     write_records(random_records(random.Random(3), 600))
+    live = grouped(LLMUsageDaily, DIMENSIONS)
     LLMUsageByModel.objects.all().delete()
     LLMUsageByUser.objects.all().delete()
+    # The finest rollup as 0009 found it: refusals counted as failures, no new counters.
+    LLMUsageDaily.objects.update(failures=F("failures") + F("refusals"), **dict.fromkeys(completeness.NEW_COUNTERS, 0))
     with connection.cursor() as cursor:
         for statement in [
-            *migration.backfill("llm_llmusagebymodel", "provider", "model", "feature"),
-            *migration.backfill("llm_llmusagebyuser", "user_id"),
+            *by_model_and_user.backfill("llm_llmusagebymodel", "provider", "model", "feature"),
+            *by_model_and_user.backfill("llm_llmusagebyuser", "user_id"),
+            *completeness.BACKFILL,
         ]:
             cursor.execute(statement)
-    assert migration.SUMS == SUMS
+    assert (*by_model_and_user.SUMS, *completeness.NEW_COUNTERS) == SUMS
+    assert grouped(LLMUsageDaily, DIMENSIONS) == live
     assert_rollups_agree()
 
 
