@@ -45,7 +45,7 @@ from apps.llm.transport.providers import (
 )
 from apps.llm.transport.responses import chat_response_from_completion
 from apps.llm.transport.retry import RetryPolicy, send
-from apps.llm.transport.streaming import ChatStream
+from apps.llm.transport.streaming import CONSUMED, ChatStream, StreamedAnswer
 from apps.llm.types import ChatResponse, EmbeddingResponse, Usage, UsageStats
 
 logger = logging.getLogger(__name__)
@@ -215,16 +215,19 @@ class LLMClient:
             reservation = self._reserve(providers[0], model, messages, params, user, feature)
             response = None
             try:
-                (completion, used), attempts = self._send(
+                # Reading the answer is part of the try: a garbled body is retried like a 5xx.
+                (answer, _), attempts = self._send(
                     providers,
                     model,
-                    lambda p, name: p.client.chat.completions.create(
-                        model=name, messages=_sdk_messages(messages), **p.request_options(), **params
+                    lambda p, name: chat_response_from_completion(
+                        p.client.chat.completions.create(
+                            model=name, messages=_sdk_messages(messages), **p.request_options(), **params
+                        ),
+                        provider=p.name,
+                        requested_model=model,
                     ),
                 )
-                response = self._priced(
-                    chat_response_from_completion(completion, provider=used.name, requested_model=model)
-                )
+                response = self._priced(self._with_usage(answer, messages, params))
             finally:
                 self.budgets.settle(reservation, response.cost if response else None)
             return response
@@ -281,17 +284,22 @@ class LLMClient:
                 ),
             )
 
-        def finished(response: ChatResponse) -> ChatResponse:
-            response = self._priced(response).model_copy(update={"latency_ms": _elapsed_ms(started)})
+        def finished(answer: StreamedAnswer, how: str) -> ChatResponse:
+            response = self._priced(self._with_usage(answer.response(), messages, params))
+            response = response.model_copy(update={"latency_ms": _elapsed_ms(started)})
             self.budgets.settle(reservation, response.cost)
-            if cache:
+            if cache and how == CONSUMED:  # never an answer the caller stopped reading
                 self.cache.set(key, response.model_dump(mode="json"))
             self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
             return response
 
-        def failed(error: errors.LLMError, attempts: int) -> None:
-            self.budgets.settle(reservation, None)
-            self._record_failure("chat.stream", providers[0], model, error, started, attempts, key, user, feature)
+        def failed(error: errors.LLMError, attempts: int, answer: StreamedAnswer | None) -> None:
+            # Tokens that arrived before a stream broke off were generated, and billed.
+            partial = self._priced(self._with_usage(answer.response(), messages, params)) if answer else None
+            self.budgets.settle(reservation, partial.cost if partial else None)
+            self._record_failure(
+                "chat.stream", providers[0], model, error, started, attempts, key, user, feature, partial
+            )
 
         return ChatStream(open_stream, requested_model=model, started=started, on_finish=finished, on_error=failed)
 
@@ -536,6 +544,24 @@ class LLMClient:
             return response
         return response.model_copy(update={"cost": breakdown.total, "price_id": breakdown.pricing.price_id})
 
+    def _with_usage(self, response: ChatResponse, messages: list, params: dict) -> ChatResponse:
+        """``response``, with its tokens counted locally when the provider reported none.
+
+        An abandoned stream never gets the usage chunk, and many OpenAI-compatible servers
+        ignore ``stream_options``: such a call cost tokens all the same, so it is priced from
+        a local count and flagged, never recorded as free.
+        """
+        if response.usage.total_tokens or not (response.content or response.tool_calls):
+            return response
+        model = response.requested_model
+        prompt = self.tokenizer.count_messages_tokens(messages, model, tools=params.get("tools"))
+        generated = [response.content] + [
+            call["function"]["name"] + call["function"]["arguments"] for call in response.tool_calls or ()
+        ]
+        completion = sum(self.tokenizer.count_tokens(text, model) for text in generated if text)
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+        return response.model_copy(update={"usage": usage, "usage_estimated": True})
+
     def _finish_chat(self, response: ChatResponse, hit: bool, started: float, attempts: int) -> ChatResponse:
         if hit:
             return response.model_copy(
@@ -587,16 +613,25 @@ class LLMClient:
         key: str,
         user: Any,
         feature: str,
+        partial: ChatResponse | None = None,
     ) -> None:
+        """Record a failed or refused call; ``partial``: what a broken-off stream delivered (and cost)."""
+        refused = isinstance(error, errors.Refused)
+        # A refusal (a budget) sent nothing: it cost nothing and is not a provider error.
+        spent: dict[str, Any] = {"cost": Decimal(0) if refused else None}
+        if partial is not None:
+            spent = {
+                name: getattr(partial, name)
+                for name in ("usage", "cost", "price_id", "cost_breakdown", "usage_estimated", "price_estimated")
+            } | {"response_text": partial.content, "tool_calls": partial.tool_calls}
         self._emit(
             CallRecord(
+                **spent,
                 endpoint=endpoint,
                 provider=error.provider or (provider.name if provider else ""),
                 requested_model=model,
                 model=error.model or model,
-                # A refusal (a budget) sent nothing: it cost nothing and is not a provider error.
-                status=REFUSED if isinstance(error, errors.Refused) else ERROR,
-                cost=Decimal(0) if isinstance(error, errors.Refused) else None,
+                status=REFUSED if refused else ERROR,
                 latency_ms=_elapsed_ms(started),
                 attempts=getattr(error, "attempts", attempts),
                 cache_key=key,

@@ -69,6 +69,10 @@ class ChatResponse(MappingAccess):
     #: How ``cost`` was computed: one line per price component charged.
     cost_breakdown: list[dict[str, str]] | None = None
     cached: bool = False
+    #: The token counts were counted locally: the provider reported none (see ``CallRecord``).
+    usage_estimated: bool = False
+    #: The model had no price; ``cost`` is a conservative estimate.
+    price_estimated: bool = False
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     latency_ms: float = 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.llm.errors import BadRequestError, ContentFiltered, ServerError
+from apps.llm.errors import BadRequestError, ContentFiltered, InvalidResponse, ServerError
 from apps.llm.types import ChatResponse, Usage
 
 
@@ -50,9 +50,16 @@ def error_in_body(body: dict[str, Any], *, provider: str, model: str) -> Excepti
 
 
 def chat_response_from_completion(completion: Any, *, provider: str, requested_model: str) -> ChatResponse:
-    if not completion.choices:
+    choices = completion.choices
+    if not choices and (completion.model_extra or {}).get("error"):
         raise error_in_body(completion.model_extra or {}, provider=provider, model=requested_model)
-    choice = completion.choices[0]
+    if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
+        raise InvalidResponse(
+            "The provider's answer has no choices: it is not a chat completion",
+            provider=provider,
+            model=requested_model,
+        )
+    choice = choices[0]
     message = choice.message
     content = message.content or ""
     if choice.finish_reason == "content_filter" and not content:

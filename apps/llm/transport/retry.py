@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import openai
 
-from apps.llm.errors import BadRequestError, LLMError, RateLimitError, from_openai
+from apps.llm.errors import BadRequestError, InvalidResponse, LLMError, RateLimitError, from_openai
 
 if TYPE_CHECKING:
     from apps.llm.transport.providers import Provider
@@ -79,6 +80,12 @@ def send[T](
                 return (request(provider, name), provider), attempts
             except openai.OpenAIError as exc:
                 error = from_openai(exc, provider=provider.name, model=name, secrets=secrets())
+            except LLMError as exc:  # the answer arrived but was not a valid one
+                error = exc
+            except json.JSONDecodeError as exc:
+                error = InvalidResponse(
+                    f"The provider's answer is not valid JSON ({exc.msg})", provider=provider.name, model=name
+                )
             error.attempts = attempts
             if isinstance(error, BadRequestError):
                 raise error from None
