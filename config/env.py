@@ -63,6 +63,10 @@ class Env(BaseSettings):
     llm_store_text: bool | None = None
     llm_text_limit: int = Field(20_000, ge=0)
     llm_retention_days: int = Field(90, ge=1)
+    # The database is down: admit calls against the last known budgets ("allow") or refuse them.
+    llm_budgets_when_db_down: Literal["allow", "deny"] = "allow"
+    # A model without a price under a hard budget limit: charge a conservative estimate, refuse it, or allow it.
+    llm_unpriced: Literal["refuse", "estimate", "allow"] = "estimate"
 
     # Knowledge base. The embedding model defaults to OpenAI's when a key is set, else the
     # local MiniLM model (no key, no network).
@@ -132,6 +136,8 @@ class Env(BaseSettings):
             "SPOOL_DIR": self.var_dir / "spool" / "llm-requests",
             # tiktoken's own TIKTOKEN_CACHE_DIR / DATA_GYM_CACHE_DIR, when set, win over this.
             "TOKENIZER_CACHE_DIR": self.var_dir / "cache" / "tiktoken",
+            "BUDGETS_WHEN_DB_DOWN": self.llm_budgets_when_db_down,
+            "UNPRICED": self.llm_unpriced,
         }
 
     @property

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -8,3 +10,17 @@ class LLMConfig(AppConfig):
     label = "llm"
     verbose_name = "LLM usage"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from apps.llm.models import Budget
+
+        # A budget created or edited mid-period counts the spend its period already has.
+        post_save.connect(_recount_budget, sender=Budget, dispatch_uid="llm.recount_budget")
+
+
+def _recount_budget(sender: type, instance: Any, **kwargs: Any) -> None:
+    from apps.llm.accounting.budgets import recount_period_spend
+
+    recount_period_spend(instance)

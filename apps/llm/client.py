@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, cast, overload
 from openai.types.chat import ChatCompletionMessageParam
 
 from apps.llm import errors
-from apps.llm.accounting.budgets import BudgetGuard
+from apps.llm.accounting.budgets import BudgetGuard, Reservation
 from apps.llm.accounting.context import current_context
 from apps.llm.accounting.records import ERROR, REFUSED, SUCCESS, CallRecord, Recorder, UsageTally
 from apps.llm.accounting.request_log import default_recorder
@@ -32,6 +32,7 @@ from apps.llm.costs import (
     calculate_cost,
     calculate_embedding_cost,
 )
+from apps.llm.pricing.conservative import conservative_pricing
 from apps.llm.pricing.lookup import ModelsCache
 from apps.llm.tokenizer import Tokenizer
 from apps.llm.transport.embeddings import BatchedEmbeddings, EmbeddingBatcher
@@ -227,7 +228,7 @@ class LLMClient:
                         requested_model=model,
                     ),
                 )
-                response = self._priced(self._with_usage(answer, messages, params))
+                response = self._priced(self._with_usage(answer, messages, params), reservation)
             finally:
                 self.budgets.settle(reservation, response.cost if response else None)
             return response
@@ -285,7 +286,7 @@ class LLMClient:
             )
 
         def finished(answer: StreamedAnswer, how: str) -> ChatResponse:
-            response = self._priced(self._with_usage(answer.response(), messages, params))
+            response = self._priced(self._with_usage(answer.response(), messages, params), reservation)
             response = response.model_copy(update={"latency_ms": _elapsed_ms(started)})
             self.budgets.settle(reservation, response.cost)
             if cache and how == CONSUMED:  # never an answer the caller stopped reading
@@ -295,7 +296,9 @@ class LLMClient:
 
         def failed(error: errors.LLMError, attempts: int, answer: StreamedAnswer | None) -> None:
             # Tokens that arrived before a stream broke off were generated, and billed.
-            partial = self._priced(self._with_usage(answer.response(), messages, params)) if answer else None
+            partial = (
+                self._priced(self._with_usage(answer.response(), messages, params), reservation) if answer else None
+            )
             self.budgets.settle(reservation, partial.cost if partial else None)
             self._record_failure(
                 "chat.stream", providers[0], model, error, started, attempts, key, user, feature, partial
@@ -522,14 +525,28 @@ class LLMClient:
     def _reserve(self, provider: Provider, model: str, messages: list, params: dict, user: Any, feature: str):
         """Hold the call's estimated cost against the budgets that apply (raises BudgetExceeded)."""
 
-        def estimate() -> Decimal | None:
+        def size() -> Usage:
             prompt = self.tokenizer.count_messages_tokens(messages, model, tools=params.get("tools"))
             output = params.get("max_completion_tokens") or params.get("max_tokens") or OUTPUT_TOKENS_ESTIMATE
+            return Usage(prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output)
+
+        def estimate() -> Decimal | None:
+            usage = size()
             return calculate_chat_cost(
-                provider.model_name(model), prompt, output, self.models_cache, provider=provider.name
+                provider.model_name(model),
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                self.models_cache,
+                provider=provider.name,
             )
 
-        return self.budgets.reserve(user_id=_user_id(user), feature=feature, estimate=estimate)
+        def conservative_estimate() -> Decimal:
+            pricing = conservative_pricing(self.models_cache, provider.model_name(model), provider.name)
+            return calculate_cost(pricing, size()).total if pricing else Decimal(0)
+
+        return self.budgets.reserve(
+            user_id=_user_id(user), feature=feature, estimate=estimate, conservative_estimate=conservative_estimate
+        )
 
     def _price(self, provider: str, served_model: str, requested_model: str, usage: Usage) -> CostBreakdown | None:
         pricing = self.models_cache.get(served_model, provider) or self.models_cache.get(requested_model, provider)
@@ -538,11 +555,19 @@ class LLMClient:
             return None
         return calculate_cost(pricing, usage)
 
-    def _priced(self, response: ChatResponse) -> ChatResponse:
+    def _priced(self, response: ChatResponse, reservation: Reservation | None = None) -> ChatResponse:
+        """``response`` with its cost. A model without a price costs None (unknown), unless its budget
+        reservation was estimated (``LLM_UNPRICED=estimate``): then the same conservative price, flagged."""
         breakdown = self._price(response.provider, response.model, response.requested_model, response.usage)
+        estimated = False
+        if breakdown is None and reservation is not None and reservation.price_estimated:
+            pricing = conservative_pricing(self.models_cache, response.requested_model, response.provider)
+            breakdown, estimated = (calculate_cost(pricing, response.usage), True) if pricing else (None, False)
         if breakdown is None:
             return response
-        return response.model_copy(update={"cost": breakdown.total, "price_id": breakdown.pricing.price_id})
+        return response.model_copy(
+            update={"cost": breakdown.total, "price_id": breakdown.pricing.price_id, "price_estimated": estimated}
+        )
 
     def _with_usage(self, response: ChatResponse, messages: list, params: dict) -> ChatResponse:
         """``response``, with its tokens counted locally when the provider reported none.

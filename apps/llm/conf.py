@@ -14,6 +14,8 @@ A project configures the app with one dict (every key optional)::
         "RETENTION_DAYS": 90,            # raw request-log rows are deleted after this
         "SPOOL_DIR": "var/spool/llm-requests",
         "TOKENIZER_CACHE_DIR": None,     # where tiktoken's files are seeded (None: tiktoken's default)
+        "BUDGETS_WHEN_DB_DOWN": "allow", # "allow" (last known budgets, spend applied later) or "deny"
+        "UNPRICED": "estimate",          # a model without a price under a hard limit: "refuse", "estimate", "allow"
     }
 
 This project's ``config/`` fills it from the environment (``config/env.py``). Outside a
@@ -30,6 +32,8 @@ from typing import Any, Literal
 from django.conf import settings
 
 RequestLogMode = Literal["async", "sync", "off"]
+WhenDatabaseDown = Literal["allow", "deny"]
+UnpricedPolicy = Literal["refuse", "estimate", "allow"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class LLMSettings:
     retention_days: int = 90
     spool_dir: Path = Path("var/spool/llm-requests")
     tokenizer_cache_dir: Path | None = None
+    budgets_when_db_down: WhenDatabaseDown = "allow"
+    unpriced: UnpricedPolicy = "estimate"
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers.get(name) or ProviderSettings()
@@ -70,4 +76,6 @@ def llm_settings() -> LLMSettings:
         retention_days=int(raw.get("RETENTION_DAYS", defaults.retention_days)),
         spool_dir=Path(raw.get("SPOOL_DIR", defaults.spool_dir)),
         tokenizer_cache_dir=Path(cache_dir) if cache_dir else None,
+        budgets_when_db_down=raw.get("BUDGETS_WHEN_DB_DOWN", defaults.budgets_when_db_down),
+        unpriced=raw.get("UNPRICED", defaults.unpriced),
     )

@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
+from django.db import DatabaseError, connection
+
 from apps.llm.pricing.sheets import ModelPricing, undated_model_name
 from apps.llm.transport.providers import free_providers
 
 logger = logging.getLogger(__name__)
 
+#: After a failed read of the prices, the next attempt waits this long.
+DATABASE_RETRY_SECONDS = 60.0
 #: Models running in this process (``local/...``) cost nothing, whatever the provider.
 FREE_MODEL_PREFIX = "local/"
 
@@ -104,7 +108,17 @@ class ModelsCache:
             # Another thread may have refreshed while this one waited for the lock.
             snapshot = self._snapshot
             if snapshot is None or self._expired(snapshot):
-                index = _Index.build(_current_pricings())
+                try:
+                    index = _Index.build(_current_pricings())
+                except DatabaseError as exc:
+                    # Prices barely change: the last ones read beat failing the call. Tried again
+                    # in a minute; with none read yet, calls are unpriced (None) meanwhile.
+                    logger.warning("Prices cannot be read (%s): using the last ones read", type(exc).__name__)
+                    connection.close_if_unusable_or_obsolete()
+                    index = snapshot[0] if snapshot is not None else _Index.build([])
+                    retry_at = self._clock() + min(self.ttl_seconds, DATABASE_RETRY_SECONDS)
+                    self._snapshot = (index, retry_at - self.ttl_seconds)
+                    return index
                 snapshot = self._snapshot = (index, self._clock())
                 logger.debug("Loaded %d model prices", len(index.by_id))
             return snapshot[0]
