@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 from django.db import connection
 from django.db.models import Count, Sum
@@ -31,7 +30,7 @@ from apps.llm.models import LATENCY_BUCKETS_MS, LLMRequest, LLMUsageDaily
 from apps.llm.testing.simulator import CHAT
 from apps.llm.transport.retry import RetryPolicy
 from apps.llm.types import Usage
-from tests.helpers import wait_for
+from tests.helpers import server_admin_connection, wait_for
 
 KEY = "sk-proj-" + "Z9y8X7w6" * 5
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -47,19 +46,6 @@ def client_for(make_client, sim) -> Callable[..., LLMClient]:
         )
 
     return make
-
-
-def server_admin_connection() -> psycopg.Connection:
-    """A connection to the server's maintenance database (ALTER DATABASE cannot target its own)."""
-    s = connection.settings_dict
-    return psycopg.connect(
-        host=s["HOST"],
-        port=s["PORT"],
-        user=s["USER"],
-        password=s["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
 
 
 def make_record(**overrides) -> CallRecord:
