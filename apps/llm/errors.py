@@ -7,8 +7,10 @@ in logs, tracebacks, the request log and error trackers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import TypedDict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypedDict
 
 import openai
 
@@ -150,7 +152,8 @@ class ContentFiltered(BadRequestError):
     """The provider's moderation refused the prompt or cut the answer."""
 
 
-def _retry_after(response) -> float | None:
+def _retry_after(response: Any, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+    """Seconds the provider asks to wait: ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
     if response is None:
         return None
     headers = response.headers
@@ -160,8 +163,17 @@ def _retry_after(response) -> float | None:
         if "retry-after" in headers:
             return float(headers["retry-after"])
     except ValueError:
-        return None  # an HTTP date; the backoff schedule applies instead
-    return None
+        pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)  # RFC 9110: "Wed, 21 Oct 2026 07:28:00 GMT"
+    except (TypeError, ValueError):
+        return None  # neither form: the backoff schedule applies
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now()).total_seconds(), 0.0)
 
 
 def _error_code(exc: openai.APIStatusError) -> str:

@@ -7,7 +7,9 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from decimal import Decimal
+from email.utils import formatdate
 
 import pytest
 from django.db import connection
@@ -405,3 +407,31 @@ def test_local_embeddings_need_no_provider_and_cost_nothing(make_client):
     client = make_client()
     e = client.generate_embedding(["a cat sat on the mat", "hello"], model="local/all-minilm-l6-v2")
     assert e.provider == "local" and e.cost == 0 and len(e.embedding) == 384 and e.usage.prompt_tokens > 0
+
+
+def test_retry_after_as_an_http_date_is_read(make_client, sim):
+    # RFC 9110 allows Retry-After as a date (whole seconds): 3 s from now.
+    when = formatdate(time.time() + 3, usegmt=True)
+    sim.enqueue(CHAT, SimResponse.error(429, "Slow down", headers={"retry-after": when}))
+    client = openai_client(make_client, sim, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(errors.RateLimitError) as excinfo:
+        client.chat_completion(messages=HELLO, model="gpt-4o-mini")
+    assert 1.5 <= excinfo.value.retry_after <= 3  # the date's distance, not the backoff schedule's
+    assert RetryPolicy().delay(excinfo.value, 1) == excinfo.value.retry_after
+
+
+def test_retry_after_forms():
+    from apps.llm.errors import _retry_after
+
+    class Response:
+        def __init__(self, **headers):
+            self.headers = headers
+
+    now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
+    clock = lambda: now  # noqa: E731
+    assert _retry_after(Response(**{"retry-after": "Wed, 21 Oct 2026 07:28:30 GMT"}), clock) == 30
+    assert _retry_after(Response(**{"retry-after": "Wed, 21 Oct 2026 07:27:00 GMT"}), clock) == 0  # past: go
+    assert _retry_after(Response(**{"retry-after": "7"}), clock) == 7
+    assert _retry_after(Response(**{"retry-after-ms": "250", "retry-after": "1"}), clock) == 0.25
+    assert _retry_after(Response(**{"retry-after": "soon"}), clock) is None
+    assert _retry_after(Response(), clock) is None
