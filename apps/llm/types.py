@@ -34,20 +34,72 @@ class MappingAccess(BaseModel):
 
 
 class Usage(MappingAccess):
-    """Token counts as the provider reported them.
+    """What a call consumed, as the provider reported it (and, for two counts, as the request shows).
 
-    ``cached_tokens`` and ``cache_write_tokens`` are part of ``prompt_tokens``;
-    ``reasoning_tokens`` are part of ``completion_tokens`` (the OpenAI convention).
+    The OpenAI convention: a detail count is part of the count it details, never added to it.
+    Prompt tokens are split two ways at once: by cache state (``cached_tokens`` read from the
+    cache, ``cache_write_tokens`` written to it, the rest uncached) and by modality
+    (``audio_tokens``, ``image_tokens``, the rest text); ``cached_audio_tokens`` is where the two
+    meet. ``USAGE_PARTS`` lists every part and its whole; ``inconsistency()`` checks them.
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    #: Part of ``prompt_tokens``: read from the provider's prompt cache.
     cached_tokens: int = 0
+    #: Part of ``prompt_tokens``: written to the prompt cache (any time to live).
     cache_write_tokens: int = 0
+    #: Part of ``cache_write_tokens``: written with a 1-hour time to live (Anthropic's extended
+    #: cache, dearer than the default 5 minutes). Providers do not report it: the request's
+    #: ``cache_control`` marks say it (``apps.llm.costs.usage_with_request``).
+    cache_write_1h_tokens: int = 0
+    #: Part of ``prompt_tokens``: audio input.
+    audio_tokens: int = 0
+    #: Part of both ``cached_tokens`` and ``audio_tokens``: audio input read from the cache.
+    cached_audio_tokens: int = 0
+    #: Part of ``prompt_tokens``: image input counted as tokens.
+    image_tokens: int = 0
+    #: Part of ``completion_tokens``: thinking before the answer.
     reasoning_tokens: int = 0
+    #: Part of ``completion_tokens``: generated audio.
+    output_audio_tokens: int = 0
+    #: Part of ``completion_tokens``: generated images.
+    output_image_tokens: int = 0
+    #: Images in the request (a count, not tokens), for prices per input image. Providers do
+    #: not report it: the request's ``image_url`` parts say it (``usage_with_request``).
+    input_images: int = 0
+    #: Web searches the provider ran for the call (a count), for prices per search.
+    web_search_requests: int = 0
     # What the provider says the call cost (OpenRouter's usage.cost), when it says so.
     provider_cost: Decimal | None = None
+
+    def inconsistency(self) -> str | None:
+        """Why these counts cannot be true (a negative count, parts above their whole), or ``None``."""
+        for name in USAGE_COUNTS:
+            value = getattr(self, name)
+            if value < 0:
+                return f"{name} is negative ({value})"
+        for whole, parts in USAGE_PARTS:
+            total = sum(getattr(self, part) for part in parts)
+            if total > getattr(self, whole):
+                named = " + ".join(f"{part} ({getattr(self, part)})" for part in parts if getattr(self, part))
+                return f"{named} exceed {whole} ({getattr(self, whole)})"
+        return None
+
+
+#: The counts of a ``Usage`` (every field but the provider's cost).
+USAGE_COUNTS: tuple[str, ...] = tuple(name for name in Usage.model_fields if name != "provider_cost")
+
+#: (whole, parts): the parts of one split of a count, which together cannot exceed it.
+USAGE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("prompt_tokens", ("cached_tokens", "cache_write_tokens")),
+    ("prompt_tokens", ("audio_tokens", "image_tokens")),
+    ("cache_write_tokens", ("cache_write_1h_tokens",)),
+    ("cached_tokens", ("cached_audio_tokens",)),
+    ("audio_tokens", ("cached_audio_tokens",)),
+    ("completion_tokens", ("reasoning_tokens", "output_audio_tokens", "output_image_tokens")),
+)
 
 
 class ChatResponse(MappingAccess):

@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 
 from apps.llm.costs import CostBreakdown, calculate_chat_cost, calculate_cost, calculate_embedding_cost
+from apps.llm.errors import InvalidResponse
 from apps.llm.models import ModelPrice
 from apps.llm.pricing.lookup import ModelsCache
 from apps.llm.pricing.sheets import ModelPricing, PriceTier, parse_openrouter_catalog
 from apps.llm.pricing.store import apply_prices
+from apps.llm.transport.responses import usage_from_sdk
 from apps.llm.types import Usage
 from tests.helpers import FIXTURES
 
@@ -43,11 +45,11 @@ def sheet(**prices: str) -> ModelPricing:
 def test_plain_prompt_and_completion():
     pricing = sheet(prompt="0.000003", completion="0.000015")
     cost = calculate_cost(pricing, Usage(prompt_tokens=550, completion_tokens=12))
-    assert cost.input == D("0.00165") and cost.output == D("0.00018")
-    assert cost.cached_input == cost.cache_write == cost.reasoning == cost.request == 0
+    assert cost.amount("prompt") == D("0.00165") and cost.amount("completion") == D("0.00018")
+    assert [line.component for line in cost.parts] == ["prompt", "completion"]  # nothing else was used
     assert cost.total == D("0.00183")
-    parts = ("input", "cached_input", "cache_write", "output", "reasoning", "request", "total")
-    assert isinstance(cost, CostBreakdown) and all(type(getattr(cost, part)) is Decimal for part in parts)
+    assert isinstance(cost, CostBreakdown) and all(type(line.amount) is Decimal for line in cost.parts)
+    assert type(cost.total) is Decimal
 
 
 def test_every_component():
@@ -63,12 +65,12 @@ def test_every_component():
         prompt_tokens=1000, cached_tokens=600, cache_write_tokens=300, completion_tokens=500, reasoning_tokens=200
     )
     cost = calculate_cost(pricing, usage)
-    assert cost.input == 100 * D("0.000002")
-    assert cost.cached_input == 600 * D("0.0000002")
-    assert cost.cache_write == 300 * D("0.0000025")
-    assert cost.output == 300 * D("0.00001")
-    assert cost.reasoning == 200 * D("0.000012")
-    assert cost.request == D("0.005")
+    assert cost.amount("prompt") == 100 * D("0.000002")
+    assert cost.amount("input_cache_read") == 600 * D("0.0000002")
+    assert cost.amount("input_cache_write") == 300 * D("0.0000025")
+    assert cost.amount("completion") == 300 * D("0.00001")
+    assert cost.amount("internal_reasoning") == 200 * D("0.000012")
+    assert cost.amount("request") == D("0.005")
     assert cost.total == D("0.0002") + D("0.00012") + D("0.00075") + D("0.003") + D("0.0024") + D("0.005")
     assert cost.total == D("0.01147")
 
@@ -78,12 +80,20 @@ def test_missing_cache_and_reasoning_prices_fall_back():
     pricing = sheet(prompt="0.000001", completion="0.000004")
     usage = Usage(prompt_tokens=100, cached_tokens=40, cache_write_tokens=10, completion_tokens=30, reasoning_tokens=20)
     cost = calculate_cost(pricing, usage)
-    assert (cost.input, cost.cached_input, cost.cache_write) == (
+    assert (cost.amount("prompt"), cost.amount("input_cache_read"), cost.amount("input_cache_write")) == (
         50 * D("0.000001"),
         40 * D("0.000001"),
         10 * D("0.000001"),
     )
-    assert (cost.output, cost.reasoning) == (10 * D("0.000004"), 20 * D("0.000004"))
+    assert (cost.amount("completion"), cost.amount("internal_reasoning")) == (10 * D("0.000004"), 20 * D("0.000004"))
+    # Each line says which price it was charged at.
+    assert {line.component: line.priced_as for line in cost.parts} == {
+        "prompt": "prompt",
+        "input_cache_read": "prompt",
+        "input_cache_write": "prompt",
+        "completion": "completion",
+        "internal_reasoning": "completion",
+    }
     assert cost.total == 100 * D("0.000001") + 30 * D("0.000004")
 
 
@@ -175,10 +185,15 @@ SNAPSHOTS = {
     datetime(2026, 8, 18, 20, 1, 54, tzinfo=UTC): "openrouter-models-2026-08-18.json",
 }
 
+#: Components billed as OpenRouter's prompt cost and completion cost (cost_details).
+PROMPT_SIDE = {"prompt", "input_cache_read", "input_cache_write", "input_cache_write_1h", "audio", "input_audio_cache"}
+PROMPT_SIDE |= {"image_token", "image"}
+COMPLETION_SIDE = {"completion", "internal_reasoning", "audio_output", "image_output"}
+
 MATCH = "match"  # our cost == usage.cost, exactly
 BYOK = "byok"  # the user's own provider key: usage.cost is 0, the real cost is upstream_inference_cost
 SERVER_TOOL = "server tool"  # usage.cost adds the fee of a tool OpenRouter ran (advisor, web search)
-NATIVE_SEARCH = "native web search"  # the catalog's web_search price x web_search_requests is the difference
+NATIVE_SEARCH = "native web search"  # the catalog's web_search price x web_search_requests, charged too
 FILE_FEE = "file parsing fee"  # a PDF parsed for the model: $0.002 beyond the tokens
 PRICE_DOUBLED = "price changed"  # billed at exactly twice the snapshot's prices (see below)
 PROVIDER_PRICE = "provider price"  # served by a provider that charged more than the catalog lists
@@ -227,7 +242,8 @@ class RecordedCall:
     key: str
     recorded_at: datetime
     model: str
-    usage: Usage
+    #: None: the recorded usage is impossible and the client refuses it (see ``_usage``).
+    usage: Usage | None
     cost: Decimal
     details: dict[str, Any]
     is_byok: bool
@@ -287,19 +303,25 @@ def _final_body(response: dict[str, Any]) -> dict[str, Any] | None:
     return final
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
-    # Chat completions say prompt/completion; the Responses API says input/output.
-    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-    return Usage(
-        prompt_tokens=usage.get("prompt_tokens", usage.get("input_tokens", 0)),
-        completion_tokens=usage.get("completion_tokens", usage.get("output_tokens", 0)),
-        total_tokens=usage.get("total_tokens", 0),
-        cached_tokens=prompt_details.get("cached_tokens") or 0,
-        cache_write_tokens=prompt_details.get("cache_write_tokens") or 0,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
-        provider_cost=Decimal(usage["cost"]),
-    )
+#: The Responses API's names for the Chat Completions usage fields the parser reads.
+_RESPONSES_NAMES = {
+    "input_tokens": "prompt_tokens",
+    "output_tokens": "completion_tokens",
+    "input_tokens_details": "prompt_tokens_details",
+    "output_tokens_details": "completion_tokens_details",
+}
+
+
+def _usage(usage: dict[str, Any]) -> Usage | None:
+    """The usage as the client parses it (``usage_from_sdk``), Responses API names mapped to chat ones.
+
+    ``None`` when the parser refuses it: one recorded stream (cut by "Token limit reached")
+    reports 11 reasoning tokens of 10 completion tokens.
+    """
+    try:
+        return usage_from_sdk({_RESPONSES_NAMES.get(key, key): value for key, value in usage.items()})
+    except InvalidResponse:
+        return None
 
 
 @functools.cache
@@ -317,6 +339,8 @@ def cache_for_snapshot(name: str) -> ModelsCache:
 
 def test_every_recorded_cost_is_classified():
     assert set(recorded_calls()) == set(EXPECTED)
+    refused = {key for key, call in recorded_calls().items() if call.usage is None}
+    assert refused == {"test_openrouter_stream_error.yaml#0"}
     plain_text = {k for k, call in recorded_calls().items() if call.input_kinds == {"text"}}
     assert len(plain_text) == 23
     assert sum(1 for k in plain_text if EXPECTED[k] == MATCH) == 10
@@ -334,9 +358,11 @@ def test_cost_equals_openrouter_usage_cost(key):
         assert calculate_chat_cost(call.model, 1, 1, cache, provider="openrouter") is None
         return
     assert pricing is not None, f"{call.model} not found in {call.snapshot}"
+    assert call.usage is not None
     ours = calculate_cost(pricing, call.usage)
-    prompt_part = ours.input + ours.cached_input + ours.cache_write
-    completion_part = ours.output + ours.reasoning
+    prompt_part = sum((line.amount for line in ours.parts if line.component in PROMPT_SIDE), Decimal(0))
+    completion_part = sum((line.amount for line in ours.parts if line.component in COMPLETION_SIDE), Decimal(0))
+    assert prompt_part + completion_part + ours.amount("web_search") + ours.amount("request") == ours.total
 
     if outcome == MATCH:
         assert ours.total == call.cost
@@ -362,10 +388,17 @@ def test_cost_equals_openrouter_usage_cost(key):
     elif outcome == SERVER_TOOL:
         assert call.server_tool_use and ours.total < call.cost
         assert ours.total == call.details["upstream_inference_cost"]
+        # OpenRouter's own search plugin is not a price of the model: the model's search price
+        # (none, for these) is what we can charge, and the line shows the search was seen.
+        assert ours.amount("web_search") == 0
+        assert ours.quantity("web_search") == call.server_tool_use.get("web_search_requests", 0)
     elif outcome == NATIVE_SEARCH:
+        # The model's own search, priced in the catalog: charged, and the totals agree exactly.
         searches = call.server_tool_use["web_search_requests"]
         assert searches == 1 and pricing.web_search == D("0.01")
-        assert ours.total + searches * pricing.web_search == call.cost == call.details["upstream_inference_cost"]
+        assert call.usage.web_search_requests == searches
+        assert ours.amount("web_search") == searches * D("0.01")
+        assert ours.total == call.cost == call.details["upstream_inference_cost"]
     elif outcome == FILE_FEE:
         assert "file" in call.input_kinds and call.details["upstream_inference_cost"] is None
         assert prompt_part == call.details["upstream_inference_prompt_cost"]

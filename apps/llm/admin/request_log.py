@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import date
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +19,7 @@ from django.db.models import Max, Min, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from unfold.contrib.filters.admin import (
     BooleanRadioFilter,
@@ -36,10 +37,12 @@ from apps.llm.admin.filters import (
     DayRangeFilter,
     FeatureDropdownFilter,
     ModelFilter,
+    ProviderCostDriftFilter,
     ProviderFilter,
     UserFilter,
 )
-from apps.llm.admin.formatting import badge, format_prompt, format_text, money
+from apps.llm.admin.formatting import badge, format_prompt, format_text, money, money_column
+from apps.llm.costs import TOKEN, component_label
 from apps.llm.models import LLMRequest
 
 
@@ -123,17 +126,70 @@ class RequestLogChangeList(ChangeList):
         }
 
 
-STATUS_VARIANTS = {"success": "success", "error": "danger"}
+#: A refusal (a budget said no before anything was sent) is a warning, not an error.
+STATUS_VARIANTS = {"success": "success", "error": "danger", "refused": "warning"}
 #: Columns the detail page shows through a method of the admin (formatted) or a relation.
 DETAIL_FIELDS = {
     "status": "status_label",
     "user_id": "user",
     "price_id": "price",
     "cost": "cost_display",
+    "cost_breakdown": "cost_breakdown_display",
+    "provider_cost": "provider_cost_money",
+    "saved_cost": "saved_cost_money",
     "latency_ms": "latency_display",
+    "time_to_first_token_ms": "time_to_first_token_display",
     "prompt": "prompt_display",
     "response": "response_display",
 }
+
+
+def breakdown_table(lines: Any) -> str:
+    """A stored cost breakdown (``CostBreakdown.lines()``) as a small table: component, quantity, unit price, amount."""
+    if not lines:
+        return "—"
+    rows = format_html_join("", "<tr>{}</tr>", ((_breakdown_cells(line),) for line in lines if isinstance(line, dict)))
+    return format_html(
+        '<table class="llm-cost-breakdown" style="{}"><thead><tr>'
+        '<th>component</th><th style="text-align:right">quantity</th>'
+        '<th style="text-align:right">unit price</th><th style="text-align:right">amount</th>'
+        "</tr></thead><tbody>{}</tbody></table>",
+        "border-collapse:collapse;font-size:12px",
+        rows,
+    )
+
+
+def _breakdown_cells(line: dict[str, Any]) -> str:
+    unit = line.get("unit", "")
+    quantity = _decimal(line.get("quantity"))
+    price = _decimal(line.get("unit_price"))
+    priced_as = line.get("priced_as", "")
+    # A token costs millionths of a cent: per-token prices are read per million, as price lists show them.
+    if price is None:
+        unit_price = "—"
+    elif unit == TOKEN:
+        unit_price = f"{money(price * 1_000_000)} / M tokens"
+    else:
+        unit_price = f"{money(price)} / {unit}"
+    own_price = priced_as in ("", line.get("component"))
+    return format_html(
+        '<td title="{}">{}{}</td><td style="text-align:right">{} {}</td>'
+        '<td style="text-align:right">{}</td><td style="text-align:right">{}</td>',
+        line.get("component", ""),
+        component_label(str(line.get("component", ""))),
+        "" if own_price else format_html(' <small style="opacity:.7">(at the {} price)</small>', priced_as),
+        f"{quantity:,}" if quantity is not None else "—",
+        unit + ("s" if unit and quantity != 1 else ""),
+        unit_price,
+        money(_decimal(line.get("amount"))),
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except (ArithmeticError, ValueError):
+        return None
 
 
 @admin.register(LLMRequest)
@@ -168,6 +224,7 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
         ("cached", BooleanRadioFilter),
         UserFilter,
         FeatureDropdownFilter,
+        ProviderCostDriftFilter,
     ]
     list_filter_submit = True
     actions = None
@@ -209,10 +266,23 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     @admin.display(description="cost")
     def cost_display(self, obj: LLMRequest) -> str:
         if obj.cost is None:
-            return "unknown price"
+            return "unknown price" if obj.status == LLMRequest.Status.SUCCESS else "—"
         if obj.cached and obj.saved_cost:
             return f"{money(obj.cost)} (saved {money(obj.saved_cost)})"
+        if obj.provider_cost is not None and obj.provider_cost != obj.cost:
+            return f"{money(obj.cost)} (provider: {money(obj.provider_cost)})"
         return money(obj.cost)
+
+    provider_cost_money = money_column("provider_cost", "provider's cost")
+    saved_cost_money = money_column("saved_cost", "saved by the cache")
+
+    @admin.display(description="time to first token")
+    def time_to_first_token_display(self, obj: LLMRequest) -> str:
+        return "—" if obj.time_to_first_token_ms is None else f"{obj.time_to_first_token_ms:,.0f} ms"
+
+    @admin.display(description="How this cost was computed")
+    def cost_breakdown_display(self, obj: LLMRequest) -> str:
+        return breakdown_table(obj.cost_breakdown)
 
     @admin.display(description="latency")
     def latency_display(self, obj: LLMRequest) -> str:

@@ -71,6 +71,28 @@ class LLMRequest(models.Model):
     cache_write_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    # The counts of the other price components (see ``Usage``). Database defaults too, so
+    # bulk writers that predate them can leave them out.
+    cache_write_1h_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Part of the cache writes: written with a 1-hour time to live."
+    )
+    audio_tokens = models.PositiveIntegerField(default=0, db_default=0, help_text="Part of the prompt: audio input.")
+    cached_audio_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Part of the cached tokens and of the audio input: cached audio."
+    )
+    image_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Part of the prompt: image input counted as tokens."
+    )
+    output_audio_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Part of the completion: generated audio."
+    )
+    output_image_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Part of the completion: generated images."
+    )
+    input_images = models.PositiveIntegerField(default=0, db_default=0, help_text="Images sent in the request.")
+    web_search_requests = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Web searches the provider ran for the call."
+    )
 
     cost = money_field(null=True, blank=True, help_text="Our cost in USD; empty when the model's price is unknown.")
     provider_cost = money_field(null=True, blank=True, help_text="What the provider reported it charged.")

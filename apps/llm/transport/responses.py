@@ -17,26 +17,86 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(obj)
 
 
-def usage_from_sdk(usage: Any) -> Usage:
-    """``Usage`` from an SDK usage object, including OpenRouter's extra fields."""
+#: Where each ``Usage`` count is in a provider's usage object: (path, field). OpenAI and
+#: OpenRouter's chat completions share the shape; OpenRouter adds ``cache_write_tokens`` and
+#: ``server_tool_use_details``. Counts the provider does not report (1-hour cache writes,
+#: input images) come from the request instead (``apps.llm.costs.usage_with_request``).
+USAGE_SOURCES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("prompt_tokens",), "prompt_tokens"),
+    (("completion_tokens",), "completion_tokens"),
+    (("total_tokens",), "total_tokens"),
+    (("prompt_tokens_details", "cached_tokens"), "cached_tokens"),
+    (("prompt_tokens_details", "cache_write_tokens"), "cache_write_tokens"),
+    (("prompt_tokens_details", "audio_tokens"), "audio_tokens"),
+    # OpenAI's convention for cached audio (its Realtime API's input_token_details); no chat
+    # provider is known to send it yet, but when one does its cached-audio price applies.
+    (("prompt_tokens_details", "cached_tokens_details", "audio_tokens"), "cached_audio_tokens"),
+    (("prompt_tokens_details", "image_tokens"), "image_tokens"),
+    (("completion_tokens_details", "reasoning_tokens"), "reasoning_tokens"),
+    (("completion_tokens_details", "audio_tokens"), "output_audio_tokens"),
+    (("completion_tokens_details", "image_tokens"), "output_image_tokens"),
+    (("server_tool_use_details", "web_search_requests"), "web_search_requests"),
+)
+
+
+def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None = None) -> Usage:
+    """``Usage`` from an SDK usage object (or its dict), including OpenRouter's extra fields.
+
+    Counts that cannot be true (not a whole number, negative, parts larger than their whole)
+    raise ``InvalidResponse`` naming the field: a garbled usage must not be priced.
+    """
     data = _as_dict(usage)
     if not data:
         return Usage()
-    prompt = data.get("prompt_tokens") or 0
-    completion = data.get("completion_tokens") or 0
-    prompt_details = data.get("prompt_tokens_details") or {}
-    completion_details = data.get("completion_tokens_details") or {}
+    counts = {}
+    for path, name in USAGE_SOURCES:
+        value = _count(data, path, provider=provider, model=model)
+        if value is not None:
+            counts[name] = value
+    if not counts.get("total_tokens"):  # some servers send none, or 0
+        counts["total_tokens"] = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
     cost = data.get("cost")
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=data.get("total_tokens") or prompt + completion,
-        cached_tokens=prompt_details.get("cached_tokens") or 0,
-        cache_write_tokens=prompt_details.get("cache_write_tokens") or 0,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    parsed = Usage(
+        **counts,
         # The SDK parsed the JSON number as a float; str() gives back its shortest exact text.
-        provider_cost=Decimal(str(cost)) if cost is not None else None,
+        provider_cost=_provider_cost(cost, provider=provider, model=model),
     )
+    problem = parsed.inconsistency()
+    if problem is not None:
+        raise InvalidResponse(f"impossible token counts in usage: {problem}", provider=provider, model=model)
+    return parsed
+
+
+def _count(data: dict[str, Any], path: tuple[str, ...], *, provider: str | None, model: str | None) -> int | None:
+    """The count at ``path``; ``None`` when absent (a missing or null detail means 0 or unknown)."""
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict):
+            value = _as_dict(value) if hasattr(value, "model_dump") else None
+        value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    where = "usage." + ".".join(path)
+    # A JSON number with a zero fraction (12.0) is a whole count; bool is an int subclass, not a count.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidResponse(f"{where} is not a whole number: {value!r}", provider=provider, model=model)
+    if value < 0:
+        raise InvalidResponse(f"{where} is negative ({value})", provider=provider, model=model)
+    return value
+
+
+def _provider_cost(cost: Any, *, provider: str | None, model: str | None) -> Decimal | None:
+    if cost is None:
+        return None
+    try:
+        value = Decimal(str(cost))
+    except ArithmeticError:
+        value = None
+    if value is None or isinstance(cost, bool) or not value.is_finite():
+        raise InvalidResponse(f"usage.cost is not a number: {cost!r}", provider=provider, model=model)
+    return value
 
 
 def error_in_body(body: dict[str, Any], *, provider: str, model: str) -> Exception:
@@ -68,7 +128,7 @@ def chat_response_from_completion(completion: Any, *, provider: str, requested_m
             provider=provider,
             model=completion.model or requested_model,
         )
-    usage = usage_from_sdk(completion.usage)
+    usage = usage_from_sdk(completion.usage, provider=provider, model=completion.model or requested_model)
     return ChatResponse(
         content=content,
         model=completion.model or requested_model,
