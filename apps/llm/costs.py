@@ -244,13 +244,9 @@ def count_input_images(messages: Sequence[Mapping[str, Any]]) -> int:
 
 def _marks_one_hour_cache(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None) -> bool:
     params = params or {}
-    extra_body = params.get("extra_body")
-    places = [
-        messages,
-        params.get("tools"),
-        params.get("cache_control"),
-        extra_body if isinstance(extra_body, Mapping) else None,
-    ]
+    # Where a request can carry marks: its messages, its tools, and OpenRouter's top-level
+    # automatic caching (a keyword of its own, or in the SDK's extra_body).
+    places = {key: params.get(key) for key in ("tools", "cache_control", "extra_body")} | {"messages": messages}
     return any(isinstance(mark, Mapping) and mark.get("ttl") == ONE_HOUR_TTL for mark in _cache_marks(places))
 
 

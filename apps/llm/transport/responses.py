@@ -13,7 +13,9 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     if obj is None:
         return {}
     if hasattr(obj, "model_dump"):
-        return obj.model_dump()
+        # The SDK constructs responses without validating them: a count of the wrong type is
+        # ours to report (InvalidResponse), not a serializer warning.
+        return obj.model_dump(warnings=False)
     return dict(obj)
 
 
