@@ -1,4 +1,5 @@
-"""Keep django-cfg's side effects inside ``var/`` and off the network.
+"""Keep django-cfg's side effects inside ``var/`` and off the network, and its sections out of the
+admin's navigation.
 
 Import this before anything imports ``django_cfg``. Each patch names the django-cfg
 behaviour it changes; re-check them when upgrading django-cfg (pinned in requirements.txt).
@@ -14,8 +15,13 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .env import load_env
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+    from django_cfg import UnfoldConfig
 
 _LOGGER_MODULE = "django_cfg.modules.django_logging.django_logger"
 
@@ -73,3 +79,47 @@ def disable_network_and_codegen() -> None:
     VersionChecker.get_latest_version = lambda self: None  # type: ignore[method-assign]  # monkeypatching a third-party class
     # In DEBUG it writes typings/ and pyrightconfig.json into the source tree.
     type_stubs._is_dev_context = lambda: False
+
+
+# -- the admin's navigation --------------------------------------------------------------------
+
+
+def project_unfold_settings(unfold: UnfoldConfig) -> dict[str, Any]:
+    """``settings.UNFOLD`` with only the project's sections in the sidebar and on the index.
+
+    ``UnfoldConfig.to_django_settings`` puts the sections of django-cfg's ``NavigationManager``
+    (Dashboard, Users & Access, TOTP, Mail, Analytics...) before ``unfold.navigation``, with no
+    option to leave them out; the admin index lists every installed app, alphabetically.
+    """
+    settings = unfold.to_django_settings()["UNFOLD"]
+    sections = list(unfold.navigation)
+    settings["SIDEBAR"]["navigation"] = lambda request=None: [section.to_dict() for section in sections]
+    settings["DASHBOARD_CALLBACK"] = f"{__name__}.admin_index"
+    return settings
+
+
+def admin_index(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
+    """Unfold's DASHBOARD_CALLBACK: the index lists ``config.project.ADMIN_INDEX``, in its order.
+
+    The other apps' admins stay reachable by URL; they are not in the navigation.
+    """
+    from .project import ADMIN_INDEX
+
+    # "app_label" and "app_label.Model" -> (app, model) entries of Django's app list
+    models: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for app in context.get("app_list", []):
+        for model in app["models"]:
+            models.setdefault(app["app_label"], []).append((app, model))
+            models[f"{app['app_label']}.{model['object_name']}"] = [(app, model)]
+    app_list = []
+    for title, labels in ADMIN_INDEX:
+        entries = [entry for label in labels for entry in models.get(label, [])]
+        if not entries:
+            continue  # nothing the user may see
+        first_app, first_model = entries[0]
+        # A section of one app links to that app's page, a mixed one to its first model.
+        single_app = len({app["app_label"] for app, _ in entries}) == 1
+        url = first_app["app_url"] if single_app else first_model["admin_url"]
+        app_list.append({**first_app, "name": title, "app_url": url, "models": [model for _, model in entries]})
+    context["app_list"] = app_list
+    return context

@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from .broker import broker_settings
 from .database import database_config, database_url
+from .django_cfg_compat import project_unfold_settings
 from .env import BASE_DIR, Env, secret_value
 
 # Only used outside production, where Env refuses to start without a real SECRET_KEY.
@@ -42,6 +43,15 @@ PROJECT_APPS = [
 ]
 
 
+# The admin index: these sections in this order, of these models ("app_label" for all of an app's).
+ADMIN_INDEX = [
+    ("LLM usage", ["llm"]),
+    ("Knowledge base", ["knowledge"]),
+    ("Users", ["django_cfg_accounts.CustomUser", "auth.Group", "axes.AccessAttempt"]),
+    ("Background tasks", ["django_dramatiq"]),
+]
+
+
 class ProjectConfig(DjangoConfig):
     """Build with ``ProjectConfig.from_env(env)``; the fields below are the django-cfg ones we set."""
 
@@ -56,10 +66,11 @@ class ProjectConfig(DjangoConfig):
     custom_middleware: list[str] = ["apps.llm.accounting.middleware.LLMContextMiddleware"]
     # django-axes would lock out the admin account used by tests and `make run`.
     axes: AxesConfig = AxesConfig(enabled=False)
-    # django-cfg puts its own sections first and appends these (UnfoldConfig.to_django_settings).
+    # The sidebar: these sections only (django_cfg_compat.project_unfold_settings drops django-cfg's).
     unfold: UnfoldConfig = UnfoldConfig(
         site_title="LLM Platform",
         site_header="LLM Platform",
+        show_all_applications=False,
         navigation=[
             NavigationSection(
                 title="LLM usage",
@@ -78,6 +89,40 @@ class ProjectConfig(DjangoConfig):
                     ),
                     NavigationItem(title="Model prices", icon="sell", link="admin:llm_modelprice_changelist"),
                 ],
+            ),
+            NavigationSection(
+                title="Knowledge base",
+                open=True,
+                items=[
+                    NavigationItem(title="Documents", icon="description", link="admin:knowledge_document_changelist"),
+                    NavigationItem(
+                        title="Upload documents",
+                        icon="upload_file",
+                        link="admin:knowledge_document_upload",
+                        permission=lambda request: request.user.has_perm("knowledge.add_document"),
+                    ),
+                    NavigationItem(
+                        title="Search",
+                        icon="search",
+                        link="admin:knowledge_document_search",
+                        permission=lambda request: request.user.has_perm("knowledge.view_chunk"),
+                    ),
+                    NavigationItem(title="Chunks", icon="segment", link="admin:knowledge_chunk_changelist"),
+                ],
+            ),
+            NavigationSection(
+                title="Users",
+                items=[
+                    NavigationItem(
+                        title="Users", icon="person", link="admin:django_cfg_accounts_customuser_changelist"
+                    ),
+                    NavigationItem(title="Groups", icon="group", link="admin:auth_group_changelist"),
+                    NavigationItem(title="Login lockouts", icon="lock", link="admin:axes_accessattempt_changelist"),
+                ],
+            ),
+            NavigationSection(
+                title="Background tasks",
+                items=[NavigationItem(title="Tasks", icon="task", link="admin:django_dramatiq_task_changelist")],
             ),
         ],
     )
@@ -132,7 +177,17 @@ class ProjectConfig(DjangoConfig):
             "EMBEDDED_POSTGRES_DIR": None if env.database_url else env.var_dir / "pgdata",
             "LLM": env.llm,
             "KNOWLEDGE": env.knowledge,
+            "UNFOLD": project_unfold_settings(self.unfold),
+            # The admin is the site: after logging in, and for views that need a login.
+            "LOGIN_REDIRECT_URL": "admin:index",
+            "LOGIN_URL": "admin:login",
+            # django-cfg makes it http://localhost:8000/media/ in development, whatever the port;
+            # config/urls.py serves it in development only (staff download documents in the admin).
+            "MEDIA_URL": "/media/",
+            # Form fields other than files; uploads are capped per file while they stream in
+            # (apps/knowledge/uploads.py), and a file over this size goes to a temporary file.
             "DATA_UPLOAD_MAX_MEMORY_SIZE": 10 * 1024 * 1024,
+            "FILE_UPLOAD_MAX_MEMORY_SIZE": 2 * 1024 * 1024,
             "AXES_VERBOSE": False,
         }
 
