@@ -1,32 +1,56 @@
+from collections.abc import Sequence
+from pathlib import PurePath
+
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from unfold.admin import ModelAdmin
 
-from apps.knowledge.documents import DuplicateDocument, add_document
+from apps.knowledge.conf import knowledge_settings
+from apps.knowledge.documents import DuplicateDocument, add_document, megabytes
 from apps.knowledge.extraction import ExtractionError
 from apps.knowledge.forms import SearchForm, UploadForm
 from apps.knowledge.highlight import highlight
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.pipeline import reprocess
 from apps.knowledge.search import retrieve
+from apps.knowledge.uploads import CappedUploadHandler
 from apps.llm.errors import LLMError
 
 STATUS_COLOURS = {"pending": "#6b7280", "processing": "#2563eb", "ready": "#16a34a", "failed": "#dc2626"}
 
 
-def upload_files(request: HttpRequest, files) -> list[dict]:
-    """Add each file; one result line per file, never an exception for one bad file."""
-    results = []
+def upload_files(request: HttpRequest, files, rejected: Sequence[ExtractionError] = ()) -> list[dict]:
+    """Add each file; one result line per file (``rejected``: those cut off while uploading),
+    never an exception for one bad file."""
+    results = [
+        {"name": error.filename, "ok": False, "message": _without_name(error, error.filename)} for error in rejected
+    ]
     for upload in files:
         try:
-            document = add_document(name=upload.name, data=upload.read(), user=request.user)
+            # The upload itself, not its bytes: a large one stays in its temporary file.
+            document = add_document(name=upload.name, data=upload, user=request.user)
             results.append({"name": upload.name, "ok": True, "id": document.pk, "message": "queued"})
         except (ExtractionError, DuplicateDocument) as problem:
-            results.append({"name": upload.name, "ok": False, "message": str(problem)})
+            results.append({"name": upload.name, "ok": False, "message": _without_name(problem, upload.name)})
     return results
+
+
+def _without_name(problem: Exception, name: str) -> str:
+    # The messages name the file for the shell; each result line names it already.
+    return str(problem).removeprefix(f"{name}: ")
+
+
+def download_name(document: Document) -> str:
+    """The name the file was uploaded as: the title defaults to its stem, while the stored name
+    was made safe for the file system (spaces, punctuation) and may carry a de-duplicating suffix."""
+    suffix = PurePath(document.file.name).suffix
+    return document.title if document.title.lower().endswith(suffix.lower()) else f"{document.title}{suffix}"
 
 
 @admin.register(Document)
@@ -116,19 +140,57 @@ class DocumentAdmin(ModelAdmin):
         return [
             path("upload/", view(self.upload_view), name="knowledge_document_upload"),
             path("search/", view(self.search_view), name="knowledge_document_search"),
+            path("<int:object_id>/download/", view(self.download_view), name="knowledge_document_download"),
             *super().get_urls(),
         ]
 
+    def get_exclude(self, request: HttpRequest, obj: Document | None = None) -> list[str]:
+        # The stored file is replaced by uploading, never in the form; ``file_link`` shows it.
+        return [*(super().get_exclude(request, obj) or []), "file"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Document | None = None) -> list[str]:
+        return ["file_link", *super().get_readonly_fields(request, obj)]
+
+    @admin.display(description="file")
+    def file_link(self, obj: Document) -> str:
+        if not obj.pk or not obj.file:
+            return "—"
+        url = reverse("admin:knowledge_document_download", args=[obj.pk])
+        return format_html('<a href="{}">{}</a> ({})', url, download_name(obj), self.size_display(obj))
+
+    def download_view(self, request: HttpRequest, object_id: int) -> FileResponse:
+        """The stored file, as an attachment with its original name: staff with view permission only
+        (media is not served publicly outside development)."""
+        document = get_object_or_404(Document, pk=object_id)
+        if not self.has_view_permission(request, document):
+            raise PermissionDenied
+        try:
+            stored = document.file.open("rb")
+        except (FileNotFoundError, ValueError):
+            raise Http404(f"The file of document {document.pk} is missing from storage.") from None
+        return FileResponse(stored, as_attachment=True, filename=download_name(document))
+
+    @method_decorator(csrf_exempt)  # checked below, once the size-capping upload handler is in place
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
         # Adding means uploading: one or many files, each becoming a document.
         return self.upload_view(request)
 
+    @method_decorator(csrf_exempt)  # checked below, once the size-capping upload handler is in place
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return HttpResponse(status=403)
+        capped = None
+        if request.method == "POST":
+            # Before anything reads the body: CSRF's check reads the form, files and all.
+            capped = CappedUploadHandler.install(request, knowledge_settings().max_upload_bytes)
+        return csrf_protect(self._upload)(request, capped)
+
+    def _upload(self, request: HttpRequest, capped: CappedUploadHandler | None) -> HttpResponse:
+        rejected = capped.rejected if capped else []
         form = UploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            results = upload_files(request, form.cleaned_data["files"])
+        if request.method == "POST" and (form.is_valid() or rejected):
+            files = form.cleaned_data["files"] if form.is_valid() else []
+            results = upload_files(request, files, rejected)
             if request.headers.get("Accept") == "application/json":
                 return JsonResponse({"results": results})
             for result in results:
@@ -140,6 +202,7 @@ class DocumentAdmin(ModelAdmin):
             "opts": self.model._meta,
             "form": form,
             "title": "Upload documents",
+            "max_upload": megabytes(knowledge_settings().max_upload_bytes),
         }
         return render(request, "admin/knowledge/document/upload.html", context)
 

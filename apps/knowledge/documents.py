@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePath
 from typing import Any
 
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.db import IntegrityError, transaction
 
 from apps.knowledge.conf import knowledge_settings
@@ -22,6 +23,22 @@ class DuplicateDocument(Exception):
         self.existing = existing
 
 
+#: The unit of ``KNOWLEDGE_MAX_UPLOAD_MB`` (MAX_UPLOAD_BYTES = MB * 1024 * 1024): messages use it too,
+#: so a 25 MB limit reads "25 MB".
+MB = 1024 * 1024
+
+
+def megabytes(size: int) -> str:
+    return f"{size / MB:.1f}".rstrip("0").rstrip(".") + " MB"
+
+
+def too_large(name: str, size: int | None = None) -> ExtractionError:
+    """The refusal of a file over the upload limit (``size`` unknown when the upload was cut off)."""
+    limit = megabytes(knowledge_settings().max_upload_bytes)
+    what = f"{megabytes(size)} is" if size is not None else "the file is"
+    return ExtractionError("too_large", f"{name}: {what} over the {limit} upload limit", filename=name)
+
+
 def check_upload(name: str, size: int) -> None:
     """Refuse what can never be processed before storing it (type and size)."""
     suffix = PurePath(name).suffix.lower()
@@ -30,34 +47,47 @@ def check_upload(name: str, size: int) -> None:
             "unsupported_type",
             f"{name}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_TYPES)}",
         )
-    limit = knowledge_settings().max_upload_bytes
-    if size > limit:
-        raise ExtractionError("too_large", f"{name}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit")
+    if size > knowledge_settings().max_upload_bytes:
+        raise too_large(name, size)
 
 
-def add_document(*, name: str, data: bytes, title: str = "", user: Any = None) -> Document:
-    """Store the file and queue it for processing (once the transaction commits)."""
+def add_document(*, name: str, data: bytes | File, title: str = "", user: Any = None) -> Document:
+    """Store the file and queue it for processing (once the transaction commits).
+
+    ``data`` is the content, or an open file (an upload): that one is hashed in chunks and stored
+    without being read into memory whole.
+    """
     # Imported here: the actor module declares its queue on the broker when imported.
     from apps.knowledge.tasks import enqueue_document
 
-    check_upload(name, len(data))
-    digest = content_hash(data)
+    size = len(data) if isinstance(data, bytes) else data.size
+    check_upload(name, size)
+    digest = content_hash(data) if isinstance(data, bytes) else _file_hash(data)
     existing = Document.objects.filter(content_hash=digest).first()
     if existing is not None:
         raise DuplicateDocument(name, existing)
     document = Document(
         title=title or PurePath(name).stem[:255],
         content_hash=digest,
-        size=len(data),
+        size=size,
         mime_type=SUPPORTED_TYPES[PurePath(name).suffix.lower()],
         uploaded_by=user if getattr(user, "pk", None) else None,
     )
     try:
         with transaction.atomic():
-            document.file.save(PurePath(name).name, ContentFile(data), save=False)
+            content = ContentFile(data) if isinstance(data, bytes) else data
+            document.file.save(PurePath(name).name, content, save=False)
             document.save()
     except IntegrityError:  # the same content uploaded concurrently
         document.file.delete(save=False)
         raise DuplicateDocument(name, Document.objects.get(content_hash=digest)) from None
     transaction.on_commit(lambda: enqueue_document(document.pk))
     return document
+
+
+def _file_hash(file: File) -> str:
+    """``content_hash`` of a file, read in chunks."""
+    digest = hashlib.sha256()
+    for chunk in file.chunks():
+        digest.update(chunk)
+    return digest.hexdigest()
