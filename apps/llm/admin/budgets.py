@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin, TabularInline
 
-from apps.llm.admin.formatting import badge, money
+from apps.llm.admin.formatting import UsdField, badge, money, money_column
 from apps.llm.dashboard import (
     budget_target,
     with_current_spend,
@@ -24,12 +26,17 @@ if TYPE_CHECKING:
 
 class BudgetSpendInline(TabularInline):
     model = BudgetSpend
-    fields = ["period_start", "spent", "reserved", "soft_warned_at"]
+    fields = ["period_start", "spent_money", "reserved_money", "soft_warned_at"]
     readonly_fields = fields
     ordering = ["-period_start"]
     extra = 0
     can_delete = False
     verbose_name_plural = "spend per period"
+    # Each row's title would be BudgetSpend.__str__, the raw amount; the columns say it all.
+    show_title = False
+
+    spent_money = money_column("spent")
+    reserved_money = money_column("reserved", "reserved (in flight)")
 
     def has_add_permission(self, request: HttpRequest, obj: Budget | None = None) -> bool:
         return False
@@ -56,6 +63,12 @@ class BudgetAdmin(ModelAdmin):
     raw_id_fields = ["user"]
     inlines = [BudgetSpendInline]
     fields = ["name", "scope", "user", "feature", "period", "soft_limit", "hard_limit", "is_active"]
+
+    def formfield_for_dbfield(self, db_field: models.Field, request: HttpRequest, **kwargs: Any) -> forms.Field | None:
+        """The limits in dollars as people write them (``0.50``, ``$1,200``), not the column's 24 decimals."""
+        if db_field.name in ("soft_limit", "hard_limit"):
+            return db_field.formfield(form_class=UsdField, **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[BudgetWithSpend]:
         return with_current_spend(super().get_queryset(request).select_related("user"))

@@ -12,10 +12,11 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest
 from unfold.contrib.filters.admin import (
     DropdownFilter,
+    RadioFilter,
     RangeDateFilter,
     TextFilter,
 )
@@ -182,3 +183,23 @@ class UserFilter(TextFilter):
 
         ids = get_user_model().objects.filter(Q(email__iexact=value) | Q(username=value)).values("pk")
         return queryset.filter(user_id__in=ids)
+
+
+class ProviderCostDriftFilter(RadioFilter):
+    """``drift=1``: calls whose provider reported a cost different from ours (the dashboard's cost accuracy).
+
+    No index serves the comparison, so it relies on the narrowing the dashboard's links always
+    add: the period (a created_at range on its index) and usually a model. Alone, it reads the
+    log newest first until a page of drifting calls is found.
+    """
+
+    title = "provider's cost"
+    parameter_name = "drift"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("1", "differs from ours")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() != "1":
+            return queryset
+        return queryset.filter(cost__isnull=False, provider_cost__isnull=False).filter(~Q(cost=F("provider_cost")))

@@ -1,24 +1,94 @@
-"""HTML and money formatting shared by the LLM admin pages and the dashboard."""
+"""HTML and money formatting shared by the LLM admin pages and the dashboard (money: ``apps.llm.money``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
+from unfold.widgets import UnfoldAdminTextInputWidget
+
+from apps.llm.money import MAX_DIGITS, parse_usd, significant_digits, usd, usd_precise
+from apps.llm.pricing.sheets import plain_decimal
+
+__all__ = ["UsdField", "UsdInput", "badge", "format_prompt", "format_text", "money", "money_column", "usd_precise"]
 
 
-def money(value: Decimal | None) -> str:
-    """USD with enough digits for sub-cent calls, without exponent notation."""
-    if value is None:
-        return "—"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    if abs(value) >= Decimal("0.01"):
-        return f"${value:.4f}"
-    # Sub-cent calls: eight decimals are enough to tell them apart (the exact value is on the row).
-    return f"${value.quantize(Decimal('1e-8')).normalize():f}" if value else "$0"
+def money(value: Decimal | int | None, *, signed: bool = False) -> str:
+    """An amount as every LLM admin page shows it (``apps.llm.money.usd``): ``$0.0194``, never 24 digits."""
+    return usd(value, signed=signed)
+
+
+def money_column(field: str, description: str = "", *, ordering: str | None = None) -> Callable[[Any, Any], str]:
+    """An admin display method showing the money column ``field`` through ``money``.
+
+    A DecimalField shown as it is (a read-only field, a list column) would read
+    ``0.019392000000000000000000``; ``cost_money = money_column("cost")`` reads ``$0.0194``.
+    """
+
+    def show(model_admin: Any, obj: Any) -> str:
+        return money(getattr(obj, field))
+
+    show.__name__ = f"{field}_money"
+    return admin.display(description=description or field.replace("_", " "), ordering=ordering)(show)
+
+
+class UsdInput(UnfoldAdminTextInputWidget):
+    """A dollar amount in a form: the exact value without the column's 24 decimals (``0.019392``)."""
+
+    input_type = "text"
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__({"inputmode": "decimal", "prefix_icon": "attach_money", **(attrs or {})})
+
+    def format_value(self, value: Any) -> str | None:
+        if isinstance(value, Decimal):
+            return plain_decimal(value)
+        return super().format_value(value)
+
+
+class UsdField(forms.DecimalField):
+    """Dollars typed by a person: ``1234.5``, ``$1,234.50``; at most ``MAX_DIGITS`` significant digits, not negative.
+
+    The model column stays a ``Decimal`` of 24 places; the form shows and takes what people write.
+    """
+
+    widget = UsdInput
+    default_error_messages = {
+        "invalid": "Enter an amount of dollars, such as 25, 0.50 or $1,200.",
+        "digits": f"Use at most {MAX_DIGITS} significant digits (such as 1234.5678 or 0.00012345).",
+        "negative": "Enter an amount of zero or more.",
+    }
+
+    def to_python(self, value: Any) -> Decimal | None:  # type: ignore[override]  # as django-stubs' DecimalField
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                value = parse_usd(value)
+            except ValueError as error:
+                raise ValidationError(self.error_messages["invalid"], code="invalid") from error
+        return super().to_python(value)
+
+    def validate(self, value: Decimal | None) -> None:  # None: an empty optional field
+        if value is None:
+            if self.required:
+                raise ValidationError(self.error_messages["required"], code="required")
+            return
+        super().validate(value)
+        if value < 0:
+            raise ValidationError(self.error_messages["negative"], code="negative")
+        if significant_digits(value) > MAX_DIGITS:
+            raise ValidationError(self.error_messages["digits"], code="digits")
+
+    def widget_attrs(self, widget: forms.Widget) -> dict[str, Any]:
+        # Not DecimalField's step/min for a number input: this is a text input taking "$" and ",".
+        return forms.Field.widget_attrs(self, widget)
 
 
 def badge(text: str, variant: str = "") -> str:

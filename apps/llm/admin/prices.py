@@ -1,6 +1,8 @@
 """The model-price admin (history, filters, "Sync now") and the record of pricing-sync runs."""
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,10 +16,36 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin
 
+from apps.llm.admin.formatting import usd_precise
 from apps.llm.models import ModelPrice, PricingSyncRun
-from apps.llm.pricing.sheets import PRICE_COMPONENTS
+from apps.llm.pricing.sheets import PER_UNIT_COMPONENTS, PRICE_COMPONENTS
 
 MILLION = Decimal(1_000_000)
+#: What a per-unit price is charged for.
+UNITS = {"request": "request", "image": "image", "web_search": "search"}
+
+
+def price_text(component: str, value: Decimal | None) -> str:
+    """A price as price lists show it: per million tokens (``$0.15 / M tokens``) or per unit (``$0.01 / search``)."""
+    if value is None:
+        return "—"
+    if component in PER_UNIT_COMPONENTS:
+        return f"{usd_precise(value)} / {UNITS.get(component, 'unit')}"
+    return f"{usd_precise(value * MILLION)} / M tokens"
+
+
+def price_column(component: str) -> Callable[[Any, ModelPrice], str]:
+    """A display method for the price column ``component`` (raw, it reads ``0.000000150000000000000000``)."""
+
+    def show(model_admin: Any, obj: ModelPrice) -> str:
+        return price_text(component, getattr(obj, component))
+
+    show.__name__ = f"{component}_price"
+    return admin.display(description=component.replace("_", " "))(show)
+
+
+#: The detail page's price columns, each through ``price_text``.
+PRICE_DISPLAYS = [f"{component}_price" for component in PRICE_COMPONENTS]
 
 
 class CurrentFilter(admin.SimpleListFilter):
@@ -57,12 +85,15 @@ class ModelPriceAdmin(ModelAdmin):
     search_fields = ["model_id", "canonical_slug", "name"]
     ordering = ["provider", "model_id", "-valid_from"]
     list_per_page = 100
+    # The price columns are shown through price_text (per million tokens or per unit), never as
+    # inputs of 24 decimals: only is_active is editable.
+    exclude = list(PRICE_COMPONENTS)
     readonly_fields = [
         "provider",
         "model_id",
         "canonical_slug",
         "name",
-        *PRICE_COMPONENTS,
+        *PRICE_DISPLAYS,
         "extra_prices",
         "tiers",
         "context_length",
@@ -80,11 +111,11 @@ class ModelPriceAdmin(ModelAdmin):
 
     @admin.display(description="Prompt $/M", ordering="prompt")
     def prompt_per_million(self, obj: ModelPrice) -> str:
-        return f"{(obj.prompt * MILLION).normalize():f}"
+        return usd_precise(obj.prompt * MILLION)
 
     @admin.display(description="Completion $/M", ordering="completion")
     def completion_per_million(self, obj: ModelPrice) -> str:
-        return f"{(obj.completion * MILLION).normalize():f}"
+        return usd_precise(obj.completion * MILLION)
 
     # -- "Sync now" and the last sync runs (templates/admin/llm/modelprice/change_list.html) ----
 
@@ -118,6 +149,11 @@ class ModelPriceAdmin(ModelAdmin):
             "pricing_sync_url": reverse("admin:llm_modelprice_sync_now") if self.has_sync_permission(request) else "",
         }
         return super().changelist_view(request, extra_context)
+
+
+# One display method per price column (``prompt_price``...), whatever columns PRICE_COMPONENTS names.
+for _component in PRICE_COMPONENTS:
+    setattr(ModelPriceAdmin, f"{_component}_price", price_column(_component))
 
 
 @admin.register(PricingSyncRun)

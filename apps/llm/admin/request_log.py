@@ -270,7 +270,8 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
         if obj.cached and obj.saved_cost:
             return f"{money(obj.cost)} (saved {money(obj.saved_cost)})"
         if obj.provider_cost is not None and obj.provider_cost != obj.cost:
-            return f"{money(obj.cost)} (provider: {money(obj.provider_cost)})"
+            drift = money(obj.cost - obj.provider_cost, signed=True)
+            return f"{money(obj.cost)} (provider: {money(obj.provider_cost)}, ours {drift})"
         return money(obj.cost)
 
     provider_cost_money = money_column("provider_cost", "provider's cost")

@@ -25,8 +25,17 @@ from apps.llm.admin.filters import (
     ProviderFilter,
     UserFilter,
 )
-from apps.llm.admin.formatting import money
-from apps.llm.models import LLMRequest, LLMUsageDaily
+from apps.llm.admin.formatting import money, money_column
+from apps.llm.models import COUNTERS, LLMRequest, LLMUsageDaily
+
+#: The money counters of a rollup row, shown through ``money`` on its detail page (never raw).
+MONEY_COUNTERS = {
+    "cost": "cost_money",
+    "provider_cost": "provider_cost_money",
+    "saved_cost": "saved_cost_money",
+    "reported_cost": "reported_cost_money",
+    "reported_provider_cost": "reported_provider_cost_money",
+}
 
 
 @admin.register(LLMUsageDaily)
@@ -42,6 +51,7 @@ class LLMUsageDailyAdmin(DashboardLinkMixin, ReadOnlyAdmin):
         "feature_display",
         "requests",
         "failures",
+        "refusals",
         "cache_hits",
         "total_tokens",
         "cost_display",
@@ -53,7 +63,14 @@ class LLMUsageDailyAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     ordering = ["-date"]
     sortable_by = ["date"]
     actions = None
-    exclude = ["latency_histogram"]
+    fields = ["date", "provider", "model", "user", "feature", *(MONEY_COUNTERS.get(c, c) for c in COUNTERS)]
+    readonly_fields = fields
+
+    cost_money = money_column("cost", "our cost")
+    provider_cost_money = money_column("provider_cost", "provider's cost (where reported)")
+    saved_cost_money = money_column("saved_cost", "saved by the cache")
+    reported_cost_money = money_column("reported_cost", "our cost of the calls the provider priced")
+    reported_provider_cost_money = money_column("reported_provider_cost", "the provider's cost of those calls")
 
     @admin.display(description="user")
     def user_display(self, obj: Any) -> str:

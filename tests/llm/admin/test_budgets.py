@@ -14,15 +14,16 @@ def test_budget_list_shows_use_against_limits(db, staff_client, django_user_mode
     today = timezone.localdate()
     user = django_user_model.objects.create_user(email="spender@example.com", username="spender", password="x")
     monthly = Budget.objects.create(name="company", soft_limit=Decimal("50"), hard_limit=Decimal("100"))
-    BudgetSpend.objects.create(
-        budget=monthly, period_start=today.replace(day=1), spent=Decimal("60"), reserved=Decimal("1.5")
+    # Saving a budget counts its period's spend so far (none here); the test sets it.
+    BudgetSpend.objects.update_or_create(
+        budget=monthly, period_start=today.replace(day=1), defaults={"spent": Decimal("60"), "reserved": Decimal("1.5")}
     )
     # Last month's spend is not this period's.
     BudgetSpend.objects.create(
         budget=monthly, period_start=(today.replace(day=1) - timedelta(days=1)).replace(day=1), spent=Decimal("99")
     )
     daily = Budget.objects.create(name="alice daily", scope="user", user=user, period="day", hard_limit=Decimal("2"))
-    BudgetSpend.objects.create(budget=daily, period_start=today, spent=Decimal("2"))
+    BudgetSpend.objects.update_or_create(budget=daily, period_start=today, defaults={"spent": Decimal("2")})
     Budget.objects.create(name="search", scope="feature", feature="search", soft_limit=Decimal("10"))
 
     response = staff_client.get("/admin/llm/budget/")
