@@ -6,10 +6,17 @@
   "use strict";
 
   const FORMATS = {
+    // The rules of apps/llm/money.py usd(): $0, $1,234.57, $12,345,679, $0.0194, $0.05, $0.000021.
     money: (v) => {
       const n = Number(v) || 0;
-      const digits = n !== 0 && Math.abs(n) < 0.01 ? 6 : n !== 0 && Math.abs(n) < 1 ? 4 : 2;
-      return "$" + n.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+      const a = Math.abs(n);
+      if (a === 0) return "$0";
+      let text;
+      if (a >= 999999.995) text = a.toLocaleString("en-US", { maximumFractionDigits: 0, maximumSignificantDigits: 8 });
+      else if (a >= 0.99995) text = a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+      else if (a >= 0.01) text = a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 4 });
+      else text = a.toLocaleString("en-US", { maximumSignificantDigits: 4, maximumFractionDigits: 20 });
+      return (n < 0 ? "-$" : "$") + text;
     },
     count: (v) => (Number(v) || 0).toLocaleString(),
     ms: (v) => (v === null || v === undefined ? "—" : Math.round(v).toLocaleString() + " ms"),

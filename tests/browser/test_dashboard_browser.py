@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.core.prerequisites import chromium
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # git-ignored
 PASSWORD = "browser-test-password"
 
@@ -23,14 +25,19 @@ PAINTED = """() => [...document.querySelectorAll('canvas[data-llm-chart]')].map(
     for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 0) return true;
     return false;
 })"""
+#: The labels Chart.js drew on the money axes (static/llm/dashboard.js formats them as apps/llm/money.py does).
+MONEY_TICKS = """() => ['spend', 'features', 'users'].flatMap(name => {
+    const chart = Chart.getChart(document.querySelector(`canvas[data-llm-chart="${name}"]`));
+    const axis = chart.options.indexAxis === 'y' ? chart.scales.x : chart.scales.y;
+    return axis.ticks.map(t => t.label);
+})"""
 SPEND_DATA = """() => JSON.stringify(Chart.getChart(
     document.querySelector('canvas[data-llm-chart="spend"]')).data.datasets.map(d => d.data))"""
 
 
 @pytest.fixture
 def browser(monkeypatch):
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is not installed at /usr/bin/chromium (.ci/run installs it)")
+    executable = chromium()  # skipped with what to install when missing (failed in CI)
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls the live server
@@ -38,7 +45,7 @@ def browser(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=executable,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         yield browser
@@ -58,6 +65,9 @@ def test_dashboard_renders_charts_and_a_filter_changes_them(live_server, browser
 
     page.goto(f"{live_server.url}{reverse('admin:llm_dashboard')}?period=7")
     page.wait_for_function(f"() => ({PAINTED})().length >= 4 && ({PAINTED})().every(Boolean)", timeout=20_000)
+    ticks = page.evaluate(MONEY_TICKS)
+    assert ticks and all(re.fullmatch(r"\$0|\$[\d,]+\.\d\d|\$0\.\d{2,4}|\$0\.0*[1-9]\d{0,3}", t) for t in ticks), ticks
+    assert "Priced exactly" in page.inner_text("#llm-accuracy")
     figures_before = page.inner_text("#llm-figures")
     spend_before = json.loads(page.evaluate(SPEND_DATA))
     assert any(any(v for v in series) for series in spend_before)

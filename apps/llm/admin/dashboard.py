@@ -26,18 +26,23 @@ from apps.llm.dashboard import (
     OTHER,
     PERIOD_LABELS,
     TOP_ROWS,
+    BudgetUsage,
+    CostAccuracy,
     DailySeries,
     Dashboard,
     DashboardFilters,
+    Drift,
     Figure,
     RawTable,
     UsageRow,
     build_dashboard,
     rollup_today,
 )
+from apps.llm.models import LLMRequest
+from apps.llm.money import percent, round_significant
 from apps.llm.pricing.sheets import plain_decimal
 
-EXPORTS = ("headline", "daily", "models", "users", "features", "expensive", "failures")
+EXPORTS = ("headline", "daily", "models", "users", "features", "accuracy", "expensive", "failures")
 PALETTE = ["#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#db2777", "#ca8a04", "#64748b"]
 OTHER_COLOUR = "#94a3b8"
 
@@ -65,10 +70,16 @@ def call_url(call: LoggedCall) -> str:
 
 
 #: Which calls each headline figure counts, as extra request-log filters.
-FIGURE_LOG_FILTERS = {
+FIGURE_LOG_FILTERS: dict[str, dict[str, str]] = {
     "cache_hit_rate": {"cached__exact": "1"},
     "saved": {"cached__exact": "1"},
-    "error_rate": {"status__exact": "error"},
+    "error_rate": {"status__exact": LLMRequest.Status.ERROR},
+    "refused": {"status__exact": LLMRequest.Status.REFUSED},
+}
+#: Which calls each cost-accuracy count links to (the others have no request-log filter).
+PRICING_LOG_FILTERS: dict[str, dict[str, str]] = {
+    "refused": {"status__exact": LLMRequest.Status.REFUSED},
+    "failed": {"status__exact": LLMRequest.Status.ERROR},
 }
 
 
@@ -164,6 +175,15 @@ def charts(data: Dashboard) -> dict[str, dict[str, Any]]:
                         "backgroundColor": "#dc2626",
                         "order": 1,
                     },
+                    {
+                        "label": "Refused",
+                        "data": daily.refusals,
+                        "type": "line",
+                        "borderColor": PALETTE[6],
+                        "backgroundColor": PALETTE[6],
+                        "borderDash": [4, 3],
+                        "order": 0,
+                    },
                 ],
             },
             "options": {"scales": {"y": {"beginAtZero": True}}},
@@ -249,6 +269,57 @@ def _figures(data: Dashboard) -> list[dict[str, Any]]:
     return figures
 
 
+def _budgets(budgets: list[BudgetUsage]) -> list[dict[str, Any]]:
+    """The budgets at a limit, as the budgets card lists them."""
+    return [
+        {
+            "name": b.name,
+            "status": b.status,
+            "period": b.period,
+            "spent": money(b.spent),
+            "limit": money(b.hard_limit if b.status == "hard" else b.soft_limit),
+        }
+        for b in budgets
+        if b.status != "ok"
+    ]
+
+
+def _drift(drift: Drift, filters: DashboardFilters) -> dict[str, Any]:
+    return {
+        "label": drift.label,
+        "calls": f"{drift.calls:,}",
+        "ours": money(drift.ours),
+        "theirs": money(drift.theirs),
+        "amount": money(drift.amount, signed=True),
+        "share": percent(drift.share, signed=True),
+        "differs": drift.amount != 0,
+        "tone": "neutral" if not drift.amount else "bad",
+        # The calls whose two costs differ, in the same period and filters (narrowed to the model).
+        "log_url": request_log_url(drift.filters or filters, drift="1"),
+    }
+
+
+def _accuracy(accuracy: CostAccuracy, filters: DashboardFilters) -> dict[str, Any]:
+    return {
+        "requests": f"{accuracy.requests:,}",
+        "pricing": [
+            {
+                "key": p.key,
+                "label": p.label,
+                "calls": f"{p.calls:,}",
+                "share": percent(p.share, places=1),
+                "width": f"{(p.share or 0) * 100:.1f}",
+                "log_url": request_log_url(filters, **PRICING_LOG_FILTERS[p.key])
+                if p.key in PRICING_LOG_FILTERS
+                else "",
+            }
+            for p in accuracy.pricing
+        ],
+        "drifts": [_drift(d, filters) for d in accuracy.drifts],
+        "total": _drift(accuracy.total, filters) if accuracy.total.calls else None,
+    }
+
+
 def _usage_rows(rows: list[UsageRow]) -> list[dict[str, Any]]:
     return [
         {
@@ -316,7 +387,8 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
         },
         "figures": _figures(data),
         "budgets": data.budgets,
-        "budgets_reached": data.budgets_reached,
+        "budgets_reached": _budgets(data.budgets_reached),
+        "accuracy": _accuracy(data.accuracy, filters),
         "charts": charts(data),
         "models": _usage_rows(data.models[:TOP_ROWS]),
         "more_models": max(len(data.models) - TOP_ROWS, 0),
@@ -349,6 +421,7 @@ def _with_selected_pairs(pairs: Iterable[tuple[str, str]], selected: str) -> lis
 
 
 def _num(value: Decimal | float | int | None) -> str:
+    """A figure as CSV text: amounts exact (``plain_decimal``: no trailing zeros, never rounded)."""
     if value is None:
         return ""
     if isinstance(value, Decimal):
@@ -356,6 +429,11 @@ def _num(value: Decimal | float | int | None) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def _ratio(value: Decimal | None) -> str:
+    """A quotient (an average, a share): no exact decimal exists, so ``MAX_DIGITS`` significant digits."""
+    return "" if value is None else plain_decimal(round_significant(value))
 
 
 def _cell(value: Any) -> str:
@@ -383,6 +461,7 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
             "date",
             "requests",
             "errors",
+            "refused",
             "spend_usd",
             "input_tokens",
             "cached_tokens",
@@ -398,6 +477,7 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
                     day.isoformat(),
                     _num(d.requests[i]),
                     _num(d.failures[i]),
+                    _num(d.refusals[i]),
                     _num(d.cost[i]),
                     _num(d.input_tokens[i]),
                     _num(d.cached_tokens[i]),
@@ -411,7 +491,19 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
         ]
     if section in ("models", "users", "features"):
         key_columns = {"models": ["provider", "model"], "users": ["user_id", "user"], "features": ["feature"]}[section]
-        rows = [[*key_columns, "requests", "errors", "cache_hits", "tokens", "spend_usd", "avg_cost_usd", "saved_usd"]]
+        rows = [
+            [
+                *key_columns,
+                "requests",
+                "errors",
+                "refused",
+                "cache_hits",
+                "tokens",
+                "spend_usd",
+                "avg_cost_usd",
+                "saved_usd",
+            ]
+        ]
         for r in getattr(data, section):
             keys = {
                 "models": [r.filters.provider, r.filters.model],
@@ -423,19 +515,64 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
                     *keys,
                     _num(r.requests),
                     _num(r.failures),
+                    _num(r.refusals),
                     _num(r.cache_hits),
                     _num(r.tokens),
                     _num(r.cost),
-                    _num(r.avg_cost),
+                    _ratio(r.avg_cost),
                     _num(r.saved_cost),
                 ]
             )
         return rows
+    if section == "accuracy":
+        return accuracy_rows(data.accuracy)
     if section in ("expensive", "failures"):
         table = getattr(data, section)
         header = [f"{name}_usd" if name == "cost" else name for name in SUMMARY_COLUMNS]
         return [header, *[[_cell(getattr(c, name)) for name in SUMMARY_COLUMNS] for c in (table.rows if table else [])]]
     raise ValueError(section)
+
+
+ACCURACY_HEADER = [
+    "section",
+    "name",
+    "provider",
+    "model",
+    "calls",
+    "share",
+    "our_cost_usd",
+    "provider_cost_usd",
+    "drift_usd",
+    "drift_share",
+]
+
+
+def accuracy_rows(accuracy: CostAccuracy) -> list[list[str]]:
+    """The cost-accuracy panel: one ``pricing`` row per category, then one ``drift`` row per model and the total.
+
+    Shares are fractions (0.25 = 25%) of ``MAX_DIGITS`` significant digits; amounts are exact.
+    """
+    rows = [ACCURACY_HEADER]
+    for p in accuracy.pricing:
+        share = None if p.share is None else Decimal(p.calls) / Decimal(accuracy.requests)
+        rows.append(["pricing", p.key, "", "", _num(p.calls), _ratio(share), "", "", "", ""])
+    for d in [*accuracy.drifts, accuracy.total]:
+        provider, model = (d.filters.provider, d.filters.model) if d.filters else ("", "")
+        rows.append(
+            [
+                "drift",
+                d.label if d.filters else "total",
+                provider,
+                model,
+                _num(d.calls),
+                "",
+                _num(d.ours),
+                _num(d.theirs),
+                _num(d.amount),
+                _ratio(d.share),
+            ]
+        )
+    return rows
 
 
 def csv_response(data: Dashboard, section: str) -> HttpResponse:

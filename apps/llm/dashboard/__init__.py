@@ -1,11 +1,13 @@
 """The cost and usage dashboard's figures, computed from the rollups (the page is ``apps.llm.admin.dashboard``).
 
 ``filters`` reads what the page is narrowed to, ``queries`` computes the figures from the
-rollups, ``calls`` reads the two tables of single calls from the raw log under a time limit, and
+rollups, ``accuracy`` the cost-accuracy panel (from the same figures: no query of its own),
+``calls`` reads the two tables of single calls from the raw log under a time limit, and
 ``results`` holds the dataclasses they return.
 """
 
 from apps.llm.accounting.records import LoggedCall
+from apps.llm.dashboard.accuracy import PRICING, cost_accuracy, pricing_counts
 from apps.llm.dashboard.calls import most_expensive_calls, recent_failures
 from apps.llm.dashboard.filters import (
     MAX_DAYS,
@@ -32,9 +34,12 @@ from apps.llm.dashboard.queries import (
 from apps.llm.dashboard.results import (
     TOP_ROWS,
     BudgetUsage,
+    CostAccuracy,
     DailySeries,
     Dashboard,
+    Drift,
     Figure,
+    PricingCount,
     RawTable,
     Totals,
     UsageRow,
@@ -50,13 +55,17 @@ __all__ = [
     "OTHER",
     "PERIODS",
     "PERIOD_LABELS",
+    "PRICING",
     "TOP_ROWS",
     "BudgetUsage",
+    "CostAccuracy",
     "DailySeries",
     "Dashboard",
     "DashboardFilters",
+    "Drift",
     "Figure",
     "LoggedCall",
+    "PricingCount",
     "RawTable",
     "Totals",
     "UsageRow",
@@ -64,12 +73,14 @@ __all__ = [
     "budget_target",
     "budget_usage",
     "build_dashboard",
+    "cost_accuracy",
     "daily_totals",
     "model_rows",
     "most_expensive_calls",
     "parse_feature",
     "parse_user",
     "percentile",
+    "pricing_counts",
     "recent_failures",
     "rollup_today",
     "user_label",

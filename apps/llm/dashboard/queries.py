@@ -10,7 +10,8 @@ of tens of millions of rows cannot make the page hang.
 
 A render costs a fixed number of queries whatever the period, each returning at most a row
 per day and model: sums per day over the period and the one before it (the headline, the
-daily charts, the latency histograms), per model (the models table), per day of the charted
+daily charts, the latency histograms, the cost-accuracy counts), per model (the models table
+and the cost-accuracy drifts: ``REPORTED_COUNTERS`` are summed with it), per day of the charted
 models (the spend chart), two to five ranked ones (the filter choices; when filtered, also
 the top users and features and the models of the whole period) and one for user labels, one for the budgets, and two or three that
 fetch ten rows of the log.
@@ -42,6 +43,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.llm.accounting.rollups import rollup_for
+from apps.llm.dashboard.accuracy import cost_accuracy
 from apps.llm.dashboard.calls import most_expensive_calls, recent_failures
 from apps.llm.dashboard.filters import NO_USER, OTHER, DashboardFilters
 from apps.llm.dashboard.results import (
@@ -69,6 +71,9 @@ if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
 CHART_MODELS = 6
+#: What the models table also sums for the cost-accuracy panel: our cost and the provider's
+#: over the calls that have both (in the same query as the rest of each model's row).
+REPORTED_COUNTERS = ("reported_calls", "reported_cost", "reported_provider_cost")
 #: Values each filter dropdown offers (the biggest spenders of the period).
 MAX_CHOICES = 300
 
@@ -133,7 +138,8 @@ def _model_label(provider: str, model: str, ambiguous: set[str]) -> str:
 
 def model_rows(filters: DashboardFilters) -> list[UsageRow]:
     """Every model of the period, the biggest spenders first."""
-    rows = list(_period_rows(filters, ("provider", "model"), {name: Sum(name) for name in SUMMARY_COUNTERS}))
+    counters = (*SUMMARY_COUNTERS, *REPORTED_COUNTERS)
+    rows = list(_period_rows(filters, ("provider", "model"), {name: Sum(name) for name in counters}))
     rows.sort(key=lambda r: (-r["cost"], -r["requests"], r["provider"], r["model"]))
     ambiguous = {m for m, n in Counter(r["model"] for r in rows).items() if n > 1}
     return [
@@ -182,6 +188,7 @@ def daily_series(
         days=days,
         requests=[t.requests for t in day_totals],
         failures=[t.failures for t in day_totals],
+        refusals=[t.refusals for t in day_totals],
         cost=[t.cost for t in day_totals],
         input_tokens=[t.input_tokens for t in day_totals],
         cached_tokens=[t.cached_tokens for t in day_totals],
@@ -279,6 +286,8 @@ def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]
         tokens=row["total_tokens"],
         cost=row["cost"],
         saved_cost=row["saved_cost"],
+        refusals=row["refusals"],
+        **{name: row[name] for name in REPORTED_COUNTERS if name in row},
     )
 
 
@@ -358,6 +367,7 @@ def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_
         features=split.features,
         budgets=budget_usage(budgets_today),
         options=split.options,
+        accuracy=cost_accuracy(current, models),
         expensive=most_expensive_calls(filters, matching=current.requests) if raw_log else None,
         failures=recent_failures(filters, matching=current.failures) if raw_log else None,
     )

@@ -84,8 +84,14 @@ class Totals:
         return self.cache_hits / looked_up if looked_up else None
 
     @property
+    def sent(self) -> int:
+        """Calls sent to a provider: every call but those refused before sending (budgets)."""
+        return self.requests - self.refusals
+
+    @property
     def error_rate(self) -> float | None:
-        return self.failures / self.requests if self.requests else None
+        """Failures among the calls sent: a refusal is not an error (nor is it counted as a call that could fail)."""
+        return self.failures / self.sent if self.sent else None
 
     @property
     def avg_cost(self) -> Decimal | None:
@@ -135,6 +141,7 @@ def headline(current: Totals, previous: Totals) -> list[Figure]:
         Figure("cache_hit_rate", "Cache hit rate", current.cache_hit_rate, previous.cache_hit_rate, "rate", False),
         Figure("saved", "Saved by the cache", current.saved_cost, previous.saved_cost, "money", False),
         Figure("error_rate", "Error rate", current.error_rate, previous.error_rate, "rate", True),
+        Figure("refused", "Refused by budgets", current.refusals, previous.refusals, "count"),
         Figure("p50", "Median latency", current.p50_ms, previous.p50_ms, "ms", True),
         Figure("p95", "p95 latency", current.p95_ms, previous.p95_ms, "ms", True),
     ]
@@ -147,6 +154,7 @@ class DailySeries:
     days: list[date]
     requests: list[int]
     failures: list[int]
+    refusals: list[int]
     cost: list[Decimal]
     input_tokens: list[int]
     cached_tokens: list[int]
@@ -169,6 +177,11 @@ class UsageRow:
     tokens: int
     cost: Decimal
     saved_cost: Decimal
+    refusals: int = 0
+    #: Calls with our cost and the provider's own (models only; see ``CostAccuracy``).
+    reported_calls: int = 0
+    reported_cost: Decimal = Decimal(0)
+    reported_provider_cost: Decimal = Decimal(0)
 
     @property
     def avg_cost(self) -> Decimal | None:
@@ -216,6 +229,60 @@ class BudgetUsage:
 
 
 @dataclass(frozen=True)
+class PricingCount:
+    """How many calls of the period were priced one way (``CostAccuracy.pricing``), and their share of all calls."""
+
+    key: str
+    label: str
+    calls: int
+    share: float | None
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Our cost against the provider's own (OpenRouter's ``usage.cost``) over the calls that have both.
+
+    ``filters`` select the model's calls (None: the total over every model).
+    """
+
+    label: str
+    filters: DashboardFilters | None
+    calls: int
+    ours: Decimal
+    theirs: Decimal
+
+    @property
+    def amount(self) -> Decimal:
+        """Ours minus theirs: positive when we count more than the provider charged."""
+        return self.ours - self.theirs
+
+    @property
+    def share(self) -> Decimal | None:
+        """The drift relative to the provider's cost (None when they reported 0)."""
+        return self.amount / self.theirs if self.theirs else None
+
+
+@dataclass(frozen=True)
+class CostAccuracy:
+    """How trustworthy the period's costs are, from the rollups' counters alone.
+
+    ``pricing``: every call of the period once, by how its cost is known: priced exactly (the
+    provider's token counts at a known price), estimated (tokens counted locally or an estimated
+    price), unpriced (answered, no price known), refused (by a budget, before sending: cost 0),
+    failed (an error: nothing to price). ``drifts``: per model whose provider reports its own
+    cost, ours against theirs; ``total``: the same over every model.
+    """
+
+    requests: int
+    pricing: list[PricingCount]
+    drifts: list[Drift]
+    total: Drift
+
+    def count(self, key: str) -> int:
+        return next(p.calls for p in self.pricing if p.key == key)
+
+
+@dataclass(frozen=True)
 class RawTable:
     rows: list[LoggedCall]
     #: The query hit RAW_LOG_TIMEOUT_MS: the table is empty for that reason, not for lack of data.
@@ -246,6 +313,7 @@ class Dashboard:
     features: list[UsageRow]
     budgets: list[BudgetUsage]
     options: FilterOptions
+    accuracy: CostAccuracy
     expensive: RawTable | None
     failures: RawTable | None
 

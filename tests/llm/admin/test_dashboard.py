@@ -8,17 +8,22 @@ import json
 import re
 from datetime import date, timedelta
 from decimal import Decimal
+from io import StringIO
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.llm.accounting.records import ERROR
+from apps.llm.accounting.records import ERROR, REFUSED
 from apps.llm.admin.dashboard import export_rows, request_log_url
+from apps.llm.admin.formatting import money as shown_money
 from apps.llm.dashboard import build_dashboard
-from apps.llm.models import Budget, BudgetSpend
+from apps.llm.models import Budget, BudgetSpend, LLMRequest
+from apps.llm.money import round_significant
 from tests.llm.dashboard.seeded import (
     DASHBOARD,
     PREVIOUS_START,
@@ -184,7 +189,8 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(seed, staff_client, djang
     # Ours: 5 over the rollups (per day over both periods; per model; per day of the charted
     # models; users and features of the period: when nothing is filtered, the top users, features
     # and models are the first choices), budgets, and 2 LIMIT 10 queries on the log, each in a
-    # savepoint with the statement timeout set and restored; one for user labels. The rest is the
+    # savepoint with the statement timeout set and restored; one for user labels. The cost-accuracy
+    # panel adds none (its figures come with the per-day and per-model sums). The rest is the
     # admin's own: session, user, sidebar, session save.
     with django_assert_max_num_queries(24) as captured:
         assert staff_client.get(DASHBOARD, {"period": "90"}).status_code == 200
@@ -206,12 +212,100 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(seed, staff_client, djang
 def test_budget_status_on_the_dashboard(seed, staff_client):
     today = timezone.localdate()
     over = Budget.objects.create(name="all", soft_limit=Decimal("1"), hard_limit=Decimal("2"))
-    BudgetSpend.objects.create(budget=over, period_start=today.replace(day=1), spent=Decimal("2.5"))
+    BudgetSpend.objects.update_or_create(
+        budget=over, period_start=today.replace(day=1), defaults={"spent": Decimal("2.5")}
+    )
     fine = Budget.objects.create(
         name="search", scope="feature", feature="search", period="day", soft_limit=Decimal("5")
     )
-    BudgetSpend.objects.create(budget=fine, period_start=today, spent=Decimal("1"))
+    BudgetSpend.objects.update_or_create(budget=fine, period_start=today, defaults={"spent": Decimal("1")})
     response = staff_client.get(DASHBOARD)
     reached = response.context["budgets_reached"]
-    assert [(b.name, b.status) for b in reached] == [("all", "hard")]
-    assert "at a limit" in response.content.decode()
+    assert [(b["name"], b["status"], b["spent"], b["limit"]) for b in reached] == [("all", "hard", "$2.50", "$2.00")]
+    assert "at a limit" in response.content.decode() and "all: $2.50" in response.content.decode()
+
+
+# -- cost accuracy and refusals --------------------------------------------------------------------
+
+
+def test_the_accuracy_panel_shows_the_figures_and_links_to_the_drifting_calls(seed, staff_client):
+    response = staff_client.get(DASHBOARD, {"period": "7"})
+    html = response.content.decode()
+    records = seed.select(START, TODAY)
+    panel = html[html.index('id="llm-accuracy"') :]
+    panel = panel[: panel.index("</section>")]
+    accuracy = response.context["data"].accuracy
+    # Every pricing category with its count and share; refused and failed link to their calls.
+    for p in accuracy.pricing:
+        assert re.search(rf'data-pricing="{p.key}">.*?{p.calls:,}.*?{p.share * 100:.1f}%', panel, re.S), p
+    refused = re.search(r'data-pricing="refused">.*?href="([^"]+)"', panel, re.S).group(1).replace("&amp;", "&")
+    assert {o.pk for o in staff_client.get(refused).context["cl"].result_list} == {
+        r.id for r in records if r.status == REFUSED
+    }
+    # Each model whose provider reports its cost links to its calls whose two costs differ.
+    links = re.findall(r'<tr><td><a href="([^"]+)" title="The calls whose costs differ', panel)
+    assert len(links) == len(accuracy.drifts) > 0
+    for link, drift in zip(links, accuracy.drifts, strict=True):
+        listed = staff_client.get(link.replace("&amp;", "&")).context["cl"].result_list
+        assert {o.pk for o in listed} == {
+            r.id
+            for r in records
+            if (r.provider, r.model) == (drift.filters.provider, drift.filters.model)
+            and r.cost is not None
+            and r.provider_cost is not None
+            and r.cost != r.provider_cost
+        }
+        assert shown_money(drift.ours) in panel and shown_money(drift.amount, signed=True) in panel
+    # The headline: refusals beside errors, and not in the error rate.
+    figures = {f["key"]: f for f in response.context["figures"]}
+    assert figures["refused"]["value"] == str(sum(r.status == REFUSED for r in records))
+    assert "status__exact=refused" in figures["refused"]["link"]
+
+
+def test_the_accuracy_csv(seed, staff_client):
+    response = staff_client.get(DASHBOARD, {"period": "7", "export": "accuracy"})
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    records = seed.select(START, TODAY)
+    pricing = {r["name"]: r for r in rows if r["section"] == "pricing"}
+    assert sum(int(r["calls"]) for r in pricing.values()) == len(records)
+    assert int(pricing["refused"]["calls"]) == sum(r.status == REFUSED for r in records)
+    assert Decimal(pricing["failed"]["share"]) == round_significant(
+        Decimal(sum(r.status == ERROR for r in records)) / len(records)
+    )
+    drifts = {(r["provider"], r["model"]): r for r in rows if r["section"] == "drift" and r["name"] != "total"}
+    both = [r for r in records if r.cost is not None and r.provider_cost is not None]
+    assert set(drifts) == {(r.provider, r.model) for r in both}
+    for (provider, model), row in drifts.items():
+        mine = [r for r in both if (r.provider, r.model) == (provider, model)]
+        ours = sum((r.cost for r in mine), Decimal(0))
+        theirs = sum((r.provider_cost for r in mine), Decimal(0))
+        # Exact amounts, to the last digit.
+        assert (int(row["calls"]), Decimal(row["our_cost_usd"]), Decimal(row["provider_cost_usd"])) == (
+            len(mine),
+            ours,
+            theirs,
+        )
+        assert Decimal(row["drift_usd"]) == ours - theirs
+    total = next(r for r in rows if r["name"] == "total")
+    assert Decimal(total["drift_usd"]) == sum((r.cost - r.provider_cost for r in both), Decimal(0))
+
+
+def test_the_accuracy_panel_on_the_demo_data(db, staff_client):
+    call_command("llm_demo", "--calls", "120", "--days", "5", "--seed", "4", "--no-documents", stdout=StringIO())
+    response = staff_client.get(DASHBOARD, {"period": "7"})
+    assert response.status_code == 200
+    accuracy = response.context["data"].accuracy
+    rows = LLMRequest.objects.all()
+    assert accuracy.requests == rows.count() == sum(p.calls for p in accuracy.pricing)
+    assert accuracy.count("failed") == rows.filter(status="error").count() > 0
+    # The simulator reports OpenRouter's usage.cost from the catalog: ours against theirs per model.
+    reported = rows.filter(cost__isnull=False, provider_cost__isnull=False)
+    assert accuracy.total.calls == reported.count() > 0
+    assert accuracy.total.ours == reported.aggregate(s=Sum("cost"))["s"]
+    assert accuracy.total.theirs == reported.aggregate(s=Sum("provider_cost"))["s"]
+    assert {d.filters.model for d in accuracy.drifts} == set(reported.values_list("model", flat=True))
+    html = response.content.decode()
+    assert 'id="llm-accuracy"' in html and "Cost accuracy" in html and "Priced exactly" in html
+    for drift in accuracy.drifts:
+        assert drift.label in html
+    assert "drift=1" in html

@@ -9,9 +9,10 @@ from decimal import Decimal
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.llm.accounting.records import SUCCESS, CallRecord
+from apps.llm.accounting.records import REFUSED, SUCCESS, CallRecord
 from apps.llm.accounting.request_log import write_records
 from apps.llm.admin.base import EstimatedCountPaginator
+from apps.llm.admin.request_log import STATUS_VARIANTS
 from apps.llm.models import LLMRequest
 from apps.llm.types import Usage
 from tests.llm.dashboard.seeded import LOG, MODELS, START, TODAY
@@ -133,3 +134,35 @@ def test_request_detail_shows_the_prompt_and_never_a_key(seed, staff_client):
     hidden = CallRecord(endpoint="chat", provider="openai", requested_model="gpt-4o", model="gpt-4o", status=SUCCESS)
     write_records([hidden], store_text=False)
     assert "Not stored" in staff_client.get(f"{LOG}{hidden.id}/change/").content.decode()
+
+
+def test_refused_calls_have_their_status_filter_and_badge(seed, staff_client):
+    response = staff_client.get(LOG)
+    html = response.content.decode()
+    # The status filter offers every status of the log, refusals included.
+    assert re.search(r'<option value="refused"', html)
+    refused = staff_client.get(LOG, {"status__exact": "refused"})
+    expected = {r.id for r in seed.records if r.status == REFUSED}
+    assert expected and {o.pk for o in refused.context["cl"].result_list} == expected
+    # A refusal is a warning (orange), an error is red.
+    assert STATUS_VARIANTS == {"success": "success", "error": "danger", "refused": "warning"}
+    assert "#ffedd5" in refused.content.decode() and "#fee2e2" not in refused.content.decode()
+
+
+def test_the_drift_filter_selects_calls_whose_provider_cost_differs(seed, staff_client):
+    params = {"created_at_from": START.isoformat(), "created_at_to": TODAY.isoformat(), "drift": "1"}
+    response = staff_client.get(LOG, params)
+    assert response.status_code == 200
+    expected = {
+        r.id
+        for r in seed.select(START, TODAY)
+        if r.cost is not None and r.provider_cost is not None and r.cost != r.provider_cost
+    }
+    assert expected and {o.pk for o in response.context["cl"].result_list} == expected
+    # Combined with a model (as the dashboard's links are), and shown with both costs.
+    model = "anthropic/claude-3.5-sonnet"
+    narrowed = staff_client.get(LOG, {**params, "model": model})
+    assert {o.pk for o in narrowed.context["cl"].result_list} == {
+        r for r in expected if next(x for x in seed.records if x.id == r).model == model
+    }
+    assert "(provider: $" in response.content.decode()
