@@ -12,7 +12,8 @@ export DJANGO_ENV ?= development
 run: $(VENV)/.installed ## site + worker + scheduler on 127.0.0.1:8000 (Ctrl-C stops all)
 	$(BIN)/python manage.py runstack
 
-test: $(VENV)/.installed ## the whole test suite
+test: $(VENV)/.installed ## the whole test suite (first starts Redis and installs Chromium if missing)
+	scripts/test-prerequisites
 	DJANGO_ENV=test $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff (lint and format) over the tree, mypy over apps/ and config/

@@ -10,6 +10,7 @@ from dramatiq_postgres import PostgresBroker
 
 from apps.core.models import Heartbeat
 from apps.core.tasks import record_heartbeat
+from tests.core.prerequisites import REDIS_MISSING, missing
 from tests.helpers import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -45,7 +46,7 @@ def test_real_worker_process_writes_to_the_database(broker_kind, test_database_u
     env = {"DJANGO_ENV": "development", "DATABASE_URL": test_database_url, "REDIS_URL": ""}
     if broker_kind == "redis":
         if not _redis_available():
-            pytest.fail("Redis is not answering at 127.0.0.1:6379 (.ci/run starts it)")
+            missing(REDIS_MISSING)
         redis.Redis.from_url(REDIS_URL).flushdb()
         env["REDIS_URL"] = REDIS_URL
         broker = RedisBroker(url=REDIS_URL)
