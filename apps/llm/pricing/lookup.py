@@ -29,14 +29,14 @@ FREE_MODEL_PREFIX = "local/"
 
 
 @dataclass
-class _Index:
-    """One read of the price table, looked up by id and by canonical slug."""
+class PriceIndex:
+    """A set of price sheets (those in force at one time), looked up by id and by canonical slug."""
 
     by_id: dict[tuple[str, str], ModelPricing] = field(default_factory=dict)
     by_slug: dict[tuple[str, str], ModelPricing] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, pricings: list[ModelPricing]) -> _Index:
+    def build(cls, pricings: list[ModelPricing]) -> PriceIndex:
         index = cls()
         for pricing in pricings:
             index.by_id[(pricing.provider, pricing.model_id)] = pricing
@@ -50,6 +50,16 @@ class _Index:
 
     def find(self, provider: str, model: str) -> ModelPricing | None:
         return self.by_id.get((provider, model)) or self.by_slug.get((provider, model))
+
+    def resolve(self, model: str, provider: str | None = None) -> ModelPricing | None:
+        """The price sheet for ``model`` (as a request or a response names it), or ``None``."""
+        if provider in free_providers() or model.startswith(FREE_MODEL_PREFIX):
+            return ModelPricing.free(model, provider or "local", source="local models cost nothing")
+        for candidate_provider, candidate in _candidates(model, provider):
+            pricing = self.find(candidate_provider, candidate)
+            if pricing is not None:
+                return pricing
+        return None
 
 
 def _variant_rank(pricing: ModelPricing) -> tuple[bool, bool, str]:
@@ -76,18 +86,14 @@ class ModelsCache:
         self._clock = clock
         self._lock = threading.Lock()
         # (index, monotonic time it was read), replaced as a whole so readers need no lock.
-        self._snapshot: tuple[_Index, float] | None = None
+        self._snapshot: tuple[PriceIndex, float] | None = None
 
     def get(self, model: str, provider: str | None = None) -> ModelPricing | None:
         """The price sheet for ``model`` (as a request or a response names it), or ``None``."""
         if provider in free_providers() or model.startswith(FREE_MODEL_PREFIX):
+            # Without reading the table: local models are priced even with no database.
             return ModelPricing.free(model, provider or "local", source="local models cost nothing")
-        index = self._current_index()
-        for candidate_provider, candidate in _candidates(model, provider):
-            pricing = index.find(candidate_provider, candidate)
-            if pricing is not None:
-                return pricing
-        return None
+        return self._current_index().resolve(model, provider)
 
     def invalidate(self) -> None:
         """Forget the snapshot: the next lookup reads the database (e.g. after a pricing sync)."""
@@ -100,7 +106,7 @@ class ModelsCache:
     def __len__(self) -> int:
         return len(self._current_index().by_id)
 
-    def _current_index(self) -> _Index:
+    def _current_index(self) -> PriceIndex:
         snapshot = self._snapshot
         if snapshot is not None and not self._expired(snapshot):
             return snapshot[0]
@@ -109,13 +115,13 @@ class ModelsCache:
             snapshot = self._snapshot
             if snapshot is None or self._expired(snapshot):
                 try:
-                    index = _Index.build(_current_pricings())
+                    index = PriceIndex.build(_current_pricings())
                 except DatabaseError as exc:
                     # Prices barely change: the last ones read beat failing the call. Tried again
                     # in a minute; with none read yet, calls are unpriced (None) meanwhile.
                     logger.warning("Prices cannot be read (%s): using the last ones read", type(exc).__name__)
                     connection.close_if_unusable_or_obsolete()
-                    index = snapshot[0] if snapshot is not None else _Index.build([])
+                    index = snapshot[0] if snapshot is not None else PriceIndex.build([])
                     retry_at = self._clock() + min(self.ttl_seconds, DATABASE_RETRY_SECONDS)
                     self._snapshot = (index, retry_at - self.ttl_seconds)
                     return index
@@ -123,7 +129,7 @@ class ModelsCache:
                 logger.debug("Loaded %d model prices", len(index.by_id))
             return snapshot[0]
 
-    def _expired(self, snapshot: tuple[_Index, float]) -> bool:
+    def _expired(self, snapshot: tuple[PriceIndex, float]) -> bool:
         return self._clock() - snapshot[1] >= self.ttl_seconds
 
 
