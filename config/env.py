@@ -8,6 +8,7 @@ A missing or malformed variable raises ``ConfigError`` with one line that names 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +21,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 Environment = Literal["development", "production", "test"]
+
+# URL-safe path segments, each ending in "/" (what django-cfg's admin_access.path accepts).
+ADMIN_URL_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*/$")
 
 
 class ConfigError(Exception):
@@ -83,6 +87,20 @@ class Env(BaseSettings):
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
 
+    # Security (README "Security").
+    # Failed logins before a client address or an account is locked out; 0 turns the lockout off.
+    # Unset: 5 in production, off in development and test (tests and `make run` log in often).
+    login_failure_limit: int | None = Field(None, ge=0)
+    login_cooloff_minutes: int = Field(15, ge=1)
+    # Unset: on in production. Off when the proxy in front redirects HTTP to HTTPS itself.
+    secure_ssl_redirect: bool | None = None
+    # A reverse proxy terminates TLS and sets X-Forwarded-Proto and X-Forwarded-For; without
+    # one these headers come from the client and are not trusted.
+    behind_proxy: bool = False
+    admin_url: str = "admin/"
+    # Lets monitoring read /healthz's details (versions, queue depth) without a staff session.
+    health_token: SecretStr | None = None
+
     _split_hosts = field_validator("allowed_hosts", mode="before")(_split_csv)
 
     @model_validator(mode="before")
@@ -106,6 +124,21 @@ class Env(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         return _require_scheme(value, ("http", "https"), "an http(s) URL")
 
+    @field_validator("admin_url")
+    @classmethod
+    def _admin_url(cls, value: str) -> str:
+        path = value.strip().strip("/") + "/"
+        if ".." in path or not ADMIN_URL_RE.match(path):
+            raise ValueError("expected a URL path such as 'k3J9x-Qw2/' (letters, digits, '-', '_', '.', '~', '/')")
+        return path
+
+    @field_validator("health_token")
+    @classmethod
+    def _health_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("at least 16 random characters")
+        return value
+
     @model_validator(mode="after")
     def _production_requirements(self) -> Env:
         if self.django_env != "production":
@@ -119,6 +152,19 @@ class Env(BaseSettings):
     @property
     def debug(self) -> bool:
         return self.django_env == "development"
+
+    @property
+    def login_lockout_after(self) -> int:
+        """Failed logins before a lockout; 0: no lockout."""
+        if self.login_failure_limit is not None:
+            return self.login_failure_limit
+        return 5 if self.django_env == "production" else 0
+
+    @property
+    def ssl_redirect(self) -> bool:
+        if self.secure_ssl_redirect is not None:
+            return self.secure_ssl_redirect
+        return self.django_env == "production"
 
     @property
     def llm(self) -> dict:

@@ -14,12 +14,14 @@ from django_cfg import (
     UnfoldConfig,
 )
 from django_cfg.core.types.enums import EnvironmentMode
+from django_cfg.models.django.admin_access import AdminAccessConfig
 from pydantic import PrivateAttr
 
 from .broker import broker_settings
 from .database import database_config, database_url
 from .django_cfg_compat import project_unfold_settings
 from .env import BASE_DIR, Env, secret_value
+from .security import axes_config, revise_generated_settings, security_settings
 
 # Only used outside production, where Env refuses to start without a real SECRET_KEY.
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-never-used-in-production-0123456789"
@@ -64,7 +66,7 @@ class ProjectConfig(DjangoConfig):
     project_apps: list[str] = PROJECT_APPS
     # Attributes LLM calls made during a request to its user (after authentication).
     custom_middleware: list[str] = ["apps.llm.accounting.middleware.LLMContextMiddleware"]
-    # django-axes would lock out the admin account used by tests and `make run`.
+    # from_env sets the login lockout (config/security.py); off unless configured.
     axes: AxesConfig = AxesConfig(enabled=False)
     # The sidebar: these sections only (django_cfg_compat.project_unfold_settings drops django-cfg's).
     unfold: UnfoldConfig = UnfoldConfig(
@@ -141,7 +143,12 @@ class ProjectConfig(DjangoConfig):
             security_domains=env.allowed_hosts or ["localhost", "127.0.0.1"],
             databases={"default": database_config(url)},
             redis_url=env.redis_url,
+            axes=axes_config(env),
+            ssl_redirect=env.ssl_redirect,
+            admin_access=AdminAccessConfig(path=env.admin_url),
         )
+        # django-cfg's model_post_init re-reads DJANGO_ENV from os.environ; the Env given wins.
+        object.__setattr__(config, "env_mode", EnvironmentMode(env.django_env))
         config._env = env
         config._database_url = url
         return config
@@ -153,7 +160,7 @@ class ProjectConfig(DjangoConfig):
 
     def get_additional_settings(self) -> dict[str, Any]:
         env = self._env
-        extra = {}
+        extra = security_settings(env)
         if env.django_env == "test":
             # Production's manifest storage needs `collectstatic`, which tests do not run.
             extra["STORAGES"] = {
@@ -188,8 +195,10 @@ class ProjectConfig(DjangoConfig):
             # (apps/knowledge/uploads.py), and a file over this size goes to a temporary file.
             "DATA_UPLOAD_MAX_MEMORY_SIZE": 10 * 1024 * 1024,
             "FILE_UPLOAD_MAX_MEMORY_SIZE": 2 * 1024 * 1024,
-            "AXES_VERBOSE": False,
         }
+
+    def get_all_settings(self) -> dict[str, Any]:
+        return revise_generated_settings(super().get_all_settings(), self._env)
 
 
 LOGGING = {

@@ -28,8 +28,12 @@ TEMPLATES: list[dict[str, Any]]
 ENVIRONMENT: Environment
 ADMIN_ACCOUNT: AdminAccount
 EMBEDDED_POSTGRES_DIR: Path | None
+HEALTH_TOKEN: str | None
 
-config = ProjectConfig.from_env(env)
+try:
+    config = ProjectConfig.from_env(env)
+except ConfigError as error:  # the embedded database did not start
+    sys.exit(f"Configuration error: {error}")
 globals().update(config.get_all_settings())
 TEMPLATES[0]["DIRS"] = [BASE_DIR / "templates"]  # noqa: F821  (django-cfg looks under base_dir)
 

@@ -9,8 +9,8 @@ from config.project import ProjectConfig
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_until_the_scheduler_beats(client):
-    response = client.get("/healthz")
+def test_healthz_is_503_until_the_scheduler_beats(admin_client):
+    response = admin_client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "fail"
@@ -19,19 +19,19 @@ def test_healthz_is_503_until_the_scheduler_beats(client):
     assert body["checks"]["scheduler"] == {"ok": False, "detail": body["checks"]["scheduler"]["detail"]}
 
     Heartbeat.beat("scheduler")
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
 
 
 @pytest.mark.django_db
-def test_healthz_reports_a_stale_heartbeat(client):
+def test_healthz_reports_a_stale_heartbeat(admin_client):
     from datetime import timedelta
 
     from django.utils import timezone
 
     Heartbeat.objects.create(name="scheduler", last_seen_at=timezone.now() - timedelta(minutes=10))
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 503
     assert "ago" in response.json()["checks"]["scheduler"]["detail"]
 

@@ -1,8 +1,9 @@
 import secrets
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -15,6 +16,11 @@ class Command(BaseCommand):
         if User.objects.filter(**lookup).exists():
             self.stdout.write(f"Admin account {email} exists.")
             return
+        if given_password and settings.ENVIRONMENT == "production":
+            try:
+                password_validation.validate_password(given_password, User(**lookup))
+            except ValidationError as error:
+                raise CommandError(f"ADMIN_PASSWORD: {' '.join(error.messages)}") from None
         password = given_password or secrets.token_urlsafe(12)
         User.objects.create_superuser(**lookup, password=password, username=email.split("@")[0])
         shown = "(from ADMIN_PASSWORD)" if given_password else password
