@@ -13,6 +13,8 @@ MIDDLEWARE = [
     "dramatiq.middleware.Callbacks",
     "dramatiq.middleware.Pipelines",
     "dramatiq.middleware.Retries",
+    # Lets an actor see its message (the pricing sync logs which attempt failed).
+    "dramatiq.middleware.CurrentMessage",
     "django_dramatiq.middleware.AdminMiddleware",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
 ]

@@ -11,3 +11,26 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.core import checks  # noqa: F401  (registers the system checks)
+
+        disconnect_telegram_login_notices()
+
+
+def disconnect_telegram_login_notices() -> None:
+    """django-cfg sends a Telegram message on every admin login, failed login and lockout.
+
+    The project configures no Telegram bot, so each would only log the ERROR "Telegram is not
+    configured" (django_cfg.middleware.admin_notifications connects them when imported).
+    """
+    from axes.signals import user_locked_out, user_login_failed
+    from django.contrib.auth.signals import user_logged_in
+    from django_cfg.core.state.registry import get_current_config
+    from django_cfg.middleware import admin_notifications as notices
+
+    config = get_current_config()
+    if config is not None and config.telegram is not None:
+        return
+    user_logged_in.disconnect(notices.notify_admin_login_success)
+    # These two exist only if axes imported cleanly there.
+    if hasattr(notices, "notify_failed_admin_login"):
+        user_login_failed.disconnect(notices.notify_failed_admin_login)
+        user_locked_out.disconnect(notices.notify_admin_lockout)

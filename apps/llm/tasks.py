@@ -8,6 +8,7 @@ decorator here; ``manage.py crontab`` imports this module to register them.
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 from dramatiq_crontab import cron
 
 from apps.llm.accounting.request_log import replay_spool
@@ -29,8 +30,13 @@ PRICING_SYNC_PROVIDERS = (OPENROUTER, OPENAI)
 PRICING_SYNC_RETRIES = 3
 
 
+class PricingSyncRetry(dramatiq.Retry):
+    """A transient sync failure, to be retried; Dramatiq logs no traceback for a ``Retry``."""
+
+
 def _retry_transient(retries: int, exception: BaseException) -> bool:
-    return retries < PRICING_SYNC_RETRIES and isinstance(exception, SyncError) and exception.transient
+    transient = isinstance(exception, PricingSyncRetry) or (isinstance(exception, SyncError) and exception.transient)
+    return retries < PRICING_SYNC_RETRIES and transient
 
 
 @cron(PRICING_SYNC_SCHEDULE)
@@ -39,6 +45,9 @@ def _retry_transient(retries: int, exception: BaseException) -> bool:
     queue_name="default",
     time_limit=5 * 60 * 1000,
     retry_when=_retry_transient,
+    # A failed sync is an expected outcome, recorded as a failed run and logged in one line
+    # below: the worker logs it without a traceback and does not retry it.
+    throws=(SyncError,),
     min_backoff=5 * 60 * 1000,
     max_backoff=60 * 60 * 1000,
 )
@@ -60,7 +69,15 @@ def sync_model_pricing(
         except SyncError as exc:
             errors.append(exc)
     if errors:
-        raise SyncFailed(errors)
+        failure = SyncFailed(errors)
+        message = CurrentMessage.get_current_message()  # None when called directly
+        retries = message.options.get("retries", 0) if message is not None else PRICING_SYNC_RETRIES
+        attempt = f"attempt {retries + 1} of {PRICING_SYNC_RETRIES + 1}" if message is not None else "not retried"
+        if failure.transient and retries < PRICING_SYNC_RETRIES:
+            sync_model_pricing.logger.warning("Pricing sync failed (%s, retried later): %s", attempt, failure)
+            raise PricingSyncRetry(str(failure))
+        sync_model_pricing.logger.warning("Pricing sync failed (%s): %s", attempt, failure)
+        raise failure
 
 
 # -- request log upkeep --------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def test_runstack_serves_works_and_stops_cleanly_on_ctrl_c(tmp_path, test_databa
     assert stack.popen.wait(30) == 0, stack.output()
     output = stack.output()
     assert "Created admin account: admin@example.com / password (from ADMIN_PASSWORD)" in output
+    assert f"Admin: http://127.0.0.1:{port}/admin/   Health: http://127.0.0.1:{port}/healthz" in output
     for prefix in ("web", "worker", "scheduler"):
         assert f"{prefix} started" in output and f"{prefix} stopped" in output
     wait_for(
