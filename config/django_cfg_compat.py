@@ -99,11 +99,11 @@ def project_unfold_settings(unfold: UnfoldConfig) -> dict[str, Any]:
 
 
 def admin_index(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
-    """Unfold's DASHBOARD_CALLBACK: the index lists ``config.project.ADMIN_INDEX``, in its order.
+    """Unfold's DASHBOARD_CALLBACK: the index lists ``settings.ADMIN_INDEX``, in its order.
 
     The other apps' admins stay reachable by URL; they are not in the navigation.
     """
-    from .project import ADMIN_INDEX
+    from django.conf import settings
 
     # "app_label" and "app_label.Model" -> (app, model) entries of Django's app list
     models: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
@@ -112,7 +112,8 @@ def admin_index(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]
             models.setdefault(app["app_label"], []).append((app, model))
             models[f"{app['app_label']}.{model['object_name']}"] = [(app, model)]
     app_list = []
-    for title, labels in ADMIN_INDEX:
+    # Set by config/project.py; getattr: config/settings.py does not declare it to the type checker.
+    for title, labels in getattr(settings, "ADMIN_INDEX", []):
         entries = [entry for label in labels for entry in models.get(label, [])]
         if not entries:
             continue  # nothing the user may see

@@ -185,6 +185,7 @@ class ProjectConfig(DjangoConfig):
             "LLM": env.llm,
             "KNOWLEDGE": env.knowledge,
             "UNFOLD": project_unfold_settings(self.unfold),
+            "ADMIN_INDEX": ADMIN_INDEX,
             # The admin is the site: after logging in, and for views that need a login.
             "LOGIN_REDIRECT_URL": "admin:index",
             "LOGIN_URL": "admin:login",
