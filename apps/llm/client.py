@@ -31,6 +31,7 @@ from apps.llm.costs import (
     calculate_chat_cost,
     calculate_cost,
     calculate_embedding_cost,
+    usage_with_request,
 )
 from apps.llm.pricing.conservative import conservative_pricing
 from apps.llm.pricing.lookup import ModelsCache
@@ -376,6 +377,7 @@ class LLMClient:
             latency_ms=_elapsed_ms(started),
             requests=requests,
             price_id=price_id,
+            cost_breakdown=breakdown.lines() if breakdown and missing else None,
         )
         self._emit(
             CallRecord.of_response(
@@ -566,7 +568,12 @@ class LLMClient:
         if breakdown is None:
             return response
         return response.model_copy(
-            update={"cost": breakdown.total, "price_id": breakdown.pricing.price_id, "price_estimated": estimated}
+            update={
+                "cost": breakdown.total,
+                "price_id": breakdown.pricing.price_id,
+                "cost_breakdown": breakdown.lines(),
+                "price_estimated": estimated,
+            }
         )
 
     def _with_usage(self, response: ChatResponse, messages: list, params: dict) -> ChatResponse:
@@ -577,7 +584,9 @@ class LLMClient:
         a local count and flagged, never recorded as free.
         """
         if response.usage.total_tokens or not (response.content or response.tool_calls):
-            return response
+            # What only the request shows (input images, 1-hour cache writes) completes the usage.
+            usage = usage_with_request(response.usage, messages, params)
+            return response if usage is response.usage else response.model_copy(update={"usage": usage})
         model = response.requested_model
         prompt = self.tokenizer.count_messages_tokens(messages, model, tools=params.get("tools"))
         generated = [response.content] + [
@@ -585,6 +594,7 @@ class LLMClient:
         ]
         completion = sum(self.tokenizer.count_tokens(text, model) for text in generated if text)
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+        usage = usage_with_request(usage, messages, params)
         return response.model_copy(update={"usage": usage, "usage_estimated": True})
 
     def _finish_chat(self, response: ChatResponse, hit: bool, started: float, attempts: int) -> ChatResponse:
@@ -598,6 +608,7 @@ class LLMClient:
                     "latency_ms": _elapsed_ms(started),
                     "attempts": 0,
                     "time_to_first_token_ms": None,
+                    "cost_breakdown": None,  # nothing was charged: saved_cost says what it would have been
                 }
             )
         return response.model_copy(update={"latency_ms": _elapsed_ms(started), "attempts": attempts})

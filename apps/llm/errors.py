@@ -105,6 +105,15 @@ class InvalidResponse(LLMError):
     retryable = True
 
 
+class InvalidUsage(InvalidResponse):
+    """The answer arrived but its token counts cannot be read (negative, not numbers).
+
+    Not retried: the answer was generated and billed, and a second one would be billed again.
+    """
+
+    retryable = False
+
+
 class AuthenticationError(LLMError):
     """The key was refused (401) or lacks permission (403)."""
 

@@ -74,6 +74,18 @@ class Usage(MappingAccess):
     # What the provider says the call cost (OpenRouter's usage.cost), when it says so.
     provider_cost: Decimal | None = None
 
+    def reconciled(self) -> Usage:
+        """These counts with every whole raised to at least the sum of its parts (nothing lowered)."""
+        counts = {name: getattr(self, name) for name in USAGE_COUNTS}
+        for _ in USAGE_PARTS:  # until stable: a raised part may be another split's whole
+            before = dict(counts)
+            for whole, parts in USAGE_PARTS:
+                counts[whole] = max(counts[whole], sum(counts[part] for part in parts))
+            if counts == before:
+                break
+        counts["total_tokens"] = max(counts["total_tokens"], counts["prompt_tokens"] + counts["completion_tokens"])
+        return self if all(counts[n] == getattr(self, n) for n in USAGE_COUNTS) else self.model_copy(update=counts)
+
     def inconsistency(self) -> str | None:
         """Why these counts cannot be true (a negative count, parts above their whole), or ``None``."""
         for name in USAGE_COUNTS:

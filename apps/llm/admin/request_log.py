@@ -44,6 +44,7 @@ from apps.llm.admin.filters import (
 from apps.llm.admin.formatting import badge, format_prompt, format_text, money, money_column
 from apps.llm.costs import TOKEN, component_label
 from apps.llm.models import LLMRequest
+from apps.llm.money import usd_precise
 
 
 class RequestLogChangeList(ChangeList):
@@ -168,9 +169,9 @@ def _breakdown_cells(line: dict[str, Any]) -> str:
     if price is None:
         unit_price = "—"
     elif unit == TOKEN:
-        unit_price = f"{money(price * 1_000_000)} / M tokens"
+        unit_price = f"{usd_precise(price * 1_000_000)} / M tokens"
     else:
-        unit_price = f"{money(price)} / {unit}"
+        unit_price = f"{usd_precise(price)} / {unit}"
     own_price = priced_as in ("", line.get("component"))
     return format_html(
         '<td title="{}">{}{}</td><td style="text-align:right">{} {}</td>'

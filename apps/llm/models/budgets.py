@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from apps.llm.models.fields import money_field
+from apps.llm.money import usd
 
 
 class Budget(models.Model):
@@ -81,4 +82,4 @@ class BudgetSpend(models.Model):
         constraints = [models.UniqueConstraint(fields=["budget", "period_start"], name="llm_budget_spend_period")]
 
     def __str__(self) -> str:
-        return f"{self.budget} from {self.period_start}: {self.spent}"
+        return f"{self.budget} from {self.period_start}: {usd(self.spent)}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Any
 
-from apps.llm.errors import BadRequestError, ContentFiltered, InvalidResponse, ServerError
+from apps.llm.errors import BadRequestError, ContentFiltered, InvalidResponse, InvalidUsage, ServerError
 from apps.llm.types import ChatResponse, Usage
+
+logger = logging.getLogger(__name__)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -44,8 +47,10 @@ USAGE_SOURCES: tuple[tuple[tuple[str, ...], str], ...] = (
 def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None = None) -> Usage:
     """``Usage`` from an SDK usage object (or its dict), including OpenRouter's extra fields.
 
-    Counts that cannot be true (not a whole number, negative, parts larger than their whole)
-    raise ``InvalidResponse`` naming the field: a garbled usage must not be priced.
+    Counts that cannot be read (not a whole number, negative) raise ``InvalidUsage`` naming the
+    field: a garbled usage must not be priced. Parts larger than their whole (OpenRouter has
+    reported 11 reasoning tokens of 10 output tokens) are reconciled: the whole is raised to
+    its parts, which never charges less than the provider reported.
     """
     data = _as_dict(usage)
     if not data:
@@ -63,10 +68,10 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
         # The SDK parsed the JSON number as a float; str() gives back its shortest exact text.
         provider_cost=_provider_cost(cost, provider=provider, model=model),
     )
-    problem = parsed.inconsistency()
-    if problem is not None:
-        raise InvalidResponse(f"impossible token counts in usage: {problem}", provider=provider, model=model)
-    return parsed
+    reconciled = parsed.reconciled()
+    if reconciled != parsed:
+        logger.info("Usage counts reconciled (%s): %s", parsed.inconsistency(), provider or "provider")
+    return reconciled
 
 
 def _count(data: dict[str, Any], path: tuple[str, ...], *, provider: str | None, model: str | None) -> int | None:
@@ -83,9 +88,9 @@ def _count(data: dict[str, Any], path: tuple[str, ...], *, provider: str | None,
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidResponse(f"{where} is not a whole number: {value!r}", provider=provider, model=model)
+        raise InvalidUsage(f"{where} is not a whole number: {value!r}", provider=provider, model=model)
     if value < 0:
-        raise InvalidResponse(f"{where} is negative ({value})", provider=provider, model=model)
+        raise InvalidUsage(f"{where} is negative ({value})", provider=provider, model=model)
     return value
 
 
@@ -97,7 +102,7 @@ def _provider_cost(cost: Any, *, provider: str | None, model: str | None) -> Dec
     except ArithmeticError:
         value = None
     if value is None or isinstance(cost, bool) or not value.is_finite():
-        raise InvalidResponse(f"usage.cost is not a number: {cost!r}", provider=provider, model=model)
+        raise InvalidUsage(f"usage.cost is not a number: {cost!r}", provider=provider, model=model)
     return value
 
 

@@ -49,7 +49,7 @@ class StreamedAnswer:
     def add(self, chunk: Any, started: float) -> str | None:
         """Take one SDK chunk; returns its text, if any."""
         if chunk.usage is not None:
-            self.usage = usage_from_sdk(chunk.usage)
+            self.usage = usage_from_sdk(chunk.usage, provider=self.provider, model=chunk.model or self.model)
         self.model = chunk.model or self.model
         self.request_id = chunk.id or self.request_id
         text = None

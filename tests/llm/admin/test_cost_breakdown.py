@@ -13,6 +13,7 @@ from apps.llm.admin.formatting import money
 from apps.llm.admin.request_log import breakdown_table
 from apps.llm.costs import calculate_cost, usage_with_request
 from apps.llm.models import LLMRequest
+from apps.llm.money import usd_precise
 from apps.llm.types import Usage
 from tests.llm.pricing.catalogs import AUG_2026, parsed
 
@@ -56,13 +57,13 @@ def test_request_detail_shows_how_the_cost_was_computed(staff_client):
     assert table is not None
     cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", table[0], re.S)]
     rows = [cells[i : i + 4] for i in range(0, len(cells), 4)]
-    # Money as the admin's formatter writes it; per-token prices per million tokens.
+    # Amounts as the admin's formatter writes them; unit prices exact (per million tokens for tokens).
     assert rows == [
-        ["Input", "1,000 tokens", f"{money(D('3'))} / M tokens", money(D("0.003"))],
-        ["Cache write (1 hour)", "4,000 tokens", f"{money(D('6'))} / M tokens", money(D("0.024"))],
-        ["Input images", "1 image", f"{money(D(0))} / image", money(D(0))],
-        ["Output", "10 tokens", f"{money(D('15'))} / M tokens", money(D("0.00015"))],
-        ["Web searches", "1 search", f"{money(D('0.01'))} / search", money(D("0.01"))],
+        ["Input", "1,000 tokens", f"{usd_precise(D('3'))} / M tokens", money(D("0.003"))],
+        ["Cache write (1 hour)", "4,000 tokens", f"{usd_precise(D('6'))} / M tokens", money(D("0.024"))],
+        ["Input images", "1 image", f"{usd_precise(D(0))} / image", money(D(0))],
+        ["Output", "10 tokens", f"{usd_precise(D('15'))} / M tokens", money(D("0.00015"))],
+        ["Web searches", "1 search", f"{usd_precise(D('0.01'))} / search", money(D("0.01"))],
     ]
 
 
