@@ -99,7 +99,7 @@ def test_unpriced_without_a_hard_limit_stays_unknown(client):
 
 
 @pytest.fixture
-def spooled(make_client, sim, tmp_path):
+def spooled(make_client, sim, tmp_path, price_table):
     """A client whose request log survives the outage (spooled, written when the database is back)."""
     recorder = DatabaseRecorder(tmp_path / "spool", retry_interval=0.1)
     client = make_client(sim, key=KEY, recorders=[recorder])
