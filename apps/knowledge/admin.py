@@ -20,6 +20,7 @@ from apps.knowledge.models import Chunk, Document
 from apps.knowledge.pipeline import reprocess
 from apps.knowledge.search import retrieve
 from apps.knowledge.uploads import CappedUploadHandler
+from apps.llm.admin.base import QuerystringGuard
 from apps.llm.errors import LLMError
 
 STATUS_COLOURS = {"pending": "#6b7280", "processing": "#2563eb", "ready": "#16a34a", "failed": "#dc2626"}
@@ -54,7 +55,7 @@ def download_name(document: Document) -> str:
 
 
 @admin.register(Document)
-class DocumentAdmin(ModelAdmin):
+class DocumentAdmin(QuerystringGuard, ModelAdmin):
     list_display = [
         "title",
         "status_badge",
@@ -232,7 +233,7 @@ class DocumentAdmin(ModelAdmin):
 
 
 @admin.register(Chunk)
-class ChunkAdmin(ModelAdmin):
+class ChunkAdmin(QuerystringGuard, ModelAdmin):
     list_display = ["document", "index", "token_count", "embedding_model"]
     list_filter = ["embedding_model"]
     search_fields = ["text", "document__title"]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.urls import reverse
 from django.utils.functional import cached_property
 from unfold.admin import ModelAdmin
+
+from apps.llm.dashboard.filters import MAX_DATE, MIN_DATE, QueryValueError, check_query_value, shown_value
 
 
 def can_view_dashboard(request: HttpRequest) -> bool:
@@ -78,7 +82,73 @@ def user_of(obj: Any) -> str:
     return str(obj.user) if obj.user else f"#{obj.user_id}"
 
 
-class ReadOnlyAdmin(ModelAdmin):
+def warn_once(request: HttpRequest, text: str) -> None:
+    """A warning message on the page, once per request however often the filters are built."""
+    shown = request.__dict__.setdefault("_llm_admin_warnings", set())
+    if text not in shown:
+        shown.add(text)
+        messages.warning(request, text)
+
+
+def querystring_problems(query: QueryDict, date_hierarchy: str | None = None) -> dict[str, str]:
+    """The parameters of a changelist's querystring no filter can use, each with the reason.
+
+    Every name and value passes ``check_query_value`` (the dashboard's check); the date
+    drill-down's ``<field>__year/__month/__day`` must make a day of ``MIN_DATE..MAX_DATE``
+    (Django turns a year of 10**20 into an OverflowError, a 500).
+    """
+    problems: dict[str, str] = {}
+    for name in query:
+        try:
+            check_query_value(name)
+            for value in query.getlist(name):
+                check_query_value(value)
+        except QueryValueError as error:
+            problems[name] = str(error)
+    if date_hierarchy:
+        parts = {part: f"{date_hierarchy}__{part}" for part in ("year", "month", "day")}
+        given = {part: str(query[name]) for part, name in parts.items() if name in query and name not in problems}
+        problem = _drill_down_problem(given)
+        if problem:
+            problems.update({name: problem for part, name in parts.items() if part in given})
+    return problems
+
+
+def _drill_down_problem(parts: Mapping[str, str]) -> str | None:
+    if not parts:
+        return None
+    if not all(v.isascii() and v.isdigit() and len(v) <= 4 for v in parts.values()):
+        return "the year, month and day must be numbers"
+    try:
+        day = date(int(parts.get("year", MIN_DATE.year)), int(parts.get("month", 1)), int(parts.get("day", 1)))
+    except ValueError as error:
+        return f"no such date ({error})"
+    if not MIN_DATE <= day <= MAX_DATE:
+        return f"the dates go from {MIN_DATE.year} to {MAX_DATE.year}"
+    return None
+
+
+class QuerystringGuard:
+    """A changelist whose querystring passes ``querystring_problems`` before any filter reads it.
+
+    Stock list filters (choices, related fields, all values) and the search hand their value to
+    the database as it came: a NUL character there failed the query (a DataError, a 500). A
+    parameter that fails is dropped: the page is shown without it (a redirect, so the address
+    says what is applied), with a message naming it. Mixed into every admin of the project.
+    """
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        problems = querystring_problems(request.GET, getattr(self, "date_hierarchy", None))
+        if problems:
+            query = request.GET.copy()
+            for name, problem in problems.items():
+                del query[name]
+                messages.warning(request, f"The filter “{shown_value(name)}” was ignored: {problem}.")
+            return HttpResponseRedirect(f"{request.path}?{query.urlencode()}" if query else request.path)
+        return super().changelist_view(request, extra_context)  # type: ignore[misc]
+
+
+class ReadOnlyAdmin(QuerystringGuard, ModelAdmin):
     """For records the application writes: viewing only (they are the audit trail).
 
     They grow with traffic, so the changelist never counts them in full: no facet counts, no

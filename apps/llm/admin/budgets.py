@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin, TabularInline
 
+from apps.llm.admin.base import QuerystringGuard
 from apps.llm.admin.formatting import UsdField, badge, money, money_column
 from apps.llm.dashboard import (
     budget_target,
@@ -43,7 +44,7 @@ class BudgetSpendInline(TabularInline):
 
 
 @admin.register(Budget)
-class BudgetAdmin(ModelAdmin):
+class BudgetAdmin(QuerystringGuard, ModelAdmin):
     """Budgets with their use in the current period against the soft and hard limits."""
 
     list_display = [

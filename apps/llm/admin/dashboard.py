@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
+from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -38,6 +39,7 @@ from apps.llm.dashboard import (
     build_dashboard,
     rollup_today,
 )
+from apps.llm.dashboard.filters import QueryReading
 from apps.llm.models import LLMRequest
 from apps.llm.money import percent, round_significant
 from apps.llm.pricing.sheets import plain_decimal
@@ -587,12 +589,22 @@ def csv_response(data: Dashboard, section: str) -> HttpResponse:
 
 
 def dashboard_response(request: HttpRequest, *, admin_site: AdminSite, raw_log: bool) -> HttpResponse:
-    """The page (or ``?export=<section>`` as CSV); permissions are checked by the caller."""
-    filters = DashboardFilters.from_query(request.GET, today=rollup_today())
+    """The page (or ``?export=<section>`` as CSV); permissions are checked by the caller.
+
+    Filter values the dashboard cannot use are ignored with a message on the page; an export
+    asked with such values is refused (400) rather than computed for other filters than asked
+    (days moved into range are no reason: the figures are the same).
+    """
+    reading = QueryReading.of(request.GET, today=rollup_today())
+    filters = reading.filters
     export = request.GET.get("export", "")
     raw_sections = ("expensive", "failures")
     if (export and export not in EXPORTS) or (export in raw_sections and not raw_log):
-        return HttpResponse(f"Unknown export {export!r}", status=400, content_type="text/plain")
+        return HttpResponse(f"Unknown export {export[:40]!r}", status=400, content_type="text/plain")
+    if export and reading.ignored:
+        return HttpResponse("\n".join(reading.ignored), status=400, content_type="text/plain; charset=utf-8")
+    for message in reading.messages:
+        messages.warning(request, message)
     # An export of the rollup sections needs no raw-log query.
     data = build_dashboard(filters, raw_log=raw_log and (not export or export in raw_sections))
     if export:

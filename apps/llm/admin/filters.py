@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest
@@ -22,11 +21,13 @@ from unfold.contrib.filters.admin import (
 )
 from unfold.utils import parse_date_str
 
+from apps.llm.admin.base import warn_once
 from apps.llm.dashboard import (
     NO_FEATURE,
     parse_feature,
     parse_user,
 )
+from apps.llm.dashboard.filters import QueryValueError, clamp_day, parse_day, shown_value
 from apps.llm.transport.providers import LOCAL, provider_specs
 
 #: Most distinct values a skip-scan filter lists (each costs one index probe).
@@ -37,12 +38,33 @@ class DayRangeFilter(RangeDateFilter):
     """Days (UTC, inclusive, as in the rollups) on a timestamp: ``created_at_from`` / ``created_at_to``.
 
     Filters with a half-open range on the timestamp itself, so the created_at indexes serve it
-    (a ``created_at::date`` comparison could not use them).
+    (a ``created_at::date`` comparison could not use them). A value that is no day is ignored
+    with a message; a day outside ``MIN_DATE..MAX_DATE`` is moved to that bound (so the day
+    after the last one is still a date).
     """
 
+    def __init__(self, field: Any, request: HttpRequest, params: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(field, request, params, *args, **kwargs)
+        self.days: dict[str, date] = {}
+        for suffix in ("from", "to"):
+            name = f"{self.parameter_name}_{suffix}"
+            value = self.used_parameters.get(name)
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if not value:
+                continue
+            try:
+                day = _day(str(value))
+            except QueryValueError as error:
+                warn_once(request, f"The filter “{name}” was ignored: {error}.")
+                del self.used_parameters[name]
+                continue
+            if day != clamp_day(day):
+                warn_once(request, f"The {name} date {day} is out of range: {clamp_day(day)} is used instead.")
+            self.days[suffix] = clamp_day(day)
+
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
-        start = _iso_date(self.used_parameters.get(f"{self.parameter_name}_from"))
-        end = _iso_date(self.used_parameters.get(f"{self.parameter_name}_to"))
+        start, end = self.days.get("from"), self.days.get("to")
         if start:
             queryset = queryset.filter(**{f"{self.parameter_name}__gte": datetime.combine(start, time.min, UTC)})
         if end:
@@ -52,19 +74,15 @@ class DayRangeFilter(RangeDateFilter):
         return queryset
 
 
-def _iso_date(value: Any) -> date | None:
+def _day(value: str) -> date:
     """ISO (what the dashboard links and the calendar widget write), else the site's input formats."""
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if not value:
-        return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        parsed = parse_date_str(value)
-    if parsed is None:
-        raise IncorrectLookupParameters(f"Not a date: {value!r}")
-    return parsed
+        day = parse_day(value)
+    except QueryValueError:
+        day = parse_date_str(value) if value.isascii() else None
+    if day is None:
+        raise QueryValueError(f"“{shown_value(value)}” is not a date")
+    return day
 
 
 class ProviderFilter(DropdownFilter):

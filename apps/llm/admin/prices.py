@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin
 
+from apps.llm.admin.base import QuerystringGuard
 from apps.llm.admin.formatting import usd_precise
 from apps.llm.models import ModelPrice, PricingSyncRun
 from apps.llm.pricing.sheets import PER_UNIT_COMPONENTS, PRICE_COMPONENTS
@@ -64,7 +65,7 @@ class CurrentFilter(admin.SimpleListFilter):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(ModelAdmin):
+class ModelPriceAdmin(QuerystringGuard, ModelAdmin):
     """Prices come from the bundled files and the pricing sync, so rows are read-only here.
 
     Only ``is_active`` may be changed: editing a price in place would rewrite the history that
@@ -157,7 +158,7 @@ for _component in PRICE_COMPONENTS:
 
 
 @admin.register(PricingSyncRun)
-class PricingSyncRunAdmin(ModelAdmin):
+class PricingSyncRunAdmin(QuerystringGuard, ModelAdmin):
     """The history of pricing syncs; written by the sync only, so read-only here."""
 
     list_display = [

@@ -24,6 +24,12 @@ PERIOD_LABELS: dict[str, str] = {
 DEFAULT_PERIOD = "30"
 #: Longest custom range: the daily charts and the (day x model) query stay small.
 MAX_DAYS = 366
+#: The days a filter may name. A period is stepped back by its length (the comparison period)
+#: and forward by a day (its end as a half-open bound) from them: both stay valid dates.
+MIN_DATE = date(1970, 1, 1)
+MAX_DATE = date.max - timedelta(days=MAX_DAYS + 1)
+#: The largest id a filter may name (PostgreSQL's bigint).
+MAX_ID = 2**63 - 1
 #: Models drawn separately in the spend chart; the rest are summed into "Other".
 
 
@@ -38,14 +44,72 @@ def rollup_today() -> date:
     return datetime.now(UTC).date()
 
 
+class QueryValueError(ValueError):
+    """A querystring value no filter can use; the message says why, for the person who sent it."""
+
+
+def check_query_value(value: str) -> str:
+    """The check every filter's querystring value passes (the dashboard's, and every admin
+    changelist's through ``apps.llm.admin.base.QuerystringGuard``): no NUL character.
+
+    No name, id or search term contains one, and PostgreSQL cannot compare text with it (the
+    query would fail with a DataError).
+    """
+    if "\x00" in value:
+        raise QueryValueError("it contains a NUL character")
+    return value
+
+
+def shown_value(value: str, limit: int = 40) -> str:
+    """A querystring value as a message quotes it: NULs visible, at most ``limit`` characters."""
+    value = value.replace("\x00", "\\x00")
+    return value if len(value) <= limit else f"{value[:limit]}…"
+
+
+def parse_id(value: str) -> int | None:
+    """A row id as written in a querystring: ASCII digits within bigint, else None.
+
+    ``str.isdigit`` also accepts "²" or "٣", which ``int`` then refuses or reads as 3.
+    """
+    if not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if number <= MAX_ID else None
+
+
+def parse_day(value: str | None) -> date | None:
+    """An ISO day (``2025-03-01``) of a filter; None when absent.
+
+    Raises ``QueryValueError`` for anything else. The day may lie outside ``MIN_DATE..MAX_DATE``:
+    ``clamp_day`` moves it inside before any arithmetic.
+    """
+    value = check_query_value((value or "").strip())
+    if not value:
+        return None
+    try:
+        # ASCII only: "٢٠٢٥-٠٣-٠١" is no date a filter writes.
+        if value.isascii():
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise QueryValueError(f"“{shown_value(value)}” is not a date (YYYY-MM-DD)")
+
+
+def clamp_day(day: date) -> date:
+    """``day`` moved into ``MIN_DATE..MAX_DATE``."""
+    return min(max(day, MIN_DATE), MAX_DATE)
+
+
 def parse_user(value: str | None) -> tuple[int | None, bool] | None:
-    """A user filter value: ``(user_id, False)``, ``(None, True)`` for "no user", None for "all"."""
+    """A user filter value: ``(user_id, False)``, ``(None, True)`` for "no user", None for "all"
+    (or for a value that is not a user id: the request log then looks it up as an e-mail address)."""
     value = (value or "").strip()
     if not value:
         return None
     if value == NO_USER:
         return None, True
-    return (int(value), False) if value.isdigit() else None
+    user_id = parse_id(value)
+    return None if user_id is None else (user_id, False)
 
 
 def parse_feature(value: str | None) -> str | None:
@@ -79,25 +143,7 @@ class DashboardFilters:
     @classmethod
     def from_query(cls, query: Mapping[str, str], *, today: date | None = None) -> DashboardFilters:
         """Read the dashboard's querystring; values that do not parse fall back to the defaults."""
-        today = today or rollup_today()
-        dims: dict[str, Any] = {
-            "provider": (query.get("provider") or "").strip(),
-            "model": (query.get("model") or "").strip(),
-            "feature": parse_feature(query.get("feature")),
-        }
-        user = parse_user(query.get("user"))
-        if user is not None:
-            dims["user_id"], dims["without_user"] = user
-        period = query.get("period") or DEFAULT_PERIOD
-        if period == "custom":
-            bounds = [d for d in (_parse_date(query.get("start")), _parse_date(query.get("end"))) if d is not None]
-            if bounds:
-                start, end = min(bounds), max(bounds)
-                # Clamped so that a typo ("0202-01-01") cannot ask for centuries of days.
-                start = max(start, end - timedelta(days=MAX_DAYS - 1))
-                return cls(start=start, end=end, period="custom", **dims)
-            period = DEFAULT_PERIOD
-        return cls.for_period(period, today=today, **dims)
+        return QueryReading.of(query, today=today).filters
 
     @property
     def days(self) -> int:
@@ -203,15 +249,82 @@ class DashboardFilters:
         return Q(created_at__gte=since, created_at__lt=until) & self.dimensions_q()
 
 
-def _period_name(value: str) -> str:
-    """A preset period's key; "7d" is read as "7", anything unknown as the default."""
+def _preset(value: str) -> str | None:
+    """A preset period's key ("7d" is read as "7"), None for anything else."""
     value = value.strip().lower()
     value = value.removesuffix("d") if value[:-1].isdigit() else value
-    return value if value in PERIODS else DEFAULT_PERIOD
+    return value if value in PERIODS else None
 
 
-def _parse_date(value: str | None) -> date | None:
-    try:
-        return date.fromisoformat((value or "").strip())
-    except ValueError:
-        return None
+def _period_name(value: str) -> str:
+    """A preset period's key; anything unknown is read as the default."""
+    return _preset(value) or DEFAULT_PERIOD
+
+
+@dataclass(frozen=True)
+class QueryReading:
+    """A dashboard querystring read: its filters, and what of it was not used as sent (as messages).
+
+    ``ignored``: values no filter can use (a NUL character, a user that is no id, a day that is
+    no date, an unknown period), left out. ``adjusted``: days outside ``MIN_DATE..MAX_DATE``,
+    moved to that bound (no call is that old or that far ahead: the figures are the same).
+    """
+
+    filters: DashboardFilters
+    ignored: tuple[str, ...] = ()
+    adjusted: tuple[str, ...] = ()
+
+    @property
+    def messages(self) -> list[str]:
+        return [*self.ignored, *self.adjusted]
+
+    @classmethod
+    def of(cls, query: Mapping[str, str], *, today: date | None = None) -> QueryReading:
+        today = today or rollup_today()
+        ignored: list[str] = []
+        adjusted: list[str] = []
+
+        def text(name: str, *, strip: bool = True) -> str:
+            value = query.get(name) or ""
+            try:
+                return check_query_value(value.strip() if strip else value)
+            except QueryValueError as error:
+                ignored.append(f"The {name} filter was ignored: {error}.")
+                return ""
+
+        def day(name: str) -> date | None:
+            try:
+                parsed = parse_day(query.get(name))
+            except QueryValueError as error:
+                ignored.append(f"The {name} date was ignored: {error}.")
+                return None
+            if parsed is not None and parsed != clamp_day(parsed):
+                adjusted.append(f"The {name} date {parsed} is out of range: {clamp_day(parsed)} is used instead.")
+                return clamp_day(parsed)
+            return parsed
+
+        dims: dict[str, Any] = {
+            "provider": text("provider"),
+            "model": text("model"),
+            "feature": parse_feature(text("feature", strip=False)),
+        }
+        user = text("user")
+        parsed_user = parse_user(user)
+        if parsed_user is not None:
+            dims["user_id"], dims["without_user"] = parsed_user
+        elif user:
+            ignored.append(f"The user filter was ignored: “{shown_value(user)}” is not a user id.")
+        period = text("period") or DEFAULT_PERIOD
+        filters = None
+        if period == "custom":
+            bounds = [d for d in (day("start"), day("end")) if d is not None]
+            if bounds:
+                start, end = min(bounds), max(bounds)
+                # Clamped so that a typo ("0202-01-01") cannot ask for centuries of days.
+                start = max(start, end - timedelta(days=MAX_DAYS - 1))
+                filters = DashboardFilters(start=start, end=end, period="custom", **dims)
+        elif _preset(period) is None:
+            ignored.append(f"Unknown period “{shown_value(period)}”: {PERIOD_LABELS[DEFAULT_PERIOD].lower()} shown.")
+        if filters is None:
+            filters = DashboardFilters.for_period(period, today=today, **dims)
+        return cls(filters, tuple(ignored), tuple(adjusted))
