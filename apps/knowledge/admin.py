@@ -22,6 +22,7 @@ from apps.knowledge.search import retrieve
 from apps.knowledge.uploads import CappedUploadHandler
 from apps.llm.admin.base import QuerystringGuard
 from apps.llm.errors import LLMError
+from apps.llm.money import usd
 
 STATUS_COLOURS = {"pending": "#6b7280", "processing": "#2563eb", "ready": "#16a34a", "failed": "#dc2626"}
 
@@ -119,7 +120,7 @@ class DocumentAdmin(QuerystringGuard, ModelAdmin):
 
     @admin.display(description="embedding cost", ordering="embedding_cost")
     def cost_display(self, obj: Document) -> str:
-        return "—" if obj.embedding_cost is None else f"${obj.embedding_cost:.6f}"
+        return usd(obj.embedding_cost)
 
     @admin.display(description="size", ordering="size")
     def size_display(self, obj: Document) -> str:
