@@ -23,13 +23,14 @@ def setup_django() -> None:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-quantile (``q`` in [0, 1]) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summary(values: list[float]) -> tuple[float, float]:
-    """(median, p95) in milliseconds of durations given in seconds."""
-    return statistics.median(values) * 1000, percentile(values, 0.95) * 1000
+def summary(values: list[float], q: float = 0.95) -> tuple[float, float]:
+    """(median, p95) in milliseconds of durations given in seconds; ``q=0.99`` gives (median, p99)."""
+    return statistics.median(values) * 1000, percentile(values, q) * 1000
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
