@@ -13,6 +13,7 @@ class CoreConfig(AppConfig):
         from apps.core import checks  # noqa: F401  (registers the system checks)
 
         disconnect_telegram_login_notices()
+        unloop_import_export_changelists()
 
 
 def disconnect_telegram_login_notices() -> None:
@@ -34,3 +35,15 @@ def disconnect_telegram_login_notices() -> None:
     if hasattr(notices, "notify_failed_admin_login"):
         user_login_failed.disconnect(notices.notify_failed_admin_login)
         user_locked_out.disconnect(notices.notify_admin_lockout)
+
+
+def unloop_import_export_changelists() -> None:
+    """django-cfg's admins set ``change_list_template`` to import-export's own template on the class,
+    which import-export then takes as the base that template extends: the changelist extends itself
+    (TemplateDoesNotExist, a 500 on the Users list). Their base is the plain changelist."""
+    from django.contrib import admin
+
+    for model_admin in admin.site._registry.values():
+        base = getattr(model_admin, "ie_base_change_list_template", None)
+        if base is not None and base.startswith("admin/import_export/"):
+            model_admin.ie_base_change_list_template = "admin/change_list.html"
