@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -43,7 +45,8 @@ def unloop_import_export_changelists() -> None:
     (TemplateDoesNotExist, a 500 on the Users list). Their base is the plain changelist."""
     from django.contrib import admin
 
-    for model_admin in admin.site._registry.values():
+    registry: dict[Any, Any] = admin.site._registry  # import-export's attributes are not in the stubs
+    for model_admin in registry.values():
         base = getattr(model_admin, "ie_base_change_list_template", None)
         if base is not None and base.startswith("admin/import_export/"):
             model_admin.ie_base_change_list_template = "admin/change_list.html"
