@@ -83,6 +83,7 @@ class Env(BaseSettings):
     knowledge_ef_search: int = Field(80, ge=1, le=1000)
     knowledge_embed_batch: int = Field(64, ge=1, le=2048, description="chunks per embedding call (progress step)")
     knowledge_processing_timeout: int = Field(900, ge=30, description="seconds before a stuck document is retried")
+    knowledge_search_mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
 
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
@@ -200,6 +201,7 @@ class Env(BaseSettings):
             "EF_SEARCH": self.knowledge_ef_search,
             "EMBED_BATCH": self.knowledge_embed_batch,
             "PROCESSING_TIMEOUT": self.knowledge_processing_timeout,
+            "SEARCH_MODE": self.knowledge_search_mode,
         }
 
     @property

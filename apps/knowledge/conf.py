@@ -8,6 +8,10 @@
         "EF_SEARCH": 80,               # HNSW ef_search
         "EMBED_BATCH": 64,             # chunks per embedding call
         "PROCESSING_TIMEOUT": 900,     # seconds before a document stuck in processing is retried
+        "SEARCH_MODE": "hybrid",       # search()'s default: "hybrid", "vector" or "keyword"
+        "RRF_K": 60,                   # hybrid: reciprocal rank fusion's k
+        "HYBRID_CANDIDATES": 100,      # hybrid: chunks taken from each ranking before fusing
+        "KEYWORD_CANDIDATES": 1000,    # keyword: about how many chunks are ranked per query
     }
 
 Every key is optional; this project's ``config/`` fills them from the environment.
@@ -32,6 +36,10 @@ class KnowledgeSettings:
     ef_search: int = 80
     embed_batch: int = 64
     processing_timeout: int = 900
+    search_mode: str = "hybrid"
+    rrf_k: int = 60
+    hybrid_candidates: int = 100
+    keyword_candidates: int = 1000
 
 
 def knowledge_settings() -> KnowledgeSettings:

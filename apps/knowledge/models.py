@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.postgres.indexes import OpClass
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Cast
@@ -9,6 +10,12 @@ from pgvector.django import HnswIndex, VectorField
 
 from apps.knowledge.embedding_models import EMBEDDING_MODELS
 from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
+
+#: The text search configuration of the keyword index (stemming and stop words); a query must
+#: be parsed with the same one to match (see ``apps.knowledge.search``).
+SEARCH_CONFIG = "english"
+#: The GIN index over ``Chunk.search_vector``.
+SEARCH_INDEX = "knowledge_chunk_fts"
 
 
 class Document(models.Model):
@@ -77,11 +84,20 @@ class Chunk(models.Model):
     end_char = models.PositiveIntegerField(default=0)
     embedding_model = models.CharField(max_length=100)
     embedding = VectorField()
+    #: The chunk's lexemes for keyword search, computed by PostgreSQL from ``text`` on every write.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("text", config=SEARCH_CONFIG),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["document", "index"]
         constraints = [models.UniqueConstraint(fields=["document", "index"], name="knowledge_chunk_position")]
-        indexes = [_hnsw_index(model) for model in EMBEDDING_MODELS.values()]
+        indexes = [
+            *(_hnsw_index(model) for model in EMBEDDING_MODELS.values()),
+            GinIndex(fields=["search_vector"], name=SEARCH_INDEX),
+        ]
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.index}"
