@@ -8,7 +8,9 @@
   ``-word`` excludes a word (web search syntax). Matches are ranked like BM25: each query term
   counts its ``ts_rank`` (which grows with the term's occurrences and saturates) times its inverse
   document frequency, read from PostgreSQL's own statistics of the column (see
-  ``TermStatistics``), so rare words weigh more than common ones.
+  ``TermStatistics``), so rare words weigh more than common ones. The chunks ranked are those
+  holding the query's rarest words, about ``KEYWORD_CANDIDATES`` of them at most; commoner words
+  only add to their scores (see ``parse_keyword_query``).
 - ``hybrid``: both rankings, ``HYBRID_CANDIDATES`` chunks each, fused by reciprocal rank fusion
   (a chunk scores ``sum(1 / (RRF_K + rank))`` over the rankings that hold it).
 
