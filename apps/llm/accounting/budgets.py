@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 #: (budget id, period start)
 Hold = tuple[int, date]
+#: (hold, amount reserved there, cost); reserved None: admitted while the database was away, so
+#: its spend row may not exist yet.
+Settlement = tuple[Hold, Decimal | None, Decimal]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class BudgetGuard:
         self._loaded_at = float("-inf")
         self._loaded_once = False
         # Settlements the database could not take, applied when it answers again.
-        self._pending: list[tuple[Hold, Decimal, Decimal]] = []
+        self._pending: list[Settlement] = []
 
     def budgets(self) -> list:
         """The active budgets, re-read every ``refresh_seconds`` (the last ones read while the database is away)."""
@@ -122,8 +125,8 @@ class BudgetGuard:
         if reservation is None:
             return
         cost = cost or Decimal(0)
-        settlements = [(hold, reservation.estimate, cost) for hold in reservation.holds]
-        settlements += [(hold, Decimal(0), cost) for hold in reservation.unrecorded]
+        settlements: list[Settlement] = [(hold, reservation.estimate, cost) for hold in reservation.holds]
+        settlements += [(hold, None, cost) for hold in reservation.unrecorded]
         try:
             self._apply_pending()
             self._settle(settlements)
@@ -166,19 +169,20 @@ class BudgetGuard:
                 holds.append((budget.pk, start))
         return tuple(holds)
 
-    def _settle(self, settlements: Iterable[tuple[Hold, Decimal, Decimal]]) -> None:
+    def _settle(self, settlements: Iterable[Settlement]) -> None:
         by_id = {b.pk: b for b in self.budgets()}
         with transaction.atomic(), connection.cursor() as cursor:
             for (budget_id, start), held, cost in settlements:
-                cursor.execute(
-                    "INSERT INTO llm_budgetspend (budget_id, period_start, spent, reserved) VALUES (%s, %s, 0, 0) "
-                    "ON CONFLICT (budget_id, period_start) DO NOTHING",
-                    [budget_id, start],
-                )
+                if held is None:  # a reservation made the row; one admitted during an outage did not
+                    cursor.execute(
+                        "INSERT INTO llm_budgetspend (budget_id, period_start, spent, reserved) "
+                        "VALUES (%s, %s, 0, 0) ON CONFLICT (budget_id, period_start) DO NOTHING",
+                        [budget_id, start],
+                    )
                 cursor.execute(
                     "UPDATE llm_budgetspend SET reserved = GREATEST(reserved - %s, 0), spent = spent + %s "
                     "WHERE budget_id = %s AND period_start = %s RETURNING spent, soft_warned_at",
-                    [held, cost, budget_id, start],
+                    [held or Decimal(0), cost, budget_id, start],
                 )
                 row = cursor.fetchone()
                 budget = by_id.get(budget_id)
