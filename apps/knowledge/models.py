@@ -35,6 +35,9 @@ class Document(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
     error_message = models.TextField(blank=True, default="")
     warnings = models.JSONField(default=list, blank=True, help_text="What extraction had to repair.")
+    #: Where each page of a PDF starts in the extracted text (page n at index n - 1), so a chunk's
+    #: ``start_char`` gives its page; None for the types without pages.
+    page_starts = models.JSONField(null=True, blank=True, help_text="PDF: text offset of each page.")
     chunk_count = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0, help_text="Embedded so far, while processing.")
     token_count = models.PositiveIntegerField(default=0)
@@ -82,6 +85,8 @@ class Chunk(models.Model):
     token_count = models.PositiveIntegerField()
     start_char = models.PositiveIntegerField(default=0)
     end_char = models.PositiveIntegerField(default=0)
+    #: The nearest heading before the chunk's start (Markdown), to say where a hit is.
+    heading = models.CharField(max_length=255, blank=True, default="")
     embedding_model = models.CharField(max_length=100)
     embedding = VectorField()
     #: The chunk's lexemes for keyword search, computed by PostgreSQL from ``text`` on every write.
