@@ -15,7 +15,6 @@ from apps.knowledge.conf import knowledge_settings
 from apps.knowledge.documents import DuplicateDocument, add_document, megabytes
 from apps.knowledge.extraction import ExtractionError
 from apps.knowledge.forms import SearchForm, UploadForm
-from apps.knowledge.highlight import highlight
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.pipeline import reprocess
 from apps.knowledge.search import retrieve
@@ -215,9 +214,13 @@ class DocumentAdmin(QuerystringGuard, ModelAdmin):
             query = form.cleaned_data["q"]
             try:
                 results = retrieve(
-                    query, form.cleaned_data["k"] or 10, ef_search=form.cleaned_data["ef_search"], user=request.user
+                    query,
+                    form.cleaned_data["k"] or 10,
+                    ef_search=form.cleaned_data["ef_search"],
+                    user=request.user,
+                    snippets=True,
                 )
-                hits = [{"hit": h, "html": highlight(h.text, query)} for h in results.hits]
+                hits = [{"hit": h, "html": h.snippet} for h in results.hits]
                 cost = results.cost
             except (LLMError, ValueError) as problem:
                 error = str(problem)

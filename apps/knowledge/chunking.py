@@ -56,6 +56,8 @@ class TextChunk:
     #: ``text == source[start_char:end_char]``.
     start_char: int
     end_char: int
+    #: The heading the chunk starts under, when the format has headings (``positions.with_headings``).
+    heading: str = ""
 
 
 # Boundary strengths, weakest first: what separates a unit from the next one.

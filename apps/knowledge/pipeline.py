@@ -24,6 +24,7 @@ from apps.knowledge.conf import knowledge_settings
 from apps.knowledge.embedding_models import EmbeddingModel, embedding_model
 from apps.knowledge.extraction import ExtractionError, extract_text
 from apps.knowledge.models import Chunk, Document
+from apps.knowledge.positions import with_headings
 from apps.llm.client import LLMClient, default_client
 from apps.llm.errors import LLMError
 
@@ -92,8 +93,12 @@ def process_document(document_id: int, *, client: LLMClient | None = None) -> Do
             overlap=min(config.chunk_overlap, size // 4),
             hard_limit=model.max_input_tokens,
         )
+        pieces = with_headings(pieces, extracted.text, extracted.mime_type)
         Document.objects.filter(pk=document.pk).update(
-            chunk_count=len(pieces), mime_type=extracted.mime_type, warnings=extracted.warnings
+            chunk_count=len(pieces),
+            mime_type=extracted.mime_type,
+            warnings=extracted.warnings,
+            page_starts=extracted.page_starts,
         )
         vectors, cost = _embed(document, model, [p.text for p in pieces], client or default_client())
     except ExtractionError as error:
@@ -149,6 +154,7 @@ def _store(document: Document, model: EmbeddingModel, pieces, vectors, cost) -> 
                     token_count=p.token_count,
                     start_char=p.start_char,
                     end_char=p.end_char,
+                    heading=p.heading,
                     embedding_model=model.name,
                     embedding=vector,
                 )

@@ -15,6 +15,13 @@
   (a chunk scores ``sum(1 / (RRF_K + rank))`` over the rankings that hold it).
 
 ``bench/bench_retrieval.py`` measures the three on SciFact (nDCG@10, recall@100, latency).
+
+Results come as chunks (``search``, ``retrieve``) or as documents, each with its best chunks
+(``search_documents``, ``retrieve_documents``). Every hit says where it is (``position``: the page
+of a PDF, the Markdown heading it is under, or its characters) and links to its document
+(``url``); with ``snippets=True`` (the default for documents) it carries a short passage with the
+query's words marked (``snippet``: PostgreSQL's ``ts_headline``, HTML-escaped, ``<mark>`` the only
+markup).
 """
 
 from __future__ import annotations
@@ -23,27 +30,42 @@ import math
 import re
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import reduce
 from operator import add, attrgetter, itemgetter
 from typing import Any
 
-from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank
 from django.db import connections, router, transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Cast
+from django.urls import reverse
 from pgvector.django import CosineDistance, VectorField
 
 from apps.knowledge.conf import knowledge_settings
 from apps.knowledge.embedding_models import EmbeddingModel, embedding_model
-from apps.knowledge.models import SEARCH_CONFIG, Chunk
+from apps.knowledge.highlight import HEADLINE_OPTIONS, START, headline_source, marked_html, plain_snippet
+from apps.knowledge.models import SEARCH_CONFIG, Chunk, Document
+from apps.knowledge.positions import describe, page_at
 from apps.llm.client import LLMClient, default_client
 
 MODES = ("hybrid", "vector", "keyword")
 #: pgvector's largest ``hnsw.ef_search``; an HNSW scan returns at most ``ef_search`` rows.
 MAX_EF_SEARCH = 1000
-_FIELDS = ("id", "document_id", "document__title", "index", "text", "start_char", "end_char")
+#: ``search_documents``: chunks ranked per document asked for, to fill the documents.
+CHUNKS_PER_DOCUMENT_RANKED = 5
+_FIELDS = (
+    "id",
+    "document_id",
+    "document__title",
+    "document__page_starts",
+    "index",
+    "text",
+    "start_char",
+    "end_char",
+    "heading",
+)
 
 
 @dataclass(frozen=True)
@@ -58,12 +80,61 @@ class SearchHit:
     score: float
     start_char: int
     end_char: int
+    #: The page the chunk starts on (PDFs; None for the other types).
+    page: int | None = None
+    #: The Markdown heading the chunk starts under ("" if none, or not Markdown).
+    heading: str = ""
+    #: Where to look, for a reader: "page 3", "pages 3–4", the heading, or "characters 1,200–2,450".
+    position: str = ""
+    #: HTML: a passage of the chunk with the query's words in ``<mark>``, everything else escaped;
+    #: "" unless snippets were asked for.
+    snippet: str = ""
+
+    @property
+    def url(self) -> str:
+        """The document's page in the admin."""
+        return reverse("admin:knowledge_document_change", args=[self.document_id])
+
+    @property
+    def download_url(self) -> str:
+        """The document's original file (permission-checked)."""
+        return reverse("admin:knowledge_document_download", args=[self.document_id])
 
 
 @dataclass(frozen=True)
 class SearchResults:
     hits: list[SearchHit]
     #: What embedding the query cost (USD; 0 for the local model and for keyword search, None if unknown).
+    cost: Decimal | None
+    mode: str = "hybrid"
+
+
+@dataclass(frozen=True)
+class DocumentHit:
+    """A document and its chunks that matched, best first (``chunks[0]`` ranked the document)."""
+
+    document_id: int
+    document_title: str
+    #: The best chunk's score (see ``SearchHit.score``).
+    score: float
+    chunks: list[SearchHit]
+
+    @property
+    def best(self) -> SearchHit:
+        return self.chunks[0]
+
+    @property
+    def url(self) -> str:
+        return self.best.url
+
+    @property
+    def download_url(self) -> str:
+        return self.best.download_url
+
+
+@dataclass(frozen=True)
+class DocumentResults:
+    documents: list[DocumentHit]
     cost: Decimal | None
     mode: str = "hybrid"
 
@@ -81,6 +152,49 @@ def search(query: str, k: int = 10, mode: str | None = None, **options: Any) -> 
     return retrieve(query, k, mode=mode, **options).hits
 
 
+def search_documents(query: str, k: int = 10, mode: str | None = None, **options: Any) -> list[DocumentHit]:
+    """The ``k`` documents that best answer ``query``, best first, each with its best chunks
+    (see ``retrieve_documents``)."""
+    return retrieve_documents(query, k, mode=mode, **options).documents
+
+
+def retrieve_documents(
+    query: str,
+    k: int = 10,
+    *,
+    chunks_per_document: int = 3,
+    snippets: bool = True,
+    **options: Any,
+) -> DocumentResults:
+    """The ``k`` best documents for ``query``: chunks ranked as by ``retrieve`` (same options),
+    grouped by document, a document ranked by its best chunk, with up to ``chunks_per_document``
+    chunks each, best first.
+
+    ``CHUNKS_PER_DOCUMENT_RANKED`` chunks are ranked per document asked for: fewer than ``k``
+    documents come back when the best chunks crowd into fewer documents than that.
+    """
+    if chunks_per_document < 1:
+        raise ValueError("chunks_per_document must be at least 1")
+    ranked = retrieve(query, min(k * CHUNKS_PER_DOCUMENT_RANKED, MAX_EF_SEARCH), snippets=False, **options)
+    groups: dict[int, list[SearchHit]] = {}
+    for hit in ranked.hits:
+        chunks = groups.get(hit.document_id)
+        if chunks is None:
+            if len(groups) == k:
+                continue
+            chunks = groups[hit.document_id] = []
+        if len(chunks) < chunks_per_document:
+            chunks.append(hit)
+    if snippets:
+        marked = snippets_of([hit for chunks in groups.values() for hit in chunks], query)
+        groups = {doc: [marked[hit.chunk_id] for hit in chunks] for doc, chunks in groups.items()}
+    documents = [
+        DocumentHit(document_id=doc, document_title=chunks[0].document_title, score=chunks[0].score, chunks=chunks)
+        for doc, chunks in groups.items()
+    ]
+    return DocumentResults(documents=documents, cost=ranked.cost, mode=ranked.mode)
+
+
 def retrieve(
     query: str,
     k: int = 10,
@@ -89,17 +203,22 @@ def retrieve(
     model: str | None = None,
     document_ids: Iterable[int] | None = None,
     uploaded_by: Any = None,
+    documents: QuerySet[Document] | None = None,
     ef_search: int | None = None,
     client: LLMClient | None = None,
     user: Any = None,
+    snippets: bool = False,
 ) -> SearchResults:
     """The ``k`` best chunks for ``query``, best first, and the cost of embedding it.
 
     ``mode`` is ``"hybrid"``, ``"vector"`` or ``"keyword"`` (default: the ``SEARCH_MODE``
     setting, ``"hybrid"``). ``ef_search`` trades speed for recall in the vector ranking
     (pgvector's ``hnsw.ef_search``; default: the ``EF_SEARCH`` setting, raised to the number of
-    chunks asked for). Filters narrow the candidates; pgvector's iterative index scan keeps
-    filtered vector searches returning enough hits.
+    chunks asked for). Filters (``document_ids``, ``uploaded_by``, ``documents``: a queryset of
+    the documents to search, e.g. ``Document.objects.filter(mime_type="application/pdf")``)
+    narrow the candidates; pgvector's iterative index scan keeps filtered vector searches
+    returning enough hits. ``snippets``: mark the query's words in a passage of each hit (one
+    more query).
     """
     mode = search_mode(mode)
     config = knowledge_settings()
@@ -121,10 +240,16 @@ def retrieve(
             ef_search=ef_search or config.ef_search,
             document_ids=ids,
             uploaded_by=uploaded_by,
+            documents=documents,
         )
     if mode in ("keyword", "hybrid"):
         ranked = keyword_chunks(
-            query, k=depth, document_ids=ids, uploaded_by=uploaded_by, candidates=config.keyword_candidates
+            query,
+            k=depth,
+            document_ids=ids,
+            uploaded_by=uploaded_by,
+            documents=documents,
+            candidates=config.keyword_candidates,
         )
         keyword_ranking = [] if ranked is None else list(ranked.values_list("pk", "score"))
     if mode == "vector":
@@ -136,10 +261,33 @@ def retrieve(
         scored = [(pk, score) for (pk, _), score in fused[:k]]
     chunks = Chunk.objects.select_related("document").only(*_FIELDS).in_bulk([pk for pk, _ in scored])
     hits = [_hit(chunks[pk], score) for pk, score in scored if pk in chunks]  # a chunk may just have been replaced
+    if snippets:
+        marked = snippets_of(hits, query)
+        hits = [marked[hit.chunk_id] for hit in hits]
     return SearchResults(hits=hits, cost=cost, mode=mode)
 
 
+def snippets_of(hits: Sequence[SearchHit], query: str) -> dict[int, SearchHit]:
+    """Chunk id -> the hit with its ``snippet``: the passages of the chunk richest in ``query``'s
+    words (their stems, as keyword search matches them), the words marked."""
+    terms = parse_keyword_query(query, candidates=0).terms if hits else {}
+    headlines: dict[int, str] = {}
+    if terms:
+        headline = SearchHeadline(headline_source("text"), LexemeQuery(terms), config=SEARCH_CONFIG, **HEADLINE_OPTIONS)
+        found = Chunk.objects.filter(pk__in=[hit.chunk_id for hit in hits]).annotate(headline=headline)
+        # A chunk without any of the words (found by meaning) is shown from its start instead.
+        headlines = {pk: text for pk, text in found.values_list("pk", "headline") if START in text}
+    return {
+        hit.chunk_id: replace(
+            hit,
+            snippet=marked_html(headlines[hit.chunk_id]) if hit.chunk_id in headlines else plain_snippet(hit.text),
+        )
+        for hit in hits
+    }
+
+
 def _hit(chunk: Chunk, score: float) -> SearchHit:
+    page_starts = chunk.document.page_starts
     return SearchHit(
         chunk_id=chunk.pk,
         document_id=chunk.document_id,
@@ -149,6 +297,11 @@ def _hit(chunk: Chunk, score: float) -> SearchHit:
         score=float(score),
         start_char=chunk.start_char,
         end_char=chunk.end_char,
+        page=page_at(page_starts, chunk.start_char),
+        heading=chunk.heading,
+        position=describe(
+            start_char=chunk.start_char, end_char=chunk.end_char, page_starts=page_starts, heading=chunk.heading
+        ),
     )
 
 
@@ -172,11 +325,18 @@ def reciprocal_rank_fusion[T](
 # -- vector ---------------------------------------------------------------------------------------
 
 
-def _filtered(chunks: QuerySet[Chunk], document_ids: Sequence[int] | None, uploaded_by: Any) -> QuerySet[Chunk]:
+def _filtered(
+    chunks: QuerySet[Chunk],
+    document_ids: Sequence[int] | None,
+    uploaded_by: Any,
+    documents: QuerySet[Document] | None = None,
+) -> QuerySet[Chunk]:
     if document_ids is not None:
         chunks = chunks.filter(document_id__in=list(document_ids))
     if uploaded_by is not None:
         chunks = chunks.filter(document__uploaded_by=uploaded_by)
+    if documents is not None:
+        chunks = chunks.filter(document__in=documents.values("pk"))
     return chunks
 
 
@@ -187,6 +347,7 @@ def nearest_chunks(
     k: int = 10,
     document_ids: Iterable[int] | None = None,
     uploaded_by: Any = None,
+    documents: QuerySet[Document] | None = None,
 ) -> QuerySet[Any]:
     """The queryset of the ``k`` chunks nearest to ``vector`` (same model only)."""
     # The cast and the model filter match the partial HNSW index of this model exactly.
@@ -195,6 +356,7 @@ def nearest_chunks(
         Chunk.objects.filter(embedding_model=model.name),
         None if document_ids is None else list(document_ids),
         uploaded_by,
+        documents,
     )
     return chunks.select_related("document").annotate(distance=distance).only(*_FIELDS).order_by("distance")[:k]
 
@@ -207,15 +369,18 @@ def vector_search(
     ef_search: int,
     document_ids: Sequence[int] | None = None,
     uploaded_by: Any = None,
+    documents: QuerySet[Document] | None = None,
 ) -> list[tuple[int, float]]:
     """(chunk id, cosine similarity) of ``nearest_chunks``, best first, with ``ef_search`` (at least ``k``)."""
     ef = min(max(ef_search, k), MAX_EF_SEARCH)
     using = router.db_for_read(Chunk)
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
-        if document_ids is not None or uploaded_by is not None or k > ef:
+        if document_ids is not None or uploaded_by is not None or documents is not None or k > ef:
             cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        nearest = nearest_chunks(vector, model, k=k, document_ids=document_ids, uploaded_by=uploaded_by)
+        nearest = nearest_chunks(
+            vector, model, k=k, document_ids=document_ids, uploaded_by=uploaded_by, documents=documents
+        )
         rows = list(nearest.values_list("pk", "distance"))
     # relaxed_order: the index may return rows slightly out of order.
     return [(pk, 1 - distance) for pk, distance in sorted(rows, key=itemgetter(1))]
@@ -362,6 +527,7 @@ def keyword_chunks(
     k: int = 10,
     document_ids: Iterable[int] | None = None,
     uploaded_by: Any = None,
+    documents: QuerySet[Document] | None = None,
     candidates: int | None = None,
 ) -> QuerySet[Any] | None:
     """The queryset of the ``k`` chunks ranked best for ``query``'s words (annotated ``score``),
@@ -384,5 +550,5 @@ def keyword_chunks(
         ),
         Value(0.0),
     )
-    chunks = _filtered(chunks, None if document_ids is None else list(document_ids), uploaded_by)
+    chunks = _filtered(chunks, None if document_ids is None else list(document_ids), uploaded_by, documents)
     return chunks.select_related("document").annotate(score=score).only(*_FIELDS).order_by("-score", "id")[:k]

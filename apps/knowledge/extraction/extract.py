@@ -11,7 +11,7 @@ from pathlib import PurePath
 from apps.knowledge.extraction.docx import _docx_text
 from apps.knowledge.extraction.errors import ExtractionError, _plural, _Refused, _size
 from apps.knowledge.extraction.html import _html_text
-from apps.knowledge.extraction.pdf import _pdf_text
+from apps.knowledge.extraction.pdf import _page_starts, _pdf_text
 from apps.knowledge.extraction.text import _decode, _normalise
 
 #: Extension (lower case, with the dot) -> the MIME type recorded for the document.
@@ -37,6 +37,9 @@ class ExtractedText:
     #: The title the file declares (PDF and .docx metadata, HTML ``<title>``), if any. It is
     #: metadata, not part of ``text``.
     title: str | None = None
+    #: PDF: where each page starts in ``text`` (page n at index n - 1), to give a chunk its page;
+    #: None for the other types, and for a PDF whose pages could not be told apart.
+    page_starts: list[int] | None = None
 
 
 def content_hash(data: bytes) -> str:
@@ -73,9 +76,10 @@ def extract_text(name: str, data: bytes, *, max_bytes: int) -> ExtractedText:
     warnings: list[str] = []
     pages: int | None = None
     title: str | None = None
+    page_texts: list[str] = []
     try:
         if extension == ".pdf":
-            raw, pages, title = _pdf_text(data, warnings)
+            raw, pages, title = _pdf_text(data, warnings, page_texts)
         elif extension == ".docx":
             raw, title = _docx_text(data, max_bytes, warnings)
         elif mime_type == "text/html":
@@ -95,7 +99,10 @@ def extract_text(name: str, data: bytes, *, max_bytes: int) -> ExtractedText:
                 filename=display,
             )
         raise ExtractionError("empty", f"{display}: no text in the file (only whitespace or markup)", filename=display)
-    return ExtractedText(text=text, mime_type=mime_type, warnings=warnings, pages=pages, title=title or None)
+    page_starts = _page_starts(page_texts, text) if extension == ".pdf" else None
+    return ExtractedText(
+        text=text, mime_type=mime_type, warnings=warnings, pages=pages, title=title or None, page_starts=page_starts
+    )
 
 
 def _supported_list() -> str:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apps.knowledge.extraction.errors import _describe, _plural, _Refused
-from apps.knowledge.extraction.text import _looks_like
+from apps.knowledge.extraction.text import _looks_like, _normalise
 
 
 class _ThreadWarnings(logging.Handler):
@@ -36,7 +36,8 @@ def _pypdf_warnings() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
-def _pdf_text(data: bytes, warnings: list[str]) -> tuple[str, int, str | None]:
+def _pdf_text(data: bytes, warnings: list[str], page_texts: list[str] | None = None) -> tuple[str, int, str | None]:
+    """The text, page count and title; ``page_texts`` receives each page's text ("" if it has none)."""
     if b"%PDF-" not in data[:1024]:
         what = _looks_like(data)
         raise _Refused("corrupt", f"not a PDF file{f' (this is {what})' if what else ''}")
@@ -61,7 +62,9 @@ def _pdf_text(data: bytes, warnings: list[str]) -> tuple[str, int, str | None]:
         except (FileNotDecryptedError, DependencyError) as exc:
             raise _Refused("encrypted", f"the PDF is encrypted and cannot be opened ({exc})") from exc
         except LimitReachedError as exc:
-            raise _Refused("too_large", f"the PDF exceeds a safety limit of the PDF reader ({exc})") from exc
+            raise _Refused(
+                "too_large", f"the PDF is too large: it exceeds a safety limit of the PDF reader ({exc})"
+            ) from exc
         except Exception as exc:  # pypdf raises many types on malformed input
             raise _Refused("corrupt", f"damaged PDF, cannot be read ({_describe(exc)})") from exc
 
@@ -71,8 +74,20 @@ def _pdf_text(data: bytes, warnings: list[str]) -> tuple[str, int, str | None]:
         for number, page in enumerate(reader.pages, 1):
             try:
                 page_text = page.extract_text()
+            except LimitReachedError as exc:
+                # A decompression bomb, not damage: the page's content expands past pypdf's cap.
+                raise _Refused(
+                    "too_large",
+                    f"the PDF is too large: the content of page {number} expands past the PDF reader's limit",
+                ) from exc
+            except MemoryError:
+                raise  # the sandbox reports it as too large
             except Exception:  # one bad page must not lose the rest of the document
                 failed.append(number)
+                page_text = None
+            if page_texts is not None:
+                page_texts.append(page_text or "")
+            if page_text is None:
                 continue
             if page_text.strip():
                 texts.append(page_text)
@@ -89,6 +104,22 @@ def _pdf_text(data: bytes, warnings: list[str]) -> tuple[str, int, str | None]:
             f"PDF has structural errors; read anyway ({_plural(len(repairs), 'problem')}, first: {repairs[0]})"
         )
     return "\n\n".join(texts), page_count, title
+
+
+def _page_starts(page_texts: list[str], text: str) -> list[int] | None:
+    """Where each page starts in ``text`` (the normalised join of the pages), for page n at index
+    n - 1; a page without text starts where the next one does. None if the pages do not add up
+    to ``text``: no page numbers is better than wrong ones."""
+    starts: list[int] = []
+    kept: list[str] = []
+    offset = 0
+    for page in page_texts:
+        starts.append(offset)
+        normalised = _normalise(page, [])  # its warnings were given for the whole text
+        if normalised:
+            kept.append(normalised)
+            offset += len(normalised) + 2  # the blank line joining pages
+    return starts if "\n\n".join(kept) == text else None
 
 
 def _pdf_title(reader) -> str | None:
