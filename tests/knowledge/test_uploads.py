@@ -63,6 +63,7 @@ def test_an_upload_over_the_limit_is_cut_off_while_it_streams(client, admin_user
         assert results["big.txt"] == {
             "name": "big.txt",
             "ok": False,
+            "code": "too_large",
             "message": "the file is over the 25 MB upload limit",
         }
         assert results["small.txt"]["ok"]
