@@ -287,8 +287,6 @@ class DocumentAdmin(QuerystringGuard, ModelAdmin):
                 logger.warning("Knowledge search failed: %s", problem)
                 error = f"The query could not be embedded, so the search by meaning failed: {problem}"
                 keyword_url = "?" + urlencode({**request.GET.dict(), "mode": "keyword"})
-            except ValueError as problem:
-                error = str(problem)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

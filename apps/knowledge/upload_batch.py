@@ -71,9 +71,13 @@ def add_file(upload: Any, *, user: Any = None) -> FileResult:
     except ExtractionError as problem:
         return refused(name, problem.code, str(problem))
     except DuplicateDocument as duplicate:
-        result = refused(name, "duplicate", str(duplicate))
-        result.update(id=duplicate.existing.pk, status=duplicate.existing.status, url=_url(duplicate.existing.pk))
-        return result
+        existing = duplicate.existing
+        return {
+            **refused(name, "duplicate", str(duplicate)),
+            "id": existing.pk,
+            "status": existing.status,
+            "url": _url(existing.pk),
+        }
     except Exception:
         logger.exception("Upload of %r failed", name)
         return refused(name, "error", "the server could not store the file (the error is logged); try again")
