@@ -731,8 +731,10 @@ def profile(args: argparse.Namespace, tag: str) -> None:
     """
     calls, feature = args.profile, f"{tag}.profile"
     with tempfile.TemporaryDirectory() as tmp, simulator_process() as base_url:
-        recorder = DatabaseRecorder(Path(tmp), store_text=args.store_text, text_limit=settings.LLM["TEXT_LIMIT"])
-        recorder._ensure_thread = lambda: None  # type: ignore[method-assign]  # hold the writer thread back
+        # The writer thread lingers (asleep) until close() wakes it: held back while calls are profiled.
+        recorder = DatabaseRecorder(
+            Path(tmp), store_text=args.store_text, text_limit=settings.LLM["TEXT_LIMIT"], linger=3600
+        )
         kept = KeptRecords()
         client = LLMClient(
             apikey_openai="sk-bench",
@@ -758,9 +760,7 @@ def profile(args: argparse.Namespace, tag: str) -> None:
                 records[start : start + PROFILE_BATCH], store_text=args.store_text, text_limit=recorder.text_limit
             )
         writer.disable()
-        del recorder._ensure_thread  # the writer may start now: everything it writes is there already
-        recorder._ensure_thread()
-        recorder.close()
+        recorder.close()  # the writer writes them again: everything is there already
         logged = LLMRequest.objects.filter(feature=feature).count()
 
     print(

@@ -208,7 +208,7 @@ class LLMClient:
             )
         user, feature = _attribution(user, feature)
         providers = self._route(model, provider)
-        key = self._chat_cache_key(providers[0], model, messages, params)
+        key = self._chat_cache_key(providers[0], model, messages, params) if cache else ""
         started = time.perf_counter()
         attempts = 0
 
@@ -234,10 +234,18 @@ class LLMClient:
                 self.budgets.settle(reservation, response.cost if response else None)
             return response
 
+        fetched: ChatResponse | None = None
+
+        def fetch_payload() -> dict:
+            nonlocal fetched
+            fetched = fetch()
+            return fetched.model_dump(mode="json")
+
         try:
             if cache:
-                payload, hit = self.cache.get_or_call(key, lambda: fetch().model_dump(mode="json"))
-                response = ChatResponse.model_validate(payload)
+                payload, hit = self.cache.get_or_call(key, fetch_payload)
+                # The leader keeps the answer it fetched; only what came from the cache is parsed.
+                response = fetched if fetched is not None else ChatResponse.model_validate(payload)
             else:
                 response, hit = fetch(), False
         except errors.LLMError as error:
@@ -261,7 +269,7 @@ class LLMClient:
         """Yields text deltas; ``stream.response`` holds usage and cost once it is consumed."""
         user, feature = _attribution(user, feature)
         providers = self._route(model, provider)
-        key = self._chat_cache_key(providers[0], model, messages, params)
+        key = self._chat_cache_key(providers[0], model, messages, params) if cache else ""
         started = time.perf_counter()
         if cache and (payload := self.cache.get(key)) is not None:
             response = self._finish_chat(ChatResponse.model_validate(payload), True, started, 0)
@@ -331,7 +339,7 @@ class LLMClient:
             cache_key({"kind": "embedding", "provider": provider_name, "model": model, "text": t, **params})
             for t in texts
         ]
-        found = self.cache.backend.get_many(keys) if cache else {}
+        found = self.cache.get_many(keys) if cache else {}
         missing = [i for i, k in enumerate(keys) if k not in found]
         vectors: dict[int, list[float]] = {
             i: found[keys[i]]["embedding"] for i in range(len(texts)) if keys[i] in found
@@ -354,13 +362,13 @@ class LLMClient:
                     vectors[i] = vector
                 usage, requests = batch.usage, batch.requests
                 if cache:
-                    self.cache.backend.set_many({keys[i]: {"embedding": vectors[i]} for i in missing}, self.cache.ttl)
+                    self.cache.set_many({keys[i]: {"embedding": vectors[i]} for i in missing})
         except errors.LLMError as error:
             self._record_failure(
                 "embeddings", route[0] if route else None, model, error, started, attempts, "", user, feature
             )
             raise
-        self.cache._count(hit=not missing)
+        self.cache.count(hit=not missing)
         cost: Decimal | None
         if local or not missing:
             cost = Decimal(0)
@@ -714,7 +722,8 @@ _default_lock = threading.Lock()
 def default_client() -> LLMClient:
     """The process-wide client configured from the environment (shared: it is thread-safe)."""
     global _default_client
-    with _default_lock:
-        if _default_client is None:
-            _default_client = LLMClient()
-        return _default_client
+    if _default_client is None:
+        with _default_lock:
+            if _default_client is None:
+                _default_client = LLMClient()
+    return _default_client

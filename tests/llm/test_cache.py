@@ -5,13 +5,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
 
-from apps.llm.cache import LLMCache, cache_key, file_cache
+from apps.llm.cache import KEY_VERSION, LLMCache, cache_key, file_cache
 
 
 def test_key_is_canonical_versioned_sha256():
     a = cache_key({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0})
     b = cache_key({"temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "m"})
-    assert a == b and a.startswith("llm:v1:") and len(a.split(":")[-1]) == 64
+    assert a == b and a.startswith(f"llm:v{KEY_VERSION}:") and len(a.split(":")[-1]) == 64
     assert a != cache_key({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 1})
 
 

@@ -26,7 +26,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -58,35 +58,61 @@ class Reservation:
 
 
 class BudgetGuard:
+    """Reserves and settles calls against the active budgets.
+
+    The budgets are read once, then re-read every ``refresh_seconds`` by a background thread
+    while calls go on with the ones read last: no call waits for that query or for a lock.
+    ``refresh_seconds=0`` reads them on every call, in the caller's thread (tests, scripts).
+    """
+
     def __init__(self, refresh_seconds: float = 5.0):
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._budgets: list = []
         self._loaded_at = float("-inf")
         self._loaded_once = False
+        self._refreshing = threading.Lock()  # held by the one refresh under way
         # Settlements the database could not take, applied when it answers again.
         self._pending: list[Settlement] = []
 
     def budgets(self) -> list:
-        """The active budgets, re-read every ``refresh_seconds`` (the last ones read while the database is away)."""
-        from apps.llm.models import Budget
-
-        with self._lock:
-            if time.monotonic() - self._loaded_at >= self.refresh_seconds:
-                # Whatever happens, not again before refresh_seconds: an outage costs one attempt per period.
-                self._loaded_at = time.monotonic()
-                try:
-                    self._budgets = list(Budget.objects.filter(is_active=True).order_by("pk"))
-                    self._loaded_once = True
-                except DatabaseError as exc:
-                    self._database_down(exc, "reading the budgets")
-                    if not self._loaded_once:
-                        logger.warning("No budgets were ever read: calls are admitted without budgets")
+        """The active budgets, at most ``refresh_seconds`` old (the last ones read while the database is away)."""
+        if time.monotonic() - self._loaded_at < self.refresh_seconds:
             return self._budgets
+        if not self._loaded_once or self.refresh_seconds <= 0:
+            with self._refreshing:
+                if not self._loaded_once or self.refresh_seconds <= 0:
+                    self._load()
+        elif self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_in_background, name="llm-budgets", daemon=True).start()
+        return self._budgets
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._loaded_at = float("-inf")
+        """Read the budgets again on the next call, in the caller's thread."""
+        self._loaded_once = False
+        self._loaded_at = float("-inf")
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self._load()
+        except AccountingUnavailable:
+            pass  # LLM_BUDGETS_WHEN_DB_DOWN=deny: the calls' own reservations meet the outage
+        finally:
+            self._refreshing.release()
+            connections.close_all()  # this thread's own connection
+
+    def _load(self) -> None:
+        from apps.llm.models import Budget
+
+        # Whatever happens, not again before refresh_seconds: an outage costs one attempt per period.
+        self._loaded_at = time.monotonic()
+        try:
+            self._budgets = list(Budget.objects.filter(is_active=True).order_by("pk"))
+            self._loaded_once = True
+        except DatabaseError as exc:
+            self._database_down(exc, "reading the budgets")
+            if not self._loaded_once:
+                logger.warning("No budgets were ever read: calls are admitted without budgets")
 
     def reserve(
         self,

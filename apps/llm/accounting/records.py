@@ -6,13 +6,12 @@ Recorders are the accounting's extension point: anything with ``record(call)`` (
 optionally, ``flush()``) can be passed to ``LLMClient(recorders=[...])``.
 
 Everything else that lists the fields of a call derives them from here: the request log's
-columns (``log_columns``, which ``LLMRequest.from_call`` stores), the admin's detail page
+columns (``log_columns``, which ``request_log.log_row`` stores), the admin's detail page
 (``COLUMN_GROUPS``), and the tables of calls on the dashboard and their CSV (``LoggedCall``).
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from apps.llm.folding import Folded
 from apps.llm.types import Usage, UsageStats
 
 SUCCESS = "success"
@@ -93,12 +93,19 @@ LOG_COLUMNS: tuple[str, ...] = tuple(
 )
 
 
+#: (record field, log column) of every field but ``usage``.
+_FIELD_COLUMNS = tuple(
+    (f.name, _LOG_NAMES.get(f.name, f.name)) for f in dataclass_fields(CallRecord) if f.name != "usage"
+)
+
+
 def log_columns(call: CallRecord) -> dict[str, Any]:
     """The request-log row of a record: ``LOG_COLUMNS`` -> value."""
-    values = {
-        _LOG_NAMES.get(f.name, f.name): getattr(call, f.name) for f in dataclass_fields(call) if f.name != "usage"
-    }
-    return values | {name: getattr(call.usage, name) for name in USAGE_COLUMNS}
+    values = {column: getattr(call, name) for name, column in _FIELD_COLUMNS}
+    usage = call.usage
+    for name in USAGE_COLUMNS:
+        values[name] = getattr(usage, name)
+    return values
 
 
 #: The request-log columns as a person reads a call (the admin's detail page); every column once.
@@ -175,33 +182,45 @@ class Recorder(Protocol):
     def record(self, call: CallRecord) -> None: ...
 
 
+@dataclass
+class _Totals:
+    requests: int = 0
+    failures: int = 0
+    refusals: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+    models: set[str] = field(default_factory=set)
+
+    def add(self, call: CallRecord) -> _Totals:
+        self.requests += 1
+        self.failures += call.status == ERROR
+        self.refusals += call.status == REFUSED
+        self.cache_hits += call.cached
+        self.tokens += 0 if call.cached else call.usage.total_tokens  # a hit spent no tokens
+        self.cost += call.cost or Decimal(0)
+        self.models.add(call.model or call.requested_model)
+        return self
+
+
 class UsageTally:
-    """Totals of the calls made by one client in this process."""
+    """Totals of the calls made by one client in this process (recording takes no lock)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests = self._failures = self._refusals = self._cache_hits = self._tokens = 0
-        self._cost = Decimal(0)
-        self._models: set[str] = set()
+        self._calls: Folded[CallRecord, _Totals] = Folded(_Totals(), _Totals.add)
 
     def record(self, call: CallRecord) -> None:
-        with self._lock:
-            self._requests += 1
-            self._failures += call.status == ERROR
-            self._refusals += call.status == REFUSED
-            self._cache_hits += call.cached
-            self._tokens += 0 if call.cached else call.usage.total_tokens  # a hit spent no tokens
-            self._cost += call.cost or Decimal(0)
-            self._models.add(call.model or call.requested_model)
+        self._calls.add(call)
 
     def stats(self) -> UsageStats:
-        with self._lock:
-            return UsageStats.of_counts(
-                requests=self._requests,
-                failures=self._failures,
-                refusals=self._refusals,
-                cache_hits=self._cache_hits,
-                total_tokens=self._tokens,
-                total_cost=self._cost,
-                models_used=sorted(self._models),
+        return self._calls.read(
+            lambda totals: UsageStats.of_counts(
+                requests=totals.requests,
+                failures=totals.failures,
+                refusals=totals.refusals,
+                cache_hits=totals.cache_hits,
+                total_tokens=totals.tokens,
+                total_cost=totals.cost,
+                models_used=sorted(totals.models),
             )
+        )

@@ -1,10 +1,11 @@
 """The database request log: every ``CallRecord`` becomes an ``LLMRequest`` row, exactly once.
 
-``DatabaseRecorder.record()`` costs the LLM call a line appended to a spool file (so a crash
-or a database outage loses nothing) and a queue put; a background thread writes batches.
-Each batch is one transaction: ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``, then
-the daily rollups of just the rows that were new. Replaying a spool file twice therefore
-changes nothing the second time.
+``DatabaseRecorder.record()`` costs the call a line appended to the spool (``spool.py``: a
+crash of the process loses nothing) and a queue append: no lock, no database. A background
+thread writes what is queued in batches. Each batch is one transaction: the rows are copied
+(``COPY``) into a temporary table, moved with ``INSERT ... ON CONFLICT (id) DO NOTHING
+RETURNING id``, and only the rows that were new are added to the daily rollups, one statement
+per rollup table. Replaying a spool file twice therefore changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Iterable
-from dataclasses import asdict, replace
-from datetime import datetime
-from decimal import Decimal
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import cache
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
 from django.db import (
     DatabaseError,
@@ -28,35 +29,69 @@ from django.db import (
     IntegrityError,
     close_old_connections,
     connections,
+    models,
     transaction,
 )
+from psycopg.types.json import Jsonb
 
-from apps.llm.accounting.records import CallRecord
+from apps.llm.accounting.records import CallRecord, log_columns
+from apps.llm.accounting.spool import SpoolFile, record_from_json, record_to_json, segment_pid
 from apps.llm.conf import llm_settings
-from apps.llm.types import Usage
 
 logger = logging.getLogger(__name__)
 
-
-def record_to_json(record: CallRecord) -> str:
-    data = asdict(record)
-    data["usage"] = record.usage.model_dump(mode="json")
-    return json.dumps(data, default=str, ensure_ascii=False)
-
-
-def record_from_json(line: str) -> CallRecord:
-    data = json.loads(line)
-    data["usage"] = Usage.model_validate(data["usage"])
-    for field in ("cost", "provider_cost", "saved_cost"):
-        if data[field] is not None:
-            data[field] = Decimal(data[field])
-    data["id"] = uuid.UUID(data["id"])
-    data["created_at"] = datetime.fromisoformat(data["created_at"])
-    return CallRecord(**data)
+#: The session-local table a batch is copied into before it is merged into the log.
+_STAGING = "llm_request_incoming"
+#: Log columns that hold text (cleared unless text may be stored).
+_TEXT_COLUMNS = frozenset({"prompt", "response", "tool_calls"})
 
 
 def _clip(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+@cache
+def _columns() -> tuple[tuple[str, ...], tuple[Callable[[Any, int], Any], ...]]:
+    """The log's columns, and for each how a record's value becomes the column's."""
+    from apps.llm.models import LLMRequest
+
+    def clipped(value: Any, limit: int) -> Any:
+        return _clip(value, limit) if isinstance(value, str) else value
+
+    def json_value(value: Any, limit: int) -> Any:
+        return None if value is None else Jsonb(value)
+
+    def cut_to(length: int) -> Callable[[Any, int], Any]:
+        return lambda value, limit: value[:length] if isinstance(value, str) else value
+
+    def as_is(value: Any, limit: int) -> Any:
+        return value
+
+    columns, converters = [], []
+    for f in LLMRequest._meta.concrete_fields:
+        columns.append(f.attname)
+        if isinstance(f, models.JSONField):
+            converters.append(json_value)
+        elif isinstance(f, models.TextField):
+            converters.append(clipped)
+        elif isinstance(f, models.CharField) and f.max_length:
+            converters.append(cut_to(f.max_length))
+        else:
+            converters.append(as_is)
+    return tuple(columns), tuple(converters)
+
+
+def log_row(record: CallRecord, *, store_text: bool, text_limit: int) -> tuple[Any, ...]:
+    """The values of a record's ``LLMRequest`` row, in column order: text only if ``store_text``,
+    long text clipped to ``text_limit``, names cut to their columns' lengths."""
+    values = log_columns(record)
+    if not store_text:
+        for column in _TEXT_COLUMNS:
+            values[column] = None
+    values["request_id"] = values["request_id"] or ""
+    values["attempts"] = min(values["attempts"], 32767)  # a smallint
+    columns, converters = _columns()
+    return tuple(convert(values[column], text_limit) for column, convert in zip(columns, converters, strict=True))
 
 
 def write_records(
@@ -68,32 +103,31 @@ def write_records(
 
     if not records:
         return 0
-    rows = [LLMRequest.from_call(r, store_text=store_text, clip=lambda t: _clip(t, text_limit)) for r in records]
-    fields = list(LLMRequest._meta.concrete_fields)
-    columns = ", ".join(connections[using].ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    connection = connections[using]
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        inserted: set[uuid.UUID] = set()
-        # Chunked to stay well below PostgreSQL's 65535 parameters per statement.
-        step = max(1, 60_000 // len(fields))
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            values = ", ".join([f"({placeholders})"] * len(chunk))
-            params = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for row in chunk for f in fields]
-            cursor.execute(
-                f"INSERT INTO {LLMRequest._meta.db_table} ({columns}) VALUES {values} "
-                f"ON CONFLICT (id) DO NOTHING RETURNING id",
-                params,
-            )
-            inserted.update(row[0] for row in cursor.fetchall())
+    table = LLMRequest._meta.db_table
+    columns = ", ".join(_columns()[0])
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) ON COMMIT DELETE ROWS")
+        with cursor.cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(log_row(record, store_text=store_text, text_limit=text_limit))
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+        inserted = {row[0] for row in cursor.fetchall()}
+        # Emptied now, not only at commit: an enclosing transaction may write another batch.
+        cursor.execute(f"DELETE FROM {_STAGING}")
         new = [r for r in records if r.id in inserted]
         rollups.add(new, cursor=cursor)
     return len(new)
 
 
 class DatabaseRecorder:
-    """Writes call records to the request log in the background; never raises to the caller."""
+    """Writes call records to the request log in the background; never raises to the caller.
+
+    ``linger``: how long the writer lets records gather before writing them (a batch per
+    ``linger`` under load, not a transaction per call). ``segment_bytes``: the spool segment
+    is replaced by a fresh one when it grows past this, and whenever the writer catches up.
+    """
 
     def __init__(
         self,
@@ -103,82 +137,82 @@ class DatabaseRecorder:
         store_text: bool = False,
         text_limit: int = 20_000,
         batch_size: int = 500,
-        flush_interval: float = 0.2,
-        linger: float = 0.05,
+        linger: float = 0.1,
         retry_interval: float = 2.0,
+        segment_bytes: int = 8 * 1024 * 1024,
     ):
         self.spool_dir = spool_dir
         self.using = using
         self.store_text = store_text
         self.text_limit = text_limit
         self.batch_size = batch_size
-        self.flush_interval = flush_interval
         self.linger = linger
         self.retry_interval = retry_interval
-        self._lock = threading.Condition()
-        self._pending: list[CallRecord] = []
-        self._in_flight = 0
-        self._spool_file: TextIO | None = None
-        self._spool_path: Path | None = None
-        self._segment = 0
-        self._thread: threading.Thread | None = None
-        self._stopping = False
+        self.segment_bytes = segment_bytes
         self.written = 0
         self.failures = 0
+        self._reset()
+        recorder = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (r := recorder()) is not None and r._after_fork())
+
+    def _reset(self) -> None:
+        self._queue: deque[CallRecord] = deque()
+        self._spool: SpoolFile | None = None
+        self._writing = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._written = threading.Condition()
+        self._wake = threading.Event()  # flush() does not wait out the linger
+
+    def _after_fork(self) -> None:
+        # The parent's queue, spool segment and writer thread are not the child's: it starts afresh.
+        if self._spool is not None:
+            self._spool.close()
+        self._reset()
 
     # -- the caller's side: cheap and infallible ------------------------------------------
 
     def record(self, call: CallRecord) -> None:
-        if not self.store_text:
-            # Text that may not be stored must not reach the spool file on disk either.
-            call = replace(call, prompt=None, response_text=None)
-        line = record_to_json(call) + "\n"
-        with self._lock:
-            spool = self._spool()
-            spool.write(line)
-            spool.flush()  # in the OS's hands now: survives a crash of this process
-            self._pending.append(call)
-            self._ensure_thread()
-            self._lock.notify()
+        if self._thread is None:
+            self._start()
+        assert self._spool is not None
+        line = record_to_json(call, store_text=self.store_text) + "\n"
+        if self.store_text and call.prompt is not None:
+            # The caller may go on to edit its messages (append the answer, ...): log them as sent.
+            call = replace(call, prompt=json.loads(json.dumps(call.prompt, default=str)))
+        # Queued before it is spooled: a spool line always belongs to a record queued earlier
+        # (see _loop), so a segment can be deleted once the queue it saw is written.
+        self._queue.append(call)
+        self._spool.append(line)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything recorded so far is in the database; False on timeout."""
-        with self._lock:
-            return self._lock.wait_for(lambda: not self._pending and not self._in_flight, timeout)
+        self._wake.set()
+        with self._written:
+            return self._written.wait_for(lambda: not self._queue and not self._writing, timeout)
 
     def close(self) -> None:
+        """Write what is queued and stop the writer (a later ``record()`` starts a new one)."""
         self.flush()
-        with self._lock:
-            self._stopping = True
-            self._lock.notify()
-
-    # -- spool segments ---------------------------------------------------------------------
-
-    def _spool(self) -> TextIO:
-        if self._spool_file is None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            self._segment += 1
-            self._spool_path = self.spool_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{self._segment}.jsonl"
-            # Kept open across calls (one append per record); closed when the segment is done.
-            self._spool_file = open(self._spool_path, "a", encoding="utf-8")  # noqa: SIM115
-        return self._spool_file
-
-    def _take_batch(self) -> tuple[list[CallRecord], Path | None]:
-        """Up to ``batch_size`` records; when that empties the buffer, the spool segment too."""
-        batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
-        finished_segment = None
-        if not self._pending and self._spool_file is not None:
-            self._spool_file.close()
-            finished_segment, self._spool_file = self._spool_path, None
-        self._in_flight = len(batch)
-        return batch, finished_segment
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+            if not thread.is_alive():
+                with self._start_lock:
+                    self._thread, self._stopping = None, False
 
     # -- the writer thread --------------------------------------------------------------------
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="llm-request-log", daemon=True)
-            self._thread.start()
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._spool = SpoolFile(self.spool_dir)
+                thread = threading.Thread(target=self._run, name="llm-request-log", daemon=True)
+                thread.start()
+                self._thread = thread
 
     def _run(self) -> None:
         try:
@@ -187,25 +221,33 @@ class DatabaseRecorder:
             connections.close_all()  # this thread's own connections
 
     def _loop(self) -> None:
-        done_segments: list[Path] = []
+        assert self._spool is not None
+        # Segments left behind, each with the count of records that must be written before it
+        # can go: the records queued when it was left (their lines are in it, or in a later one).
+        left: deque[tuple[Path, int]] = deque()
+        written = 0
         while True:
-            with self._lock:
-                self._lock.wait_for(lambda: self._pending or self._stopping, self.flush_interval)
-                if self._stopping and not self._pending:
-                    return
-                # Linger a moment so that busy periods are written in batches, not row by row.
-                self._lock.wait_for(lambda: len(self._pending) >= self.batch_size or self._stopping, self.linger)
-                batch, segment = self._take_batch()
-            if segment is not None:
-                done_segments.append(segment)
-            self._write(batch)
-            with self._lock:
-                self._in_flight = 0
-                if not self._pending:
-                    for path in done_segments:
-                        path.unlink(missing_ok=True)
-                    done_segments.clear()
-                self._lock.notify_all()
+            if len(self._queue) < self.batch_size:
+                self._wake.wait(self.linger)  # let a batch gather; flush() and close() cut it short
+                self._wake.clear()
+            if self._queue:
+                self._writing = True  # before taking records: flush() never sees them in neither place
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                self._write(batch)
+                written += len(batch)
+                with self._written:
+                    self._writing = False
+                    self._written.notify_all()
+            while left and left[0][1] <= written:
+                left.popleft()[0].unlink(missing_ok=True)
+            if self._stopping and not self._queue:
+                self._spool.close()
+                self._spool.path.unlink(missing_ok=True)
+                return
+            size = self._spool.size()
+            if size > self.segment_bytes or (size and not self._queue):
+                path = self._spool.rotate()
+                left.append((path, written + len(self._queue)))
 
     def _write(self, batch: list[CallRecord]) -> None:
         """Write ``batch``, waiting out database outages; set aside a record the database refuses."""
@@ -249,7 +291,7 @@ def replay_spool(
     files = rows = 0
     skip = {os.getpid(), *skip_pids}
     for path in sorted(spool_dir.glob("*.jsonl")):
-        pid = int(path.name.split("-", 1)[0])
+        pid = segment_pid(path)
         if pid in skip or psutil.pid_exists(pid):
             continue  # its own writer is on it
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

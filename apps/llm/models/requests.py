@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.llm.accounting.records import CallRecord, log_columns
 from apps.llm.models.fields import money_field
 from apps.llm.models.prices import ModelPrice
 
@@ -162,19 +160,3 @@ class LLMRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.model or self.model_requested} {self.status}"
-
-    @classmethod
-    def from_call(cls, call: CallRecord, *, store_text: bool, clip: Callable[[str | None], str | None]) -> LLMRequest:
-        """The row of a record: its text only if ``store_text``, long text ``clip``-ped, names cut to fit."""
-        values = log_columns(call)
-        if not store_text:
-            values["prompt"] = values["response"] = values["tool_calls"] = None
-        values["request_id"] = values["request_id"] or ""
-        values["attempts"] = min(values["attempts"], 32767)  # a smallint
-        for f in cls._meta.concrete_fields:
-            value = values[f.attname]
-            if isinstance(value, str) and isinstance(f, models.TextField):
-                values[f.attname] = clip(value)
-            elif isinstance(value, str) and f.max_length:
-                values[f.attname] = value[: f.max_length]
-        return cls(**values)

@@ -20,10 +20,10 @@ from apps.llm.accounting.records import ERROR, SUCCESS, CallRecord
 from apps.llm.accounting.request_log import (
     DatabaseRecorder,
     SyncDatabaseRecorder,
-    record_to_json,
     replay_spool,
     write_records,
 )
+from apps.llm.accounting.spool import record_to_json
 from apps.llm.accounting.usage import usage_stats
 from apps.llm.client import LLMClient
 from apps.llm.models import LATENCY_BUCKETS_MS, LLMRequest, LLMUsageDaily

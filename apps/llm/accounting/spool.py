@@ -1,0 +1,99 @@
+"""The request log's spool: each call record, as a line of JSON, on disk before it reaches the database.
+
+Callers append with one ``write()`` to a file opened ``O_APPEND``: the kernel appends each
+write whole, so concurrent callers need no lock, and a line is in the operating system's
+hands once ``append`` returns. A crash of the process therefore loses no record; the file is
+not fsynced, so a crash of the machine can lose the lines of records the writer had not yet
+committed to the database (it commits every few tens of milliseconds).
+
+The writer thread swaps the file under the callers with ``dup2``: the descriptor they write to
+keeps its number and atomically starts pointing at a fresh segment, so a caller never writes
+to a closed or reused descriptor. A segment is deleted once every record appended to it is in
+the database; a segment left behind by a dead process is replayed (``replay_spool``), and
+replaying a record that did reach the database changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import MISSING, fields
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from apps.llm.accounting.records import CallRecord
+from apps.llm.types import Usage
+
+#: Record fields that hold prompt or answer text: kept out of the spool unless text may be stored.
+TEXT_FIELDS = frozenset({"prompt", "response_text", "tool_calls"})
+_MONEY_FIELDS = ("cost", "provider_cost", "saved_cost")
+# (name, default) of the fields written as they are; a value equal to its default is left out.
+_PLAIN_FIELDS = tuple((f.name, f.default) for f in fields(CallRecord) if f.name not in {"id", "created_at", "usage"})
+
+
+def record_to_json(record: CallRecord, *, store_text: bool = True) -> str:
+    """One line of the spool: the record's fields that differ from their defaults."""
+    data: dict[str, Any] = {"id": str(record.id), "created_at": record.created_at.isoformat()}
+    for name, default in _PLAIN_FIELDS:
+        value = getattr(record, name)
+        if (default is MISSING or value != default) and (store_text or name not in TEXT_FIELDS):
+            data[name] = value
+    # A pydantic model's __dict__ holds its field values: no model_dump() on the caller's path.
+    counts = {name: value for name, value in record.usage.__dict__.items() if value}
+    if counts:
+        data["usage"] = counts
+    return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def record_from_json(line: str) -> CallRecord:
+    data = json.loads(line)
+    data["usage"] = Usage.model_validate(data.get("usage") or {})
+    for name in _MONEY_FIELDS:
+        if data.get(name) is not None:
+            data[name] = Decimal(data[name])
+    data["id"] = uuid.UUID(data["id"])
+    data["created_at"] = datetime.fromisoformat(data["created_at"])
+    return CallRecord(**data)
+
+
+class SpoolFile:
+    """The segment callers append to, named ``<pid>-<random>-<n>.jsonl`` in ``directory``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._segment = 0
+        self.path, self._fd = self._open()
+
+    def append(self, line: str) -> None:
+        data = line.encode()
+        written = os.write(self._fd, data)
+        while written < len(data):  # only when the disk fills up or a signal interrupts
+            written += os.write(self._fd, data[written:])
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def rotate(self) -> Path:
+        """Point the callers' descriptor at a new segment; returns the path of the one it leaves."""
+        old = self.path
+        self.path, fd = self._open()
+        os.dup2(fd, self._fd)
+        os.close(fd)
+        return old
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _open(self) -> tuple[Path, int]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._segment += 1
+        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{self._segment}.jsonl"
+        return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+
+def segment_pid(path: Path) -> int:
+    """The id of the process that wrote a segment."""
+    return int(path.name.split("-", 1)[0])
