@@ -3,6 +3,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
+from apps.knowledge.conf import knowledge_settings
 from apps.knowledge.extraction import SUPPORTED_TYPES
 from apps.knowledge.models import Document
 
@@ -77,6 +78,12 @@ class SearchForm(forms.Form):
 
     #: The fields under "advanced": the section opens when one of them is set.
     ADVANCED = ("mode", "k", "ef_search", "mime_type", "status")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # An empty box means the default: say which.
+        self.fields["k"].widget.attrs["placeholder"] = "10"
+        self.fields["ef_search"].widget.attrs["placeholder"] = str(knowledge_settings().ef_search)
 
     def advanced_set(self) -> bool:
         return self.is_bound and any(self.data.get(name) for name in self.ADVANCED)
