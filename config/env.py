@@ -84,6 +84,9 @@ class Env(BaseSettings):
     knowledge_embed_batch: int = Field(64, ge=1, le=2048, description="chunks per embedding call (progress step)")
     knowledge_processing_timeout: int = Field(900, ge=30, description="seconds before a stuck document is retried")
     knowledge_search_mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    knowledge_max_attempts: int = Field(3, ge=1, description="claims of a document before it is failed")
+    knowledge_extraction_memory_mb: int = Field(1024, ge=128, description="memory of the .docx/PDF/HTML reader")
+    knowledge_extraction_timeout: int = Field(120, ge=1, description="seconds of the .docx/PDF/HTML reader")
 
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
@@ -202,6 +205,9 @@ class Env(BaseSettings):
             "EMBED_BATCH": self.knowledge_embed_batch,
             "PROCESSING_TIMEOUT": self.knowledge_processing_timeout,
             "SEARCH_MODE": self.knowledge_search_mode,
+            "MAX_ATTEMPTS": self.knowledge_max_attempts,
+            "EXTRACTION_MEMORY_BYTES": self.knowledge_extraction_memory_mb * 1024 * 1024,
+            "EXTRACTION_TIMEOUT": self.knowledge_extraction_timeout,
         }
 
     @property

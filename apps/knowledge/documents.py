@@ -51,11 +51,12 @@ def check_upload(name: str, size: int) -> None:
         raise too_large(name, size)
 
 
-def add_document(*, name: str, data: bytes | File, title: str = "", user: Any = None) -> Document:
+def add_document(*, name: str, data: bytes | File, title: str = "", user: Any = None, enqueue: bool = True) -> Document:
     """Store the file and queue it for processing (once the transaction commits).
 
     ``data`` is the content, or an open file (an upload): that one is hashed in chunks and stored
-    without being read into memory whole.
+    without being read into memory whole. ``enqueue=False``: the caller processes it (the stale
+    sweep still picks it up should the caller not).
     """
     # Imported here: the actor module declares its queue on the broker when imported.
     from apps.knowledge.tasks import enqueue_document
@@ -81,7 +82,8 @@ def add_document(*, name: str, data: bytes | File, title: str = "", user: Any = 
     except IntegrityError:  # the same content uploaded concurrently
         document.file.delete(save=False)
         raise DuplicateDocument(name, Document.objects.get(content_hash=digest)) from None
-    transaction.on_commit(lambda: enqueue_document(document.pk))
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_document(document.pk))
     return document
 
 

@@ -1,34 +1,60 @@
 """Document -> text -> token chunks -> embeddings -> pgvector, safely re-runnable.
 
-A worker first *claims* the document (one conditional UPDATE: pending, or processing for
-longer than the timeout); its claim time is its lease. Embeddings are computed outside any
-transaction; the chunks are then replaced in one transaction, and only if the lease is
-still ours. A worker killed half-way therefore leaves the previous chunks intact and the
-document re-claimable: never half-written, never duplicated.
+A worker first *claims* its documents (one conditional UPDATE: pending, or processing for
+longer than the timeout); the claim time is each document's lease. Embeddings are computed
+outside any transaction; a document's chunks are then replaced in one transaction, and only if
+its lease is still ours. A worker killed half-way therefore leaves the previous chunks intact and
+the document re-claimable: never half-written, never duplicated.
+
+Documents are processed in groups (``process_documents``): the claimed documents are extracted
+and chunked one by one, their chunks embedded together in calls of ``EMBED_BATCH`` chunks that
+span documents (many small documents fill one batch of the local model or one provider request
+instead of one call each), and the group is written in one transaction: one DELETE, one
+multi-row INSERT of chunks and one UPDATE of the documents, each document only if its lease
+holds. A worker that takes a message also takes other pending documents up to a group
+(``process_document``), so a queue of small files is embedded in full batches too.
+
+A document that fails for any reason is marked failed with the reason: the reader's
+``ExtractionError``, a non-retryable provider error, or anything unexpected (with its type).
+Retryable provider errors put it back to pending for the retry. Each claim counts one attempt
+(except those that ended in a retryable provider error: the actor's retries bound those); a
+document claimed ``MAX_ATTEMPTS`` times without finishing (its worker killed, out of memory, or
+stuck past the timeout) is failed with "gave up after N attempts" instead of claimed again, so
+the stale sweep cannot re-send it forever.
+
+Extraction of the formats that expand (.docx, PDF, HTML) runs in a child process with memory and
+CPU limits (``apps.knowledge.extraction.sandbox``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
-from itertools import batched
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from apps.knowledge.chunking import chunk_text
+from apps.knowledge.chunking import TextChunk, chunk_text
 from apps.knowledge.conf import knowledge_settings
 from apps.knowledge.embedding_models import EmbeddingModel, embedding_model
-from apps.knowledge.extraction import ExtractionError, extract_text
+from apps.knowledge.extraction import ExtractionError
+from apps.knowledge.extraction.sandbox import ExtractionLimits, extract_text_limited
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.positions import with_headings
 from apps.llm.client import LLMClient, default_client
 from apps.llm.errors import LLMError
+from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES
 
 logger = logging.getLogger(__name__)
+
+#: A group stops growing past this many bytes of files (at least one document): a group is
+#: embedded within one lease, so it must stay far from ``PROCESSING_TIMEOUT``.
+GROUP_BYTES = 2 * 1024 * 1024
+_MONEY_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 
 
 class LeaseLost(Exception):
@@ -47,44 +73,194 @@ def token_counter(model: EmbeddingModel) -> Callable[[str], int]:
     return lambda text: tokenizer.count_tokens(text, model.name)
 
 
+def _claimable(now: datetime) -> Q:
+    stale = now - timedelta(seconds=knowledge_settings().processing_timeout)
+    return Q(status=Document.Status.PENDING) | Q(status=Document.Status.PROCESSING, processing_started_at__lt=stale)
+
+
+def claim_many(document_ids: Iterable[int]) -> list[Document]:
+    """Take the documents for processing; those not ours to take are left out.
+
+    A document already claimed ``MAX_ATTEMPTS`` times is failed instead ("gave up after N
+    attempts", with the last attempt's reason if it left one).
+    """
+    ids = list(document_ids)
+    now = timezone.now()
+    limit = knowledge_settings().max_attempts
+    claimable = Document.objects.filter(pk__in=ids).filter(_claimable(now))
+    for document in claimable.filter(attempts__gte=limit).only("pk", "attempts", "error_message", "status"):
+        last = document.error_message.removeprefix("Will retry: ")
+        was = " (it was still processing at the timeout)" if document.status == Document.Status.PROCESSING else ""
+        reason = f"Gave up after {document.attempts} attempts{was}" + (f"; the last: {last}" if last else "")
+        Document.objects.filter(pk=document.pk).filter(_claimable(now)).update(
+            status=Document.Status.FAILED, error_message=reason[:5000], processed_at=now
+        )
+    taken = claimable.filter(attempts__lt=limit).update(
+        status=Document.Status.PROCESSING,
+        processing_started_at=now,
+        attempts=F("attempts") + 1,
+        chunks_done=0,
+        error_message="",
+    )
+    if not taken:
+        return []
+    # The claim time is unique to this claim: it selects exactly what this UPDATE took.
+    mine = Document.objects.filter(pk__in=ids, status=Document.Status.PROCESSING, processing_started_at=now)
+    order = {pk: i for i, pk in enumerate(ids)}
+    return sorted(mine, key=lambda d: order[d.pk])
+
+
 def claim(document_id: int) -> Document | None:
     """Take the document for processing, or None if it is not ours to take."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=knowledge_settings().processing_timeout)
-    taken = (
-        Document.objects.filter(pk=document_id)
-        .filter(
-            Q(status=Document.Status.PENDING) | Q(status=Document.Status.PROCESSING, processing_started_at__lt=stale)
-        )
-        .update(
-            status=Document.Status.PROCESSING,
-            processing_started_at=now,
-            attempts=F("attempts") + 1,
-            chunks_done=0,
-            error_message="",
-        )
+    claimed = claim_many([document_id])
+    return claimed[0] if claimed else None
+
+
+def _held(document: Document) -> QuerySet[Document]:
+    """The document, only while this worker's lease on it holds."""
+    return Document.objects.filter(
+        pk=document.pk, status=Document.Status.PROCESSING, processing_started_at=document.processing_started_at
     )
-    return Document.objects.get(pk=document_id) if taken else None
 
 
 def fail(document: Document, reason: str) -> None:
-    Document.objects.filter(pk=document.pk, processing_started_at=document.processing_started_at).update(
-        status=Document.Status.FAILED, error_message=reason[:5000], processed_at=timezone.now()
-    )
+    _held(document).update(status=Document.Status.FAILED, error_message=reason[:5000], processed_at=timezone.now())
 
 
-def process_document(document_id: int, *, client: LLMClient | None = None) -> Document | None:
-    """Extract, chunk, embed and store one document. Raises retryable ``LLMError``s."""
+@dataclass(eq=False)
+class _Work:
+    """A claimed document on its way through one group."""
+
+    document: Document
+    pieces: list[TextChunk] = field(default_factory=list)
+    vectors: list[list[float] | None] = field(default_factory=list)
+    cost: Decimal | None = Decimal(0)
+    failed: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        return all(v is not None for v in self.vectors)
+
+
+def process_document(document_id: int, *, client: LLMClient | None = None, group: bool = False) -> Document | None:
+    """Extract, chunk, embed and store one document; None if it was not ours to take.
+
+    ``group=True`` (the workers): take other pending documents along, up to a group, and embed
+    them together. Raises retryable ``LLMError``s, and ``LeaseLost`` if another worker took
+    this document meanwhile.
+    """
     document = claim(document_id)
     if document is None:
         logger.info("Document %s is not pending (or is being processed): skipped", document_id)
         return None
+    claimed = [document]
+    if group:
+        claimed += claim_many(_pending_group(exclude=document))
+    done = _process(claimed, client or default_client())
+    if document.pk not in done:
+        raise LeaseLost(f"Document {document.pk} was claimed by another worker")
+    return done[document.pk]
+
+
+def process_documents(document_ids: Sequence[int], *, client: LLMClient | None = None) -> list[Document]:
+    """Process the documents in groups (of ``GROUP_DOCUMENTS``, at most ``GROUP_BYTES`` of files
+    each), embedding each group's chunks together; the documents that were ours to take, in
+    their final state (those another worker took meanwhile are left out).
+
+    Raises retryable ``LLMError``s (the group's documents are pending again; the earlier groups
+    are stored).
+    """
+    client = client or default_client()
+    sizes = dict(Document.objects.filter(pk__in=document_ids).values_list("pk", "size"))
+    results: list[Document] = []
+    for ids in _groups([pk for pk in document_ids if pk in sizes], sizes):
+        done = _process(claim_many(ids), client)
+        results += [done[pk] for pk in ids if pk in done]
+    return results
+
+
+def _groups(ids: list[int], sizes: dict[int, int]) -> Iterable[list[int]]:
+    limit = knowledge_settings().group_documents
+    group: list[int] = []
+    size = 0
+    for pk in ids:
+        if group and (len(group) >= limit or size + sizes[pk] > GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(pk)
+        size += sizes[pk]
+    if group:
+        yield group
+
+
+def _pending_group(exclude: Document) -> list[int]:
+    """Pending documents (oldest first) that fit in a group beside ``exclude``."""
+    limit = knowledge_settings().group_documents - 1
+    candidates = (
+        Document.objects.filter(status=Document.Status.PENDING)
+        .exclude(pk=exclude.pk)
+        .order_by("created_at")
+        .values_list("pk", "size")[:limit]
+    )
+    picked: list[int] = []
+    size = exclude.size
+    for pk, file_size in candidates:
+        if size + file_size > GROUP_BYTES:
+            break
+        picked.append(pk)
+        size += file_size
+    return picked
+
+
+def _process(claimed: list[Document], client: LLMClient) -> dict[int, Document]:
+    """The claimed documents through the pipeline; their final state, by id (those whose lease
+    was lost are left out)."""
+    if not claimed:
+        return {}
     config = knowledge_settings()
+    model = embedding_model(config.embedding_model)
+    work = [_prepare(document, model) for document in claimed]
     try:
-        model = embedding_model(config.embedding_model)
+        _embed(work, model, client)
+    except LLMError as error:  # retryable: _embed fails the documents on the others
+        for item in work:
+            if not item.failed:
+                # Back to pending so the retry (or the stale-document sweep) can claim it; this
+                # attempt does not count (the actor's retries bound these).
+                _held(item.document).update(
+                    status=Document.Status.PENDING,
+                    error_message=f"Will retry: {error}"[:5000],
+                    attempts=F("attempts") - 1,
+                )
+        raise
+    try:
+        stored = _store([w for w in work if not w.failed], model)
+    except Exception as error:  # rolled back: the previous chunks are intact
+        logger.exception("Storing documents %s failed", [w.document.pk for w in work if not w.failed])
+        for item in work:
+            if not item.failed:
+                _fail(item, f"Unexpected error while storing the chunks: {type(error).__name__}: {error}")
+        stored = set()
+    lost = {w.document.pk for w in work if not w.failed} - stored
+    if lost:
+        logger.warning("Documents %s were claimed by another worker meanwhile: not stored", sorted(lost))
+    final = Document.objects.in_bulk([w.document.pk for w in work if w.document.pk not in lost])
+    return final
+
+
+def _prepare(document: Document, model: EmbeddingModel) -> _Work:
+    """Extract and chunk; a failure fails the document (with the reason) and nothing else."""
+    config = knowledge_settings()
+    item = _Work(document)
+    try:
         with document.file.open("rb") as fh:
             data = fh.read()
-        extracted = extract_text(document.file.name, data, max_bytes=config.max_upload_bytes)
+        extracted, usage = extract_text_limited(
+            document.file.name,
+            data,
+            max_bytes=config.max_upload_bytes,
+            limits=ExtractionLimits(memory_bytes=config.extraction_memory_bytes, seconds=config.extraction_timeout),
+        )
         size = min(config.chunk_tokens, model.max_input_tokens)
         pieces = chunk_text(
             extracted.text,
@@ -93,62 +269,118 @@ def process_document(document_id: int, *, client: LLMClient | None = None) -> Do
             overlap=min(config.chunk_overlap, size // 4),
             hard_limit=model.max_input_tokens,
         )
-        pieces = with_headings(pieces, extracted.text, extracted.mime_type)
-        Document.objects.filter(pk=document.pk).update(
-            chunk_count=len(pieces),
+        if usage.isolated:
+            logger.debug(
+                "Document %s extracted in a child in %.2f s, peak RSS %s bytes",
+                document.pk,
+                usage.wall_seconds,
+                usage.peak_rss_bytes,
+            )
+        item.pieces = with_headings(pieces, extracted.text, extracted.mime_type)
+        item.vectors = [None] * len(item.pieces)
+        _held(document).update(
+            chunk_count=len(item.pieces),
             mime_type=extracted.mime_type,
             warnings=extracted.warnings,
             page_starts=extracted.page_starts,
         )
-        vectors, cost = _embed(document, model, [p.text for p in pieces], client or default_client())
     except ExtractionError as error:
-        fail(document, str(error))
-        document.refresh_from_db()
-        return document
-    except LLMError as error:
-        if error.retryable:
-            # Back to pending so the retry (or the stale-document sweep) can claim it.
-            Document.objects.filter(pk=document.pk, processing_started_at=document.processing_started_at).update(
-                status=Document.Status.PENDING, error_message=f"Will retry: {error}"[:5000]
-            )
-            raise
-        fail(document, f"{type(error).__name__}: {error}")
-        document.refresh_from_db()
-        return document
-    _store(document, model, pieces, vectors, cost)
-    document.refresh_from_db()
-    return document
+        _fail(item, str(error))
+    except Exception as error:  # anything else still ends the document, with the reason
+        logger.exception("Document %s: extraction failed unexpectedly", document.pk)
+        _fail(item, f"Unexpected error while reading the file: {type(error).__name__}: {error}")
+    return item
 
 
-def _embed(
-    document: Document, model: EmbeddingModel, texts: list[str], client: LLMClient
-) -> tuple[list[list[float]], Decimal | None]:
-    vectors: list[list[float]] = []
-    cost: Decimal | None = Decimal(0)
-    # Chunks per call: the unit of progress (the client splits further to the provider's limits).
-    for group in batched(texts, knowledge_settings().embed_batch):
-        response = client.generate_embedding(
-            list(group), model=model.name, feature="knowledge.embed", user=document.uploaded_by_id
-        )
-        vectors.extend(response.embeddings)
-        cost = None if cost is None or response.cost is None else cost + response.cost
-        Document.objects.filter(pk=document.pk).update(chunks_done=len(vectors))
-    return vectors, cost
+def _fail(item: _Work, reason: str) -> None:
+    item.failed = True
+    fail(item.document, reason)
 
 
-def _store(document: Document, model: EmbeddingModel, pieces, vectors, cost) -> None:
+def _embed(work: list[_Work], model: EmbeddingModel, client: LLMClient) -> None:
+    """Embed every chunk of the group in calls of ``EMBED_BATCH`` chunks that span documents.
+
+    A call is for one uploader's documents (the request log attributes it to them). A
+    non-retryable error fails the documents with chunks in that call; retryable ones propagate.
+    """
+    batch_size = knowledge_settings().embed_batch
+    by_user: dict[int | None, list[tuple[_Work, int]]] = {}
+    for item in work:
+        if not item.failed:
+            by_user.setdefault(item.document.uploaded_by_id, []).extend((item, i) for i in range(len(item.pieces)))
+    for user, slots in by_user.items():
+        for start in range(0, len(slots), batch_size):
+            batch = [(item, i) for item, i in slots[start : start + batch_size] if not item.failed]
+            if not batch:
+                continue
+            try:
+                response = client.generate_embedding(
+                    [item.pieces[i].text for item, i in batch], model=model.name, feature="knowledge.embed", user=user
+                )
+            except LLMError as error:
+                if error.retryable:
+                    raise
+                for item in {item for item, _ in batch}:
+                    _fail(item, f"{type(error).__name__}: {error}")
+                continue
+            except Exception as error:  # a bug or a broken local model: the reason, not a stuck document
+                logger.exception("Embedding failed unexpectedly")
+                for item in {item for item, _ in batch}:
+                    _fail(item, f"Unexpected error while embedding: {type(error).__name__}: {error}")
+                continue
+            for (item, i), vector in zip(batch, response.embeddings, strict=True):
+                item.vectors[i] = vector
+            shares = _split_cost(response.cost, [item.pieces[i].token_count for item, i in batch])
+            for (item, _), share in zip(batch, shares, strict=True):
+                item.cost = None if item.cost is None or share is None else item.cost + share
+            _report_progress({item for item, _ in batch})
+
+
+def _split_cost(cost: Decimal | None, weights: list[int]) -> list[Decimal | None]:
+    """``cost`` shared by weight, exactly: the shares add up to it (the last takes the rounding)."""
+    if cost is None:
+        return [None] * len(weights)
+    total = sum(weights) or len(weights)
+    shares = [(cost * (w or 1) / total).quantize(_MONEY_QUANTUM) for w in weights[:-1]]
+    return [*shares, cost - sum(shares, Decimal(0))]
+
+
+def _report_progress(items: set[_Work]) -> None:
+    """``chunks_done`` of the documents a call embedded for, in one statement."""
+    Document.objects.bulk_update(
+        [Document(pk=item.document.pk, chunks_done=sum(v is not None for v in item.vectors)) for item in items],
+        ["chunks_done"],
+    )
+
+
+def _store(work: list[_Work], model: EmbeddingModel) -> set[int]:
+    """Replace the chunks of the group's documents in one transaction, each only if its lease
+    holds; the ids stored."""
+    if not work:
+        return set()
+    now = timezone.now()
     with transaction.atomic():
-        current = Document.objects.select_for_update().get(pk=document.pk)
-        if (
-            current.status != Document.Status.PROCESSING
-            or current.processing_started_at != document.processing_started_at
-        ):
-            raise LeaseLost(f"Document {document.pk} was claimed by another worker")
-        Chunk.objects.filter(document=document).delete()
+        current = {
+            d.pk: d
+            for d in Document.objects.select_for_update()
+            .filter(pk__in=[w.document.pk for w in work])
+            .order_by("pk")  # one lock order for every worker: no deadlocks
+            .only("pk", "status", "processing_started_at")
+        }
+        held = [
+            w
+            for w in work
+            if w.document.pk in current
+            and current[w.document.pk].status == Document.Status.PROCESSING
+            and current[w.document.pk].processing_started_at == w.document.processing_started_at
+        ]
+        if not held:
+            return set()
+        Chunk.objects.filter(document_id__in=[w.document.pk for w in held]).delete()
         Chunk.objects.bulk_create(
             [
                 Chunk(
-                    document=document,
+                    document_id=w.document.pk,
                     index=p.index,
                     text=p.text,
                     token_count=p.token_count,
@@ -158,20 +390,36 @@ def _store(document: Document, model: EmbeddingModel, pieces, vectors, cost) -> 
                     embedding_model=model.name,
                     embedding=vector,
                 )
-                for p, vector in zip(pieces, vectors, strict=True)
+                for w in held
+                for p, vector in zip(w.pieces, w.vectors, strict=True)
             ],
-            batch_size=500,
+            batch_size=1000,
         )
-        Document.objects.filter(pk=document.pk).update(
-            status=Document.Status.READY,
-            chunk_count=len(pieces),
-            chunks_done=len(pieces),
-            token_count=sum(p.token_count for p in pieces),
-            embedding_model=model.name,
-            embedding_cost=cost,
-            processed_at=timezone.now(),
-            error_message="",
+        updates = []
+        for w in held:
+            document = current[w.document.pk]
+            document.status = Document.Status.READY
+            document.chunk_count = document.chunks_done = len(w.pieces)
+            document.token_count = sum(p.token_count for p in w.pieces)
+            document.embedding_model = model.name
+            document.embedding_cost = w.cost
+            document.processed_at = now
+            document.error_message = ""
+            updates.append(document)
+        Document.objects.bulk_update(
+            updates,
+            [
+                "status",
+                "chunk_count",
+                "chunks_done",
+                "token_count",
+                "embedding_model",
+                "embedding_cost",
+                "processed_at",
+                "error_message",
+            ],
         )
+    return {w.document.pk for w in held}
 
 
 def stale_documents() -> list[int]:
@@ -189,5 +437,5 @@ def stale_documents() -> list[int]:
 def reprocess(documents) -> int:
     """Mark documents for processing again (e.g. after changing the embedding model)."""
     return documents.exclude(status=Document.Status.PROCESSING).update(
-        status=Document.Status.PENDING, error_message="", chunks_done=0
+        status=Document.Status.PENDING, error_message="", chunks_done=0, attempts=0
     )

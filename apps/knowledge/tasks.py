@@ -16,8 +16,9 @@ QUEUE = "knowledge"
     on_retry_exhausted="knowledge.give_up_document",
 )
 def process_document_actor(document_id: int) -> None:
-    """Extract, chunk and embed one document (retried with backoff on provider errors)."""
-    pipeline.process_document(document_id)
+    """Extract, chunk and embed one document, and other pending ones with it in shared embedding
+    batches (retried with backoff on provider errors)."""
+    pipeline.process_document(document_id, group=True)
 
 
 def enqueue_document(document_id: int) -> None:

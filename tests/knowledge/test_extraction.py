@@ -507,4 +507,4 @@ def test_docx_zip_bomb_is_refused_before_expanding():
     assert len(data) < 200_000
     error = refused("bomb.docx", data, max_bytes=1024 * 1024)
     assert error.code == "too_large"
-    assert str(error) == "bomb.docx: the .docx expands to 70 MB, over the 64 MB limit"
+    assert str(error) == "bomb.docx: the .docx is too large: it expands to 70 MB, over the 16 MB limit"

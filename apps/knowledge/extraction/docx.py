@@ -9,10 +9,14 @@ from collections.abc import Iterator
 from apps.knowledge.extraction.errors import _describe, _Refused, _size
 from apps.knowledge.extraction.text import _looks_like
 
-# A .docx is a ZIP of XML; python-docx reads every part into memory. A crafted file can expand
-# a thousandfold (a "zip bomb"); real ones, images included, stay well under this ratio.
-_DOCX_MAX_EXPANSION = 20
-_DOCX_MIN_UNCOMPRESSED_LIMIT = 64 * 1024 * 1024
+# A .docx is a ZIP of XML; python-docx reads every part into memory, and lxml's tree takes about
+# ten times the XML's size. A crafted file can expand a thousandfold (a "zip bomb"). The cap is on
+# the archive's declared sizes, which cannot lie: zipfile stops a member at its declared size and
+# then fails its CRC. Real files stay well under a few times the upload limit: images barely
+# expand, and text XML compresses about tenfold, so a document at the upload limit would be ten
+# thousand pages of text.
+_DOCX_MAX_EXPANSION = 4
+_DOCX_MIN_UNCOMPRESSED_LIMIT = 16 * 1024 * 1024
 # Password-protected Office files are not ZIPs but OLE containers holding this stream.
 _OLE_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
 _OTHER_OFFICE_PARTS = {
@@ -40,7 +44,9 @@ def _docx_text(data: bytes, max_bytes: int, warnings: list[str]) -> tuple[str, s
         raise _Refused("corrupt", f"damaged .docx ({_describe(exc)})") from exc
     limit = max(_DOCX_MAX_EXPANSION * max_bytes, _DOCX_MIN_UNCOMPRESSED_LIMIT)
     if expanded > limit:
-        raise _Refused("too_large", f"the .docx expands to {_size(expanded)}, over the {_size(limit)} limit")
+        raise _Refused(
+            "too_large", f"the .docx is too large: it expands to {_size(expanded)}, over the {_size(limit)} limit"
+        )
     for part, what in _OTHER_OFFICE_PARTS.items():
         if part in names and "word/document.xml" not in names:
             raise _Refused("corrupt", f"this is {what}, not a Word document")
@@ -54,8 +60,17 @@ def _docx_text(data: bytes, max_bytes: int, warnings: list[str]) -> tuple[str, s
         blocks = list(_docx_blocks(document))
         title = (document.core_properties.title or "").strip() or None
     except Exception as exc:  # python-docx and lxml raise many types on malformed parts
+        if _lxml_out_of_memory(exc):
+            # The sandbox's memory limit, not damage (lxml reports it as a syntax error).
+            raise MemoryError("no memory left to parse the .docx's XML") from exc
         raise _Refused("corrupt", f"damaged .docx, cannot be read ({_describe(exc)})") from exc
     return "\n\n".join(block for block in blocks if block.strip()), title
+
+
+def _lxml_out_of_memory(exc: Exception) -> bool:
+    return isinstance(exc, MemoryError) or any(
+        entry.type_name == "ERR_NO_MEMORY" for entry in getattr(exc, "error_log", None) or ()
+    )
 
 
 def _docx_blocks(container) -> Iterator[str]:

@@ -6,12 +6,17 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.knowledge.documents import DuplicateDocument, add_document, check_upload
 from apps.knowledge.extraction import ExtractionError
 
+#: Documents per progress step of --wait (several embedding groups).
+PROGRESS_STEP = 256
+
 
 class Command(BaseCommand):
     help = (
         "Add files (or every supported file under folders) to the knowledge base; workers on the "
         "'knowledge' queue embed them. --wait processes them here instead."
     )
+    #: ``call_command(..., client=LLMClient(...))``: the client --wait embeds with (tests, benchmarks).
+    stealth_options = ("client",)
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", type=Path)
@@ -26,22 +31,44 @@ class Command(BaseCommand):
             self._progress(number, len(files), path.name)
             try:
                 check_upload(path.name, path.stat().st_size)
-                added.append(add_document(name=path.name, data=path.read_bytes()))
+                # --wait: no message for the workers (processed here; the stale sweep is the net).
+                added.append(add_document(name=path.name, data=path.read_bytes(), enqueue=not wait))
             except (ExtractionError, DuplicateDocument) as problem:
                 skipped += 1
                 self.stderr.write(f"\n  skipped: {problem}")
         self.stdout.write(f"\nAdded {len(added)} documents, skipped {skipped}.")
         if wait:
-            from apps.knowledge.pipeline import process_document
-
-            for number, document in enumerate(added, 1):
-                self._progress(number, len(added), f"embedding {document.title}")
-                result = process_document(document.pk)
-                if result is not None and result.status != result.Status.READY:
-                    self.stderr.write(f"\n  {document.title}: {result.status}: {result.error_message}")
+            self._process([d.pk for d in added], options.get("client"))
             self.stdout.write("\nDone.")
         else:
             self.stdout.write("Queued for the workers (queue 'knowledge').")
+
+    def _process(self, ids: list[int], client) -> None:
+        from apps.knowledge.models import Document
+        from apps.knowledge.pipeline import process_documents
+        from apps.knowledge.tasks import enqueue_document
+        from apps.llm.errors import LLMError
+
+        for start in range(0, len(ids), PROGRESS_STEP):
+            step = ids[start : start + PROGRESS_STEP]
+            self._progress(start + len(step), len(ids), "embedding")
+            try:
+                done = process_documents(step, client=client)
+            except LLMError as error:
+                left = ids[start:]
+                for pk in left:
+                    enqueue_document(pk)
+                raise CommandError(
+                    f"The embedding provider failed ({error}); the {len(left)} documents not yet embedded "
+                    "are queued for the workers (queue 'knowledge')."
+                ) from error
+            for document in done:
+                if document.status != Document.Status.READY:
+                    self.stderr.write(f"\n  {document.title}: {document.status}: {document.error_message}")
+            taken = {d.pk for d in done}
+            for pk in step:
+                if pk not in taken:
+                    self.stderr.write(f"\n  document {pk}: taken by a worker meanwhile")
 
     def _files(self, paths: list[Path]) -> list[Path]:
         files: list[Path] = []
