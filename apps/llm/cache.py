@@ -125,9 +125,9 @@ class LLMCache:
         self._check_generation()
         found = {key: value for key in keys if (value := self.memory.get(key)) is not None}
         missing = [key for key in keys if key not in found]
-        for key, (expires, value) in (self.backend.get_many(missing) if missing else {}).items():
-            self.memory.put(key, expires, value)
-            found[key] = value
+        for key, stored in (self.backend.get_many(missing) if missing else {}).items():
+            if (value := self._remember(key, stored)) is not None:
+                found[key] = value
         return found
 
     def set_many(self, values: dict[str, dict]) -> None:
@@ -183,10 +183,15 @@ class LLMCache:
         value = self.memory.get(key)
         if value is not None:
             return value
-        stored = self.backend.get(key)
-        if stored is None:
-            return None
+        return self._remember(key, self.backend.get(key))
+
+    def _remember(self, key: str, stored: Any) -> dict | None:
+        """The value of a backend entry, kept in memory until it expires (None: not an entry of ours)."""
+        if not (isinstance(stored, tuple) and len(stored) == 2):
+            return None  # absent, or written in another shape under this key: a miss, overwritten
         expires, value = stored
+        if expires <= time.time():  # the backend's clock may not have caught up
+            return None
         self.memory.put(key, expires, value)
         return value
 

@@ -19,7 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ def _columns() -> tuple[tuple[str, ...], tuple[Callable[[Any, int], Any], ...]]:
     def as_is(value: Any, limit: int) -> Any:
         return value
 
-    columns, converters = [], []
+    columns: list[str] = []
+    converters: list[Callable[[Any, int], Any]] = []
     for f in LLMRequest._meta.concrete_fields:
         columns.append(f.attname)
         if isinstance(f, models.JSONField):
@@ -110,12 +111,13 @@ def write_records(
         with cursor.cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
             for record in records:
                 copy.write_row(log_row(record, store_text=store_text, text_limit=text_limit))
+        # The staging table is emptied as the rows move: an enclosing transaction may write another batch.
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} ON CONFLICT (id) DO NOTHING RETURNING id"
+            f"WITH batch AS (DELETE FROM {_STAGING} RETURNING *) "
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM batch "
+            f"ON CONFLICT (id) DO NOTHING RETURNING id"
         )
         inserted = {row[0] for row in cursor.fetchall()}
-        # Emptied now, not only at commit: an enclosing transaction may write another batch.
-        cursor.execute(f"DELETE FROM {_STAGING}")
         new = [r for r in records if r.id in inserted]
         rollups.add(new, cursor=cursor)
     return len(new)
@@ -137,11 +139,11 @@ class DatabaseRecorder:
         store_text: bool = False,
         text_limit: int = 20_000,
         batch_size: int = 500,
-        linger: float = 0.1,
+        linger: float = 0.25,
         retry_interval: float = 2.0,
         segment_bytes: int = 8 * 1024 * 1024,
     ):
-        self.spool_dir = spool_dir
+        self.spool_dir = Path(spool_dir)
         self.using = using
         self.store_text = store_text
         self.text_limit = text_limit
@@ -152,8 +154,7 @@ class DatabaseRecorder:
         self.written = 0
         self.failures = 0
         self._reset()
-        recorder = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (r := recorder()) is not None and r._after_fork())
+        os.register_at_fork(after_in_child=partial(_after_fork, weakref.ref(self)))
 
     def _reset(self) -> None:
         self._queue: deque[CallRecord] = deque()
@@ -307,6 +308,11 @@ def replay_spool(
         path.unlink()
         files += 1
     return files, rows
+
+
+def _after_fork(recorder: weakref.ref[DatabaseRecorder]) -> None:
+    if (alive := recorder()) is not None:
+        alive._after_fork()
 
 
 class SyncDatabaseRecorder:

@@ -221,11 +221,12 @@ def add(records: Iterable[CallRecord], *, cursor) -> None:
     if not fine:
         return
     # Same tables in the same order, keys sorted: two writers never lock rows in opposite orders.
-    for rollup in reversed(all_rollups()):
-        _upsert(rollup, project(fine, rollup.dimensions), cursor)
+    # One statement per table, sent together: one round trip.
+    statements = [_upsert(rollup, project(fine, rollup.dimensions)) for rollup in reversed(all_rollups())]
+    cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
 
 
-def _upsert(rollup: Rollup, sums: dict[Key, dict[str, Any]], cursor) -> None:
+def _upsert(rollup: Rollup, sums: dict[Key, dict[str, Any]]) -> tuple[str, list[Any]]:
     table = rollup.table
     columns = ["date", *rollup.dimensions, *SUMS, "latency_histogram"]
     placeholders = ["%s"] * len(columns)
@@ -246,7 +247,7 @@ def _upsert(rollup: Rollup, sums: dict[Key, dict[str, Any]], cursor) -> None:
         params.extend([*key, *(d[c] for c in SUMS), d["latency_histogram"]])
         for kept in rollup.call_lists:
             params.extend([[value for value, _ in d[kept.ids]], [id_ for _, id_ in d[kept.ids]]])
-    cursor.execute(
+    return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(keys))} "
         f"ON CONFLICT ON CONSTRAINT {rollup.constraint} DO UPDATE SET {', '.join(updates)}",
         params,

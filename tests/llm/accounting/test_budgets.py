@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from apps.llm.accounting.request_log import SyncDatabaseRecorder
 from apps.llm.client import LLMClient
 from apps.llm.models import Budget, BudgetSpend, LLMRequest
 from apps.llm.testing.simulator import CHAT
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -116,3 +118,28 @@ def test_concurrent_calls_never_admit_past_the_hard_limit(sim, price_table, clie
     assert outcomes.count("refused") == LLMRequest.objects.filter(error_type="BudgetExceeded").count() > 0
     assert spend.reserved == 0
     assert spend.spent == successes.aggregate(s=Sum("cost"))["s"] <= budget.hard_limit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budgets_are_refreshed_off_the_callers_path():
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.llm.accounting.budgets import BudgetGuard
+
+    guard = BudgetGuard(refresh_seconds=0.05)
+    Budget.objects.create(name="first", period="day", hard_limit=Decimal("1"))
+    assert [b.name for b in guard.budgets()] == ["first"]  # the first read is the caller's own
+    Budget.objects.create(name="second", period="day", hard_limit=Decimal("1"))
+    wait_for(lambda: guard._loaded_at + 0.05 < time.monotonic(), timeout=5, what="the budgets to be due")
+    with CaptureQueriesContext(connection) as queries:
+        seen = guard.budgets()
+        wait_for(lambda: len(guard.budgets()) == 2, timeout=10, what="the background refresh")
+    assert [b.name for b in seen] in (["first"], ["first", "second"])
+    assert len(queries) == 0  # read by the background thread, on its own connection
+    guard.refresh_seconds = 60
+    wait_for(lambda: not guard._refreshing.locked(), timeout=10, what="the refresh to end")
+    guard.invalidate()
+    Budget.objects.filter(name="first").update(is_active=False)
+    with CaptureQueriesContext(connection) as queries:
+        assert [b.name for b in guard.budgets()] == ["second"]  # invalidated: read at once, here
+    assert len(queries) == 1
