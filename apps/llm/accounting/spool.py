@@ -45,7 +45,7 @@ def record_to_json(record: CallRecord, *, store_text: bool = True) -> str:
     counts = {name: value for name, value in record.usage.__dict__.items() if value}
     if counts:
         data["usage"] = counts
-    return json.dumps(data, default=str, ensure_ascii=False)
+    return json.dumps(data, default=str)
 
 
 def record_from_json(line: str) -> CallRecord:

@@ -12,14 +12,21 @@ from apps.llm.types import ChatResponse, Usage
 logger = logging.getLogger(__name__)
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if hasattr(obj, "model_dump"):
-        # The SDK constructs responses without validating them: a count of the wrong type is
-        # ours to report (InvalidResponse), not a serializer warning.
-        return obj.model_dump(warnings=False)
-    return dict(obj)
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a dict, or the attribute of an SDK object (whose extra fields are attributes too).
+
+    The SDK builds its objects without validating them: a count of the wrong type is read as
+    it came, and reported by ``_count`` (``InvalidUsage``), not by a serializer.
+    """
+    if isinstance(obj, dict):
+        return obj.get(key)
+    # A pydantic model keeps its fields in __dict__ and extras in __pydantic_extra__; asking
+    # getattr() for a key it lacks would raise (and catch) an AttributeError in pydantic.
+    values = getattr(obj, "__dict__", None)
+    if values is not None and key in values:
+        return values[key]
+    extra = getattr(obj, "__pydantic_extra__", None)
+    return extra.get(key) if extra else None
 
 
 #: Where each ``Usage`` count is in a provider's usage object: (path, field). OpenAI and
@@ -52,17 +59,16 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
     reported 11 reasoning tokens of 10 output tokens) are reconciled: the whole is raised to
     its parts, which never charges less than the provider reported.
     """
-    data = _as_dict(usage)
-    if not data:
+    if not usage:
         return Usage()
     counts = {}
     for path, name in USAGE_SOURCES:
-        value = _count(data, path, provider=provider, model=model)
+        value = _count(usage, path, provider=provider, model=model)
         if value is not None:
             counts[name] = value
     if not counts.get("total_tokens"):  # some servers send none, or 0
         counts["total_tokens"] = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
-    cost = data.get("cost")
+    cost = _field(usage, "cost")
     parsed = Usage(
         **counts,
         # The SDK parsed the JSON number as a float; str() gives back its shortest exact text.
@@ -74,13 +80,11 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
     return reconciled
 
 
-def _count(data: dict[str, Any], path: tuple[str, ...], *, provider: str | None, model: str | None) -> int | None:
+def _count(usage: Any, path: tuple[str, ...], *, provider: str | None, model: str | None) -> int | None:
     """The count at ``path``; ``None`` when absent (a missing or null detail means 0 or unknown)."""
-    value: Any = data
+    value: Any = usage
     for key in path:
-        if not isinstance(value, dict):
-            value = _as_dict(value) if hasattr(value, "model_dump") else None
-        value = value.get(key) if isinstance(value, dict) else None
+        value = _field(value, key)
         if value is None:
             return None
     where = "usage." + ".".join(path)
