@@ -121,20 +121,17 @@ class LLMCache:
         self.memory.put(key, expires, value)
 
     def get_many(self, keys: list[str]) -> dict[str, dict]:
-        """The values found for ``keys`` (uncounted: see ``count``)."""
-        self._check_generation()
-        found = {key: value for key in keys if (value := self.memory.get(key)) is not None}
-        missing = [key for key in keys if key not in found]
-        for key, stored in (self.backend.get_many(missing) if missing else {}).items():
-            if (value := self._remember(key, stored)) is not None:
-                found[key] = value
-        return found
+        """The values found for ``keys`` in the backend (uncounted: see ``count``).
+
+        Batches (embeddings) bypass the memory tier: their values are large and seldom asked
+        for twice by one process.
+        """
+        stored = self.backend.get_many(keys)
+        return {key: value for key, entry in stored.items() if (value := _unpack(entry)) is not None}
 
     def set_many(self, values: dict[str, dict]) -> None:
         expires = time.time() + self.ttl
         self.backend.set_many({key: (expires, value) for key, value in values.items()}, self.ttl)
-        for key, value in values.items():
-            self.memory.put(key, expires, value)
 
     def count(self, *, hit: bool) -> None:
         """Count one lookup made with ``get_many`` (a batch counts as one: a hit if all was found)."""
@@ -186,13 +183,10 @@ class LLMCache:
         return self._remember(key, self.backend.get(key))
 
     def _remember(self, key: str, stored: Any) -> dict | None:
-        """The value of a backend entry, kept in memory until it expires (None: not an entry of ours)."""
-        if not (isinstance(stored, tuple) and len(stored) == 2):
-            return None  # absent, or written in another shape under this key: a miss, overwritten
-        expires, value = stored
-        if expires <= time.time():  # the backend's clock may not have caught up
-            return None
-        self.memory.put(key, expires, value)
+        """The value of a backend entry, kept in memory until it expires."""
+        value = _unpack(stored)
+        if value is not None:
+            self.memory.put(key, stored[0], value)
         return value
 
     def _check_generation(self) -> None:
@@ -226,6 +220,14 @@ class LLMCache:
             hit_rate=hits / total if total else 0.0,
             ttl=self.ttl,
         )
+
+
+def _unpack(stored: Any) -> dict | None:
+    """The value of a backend entry; None when absent, expired, or not an entry of ours."""
+    if not (isinstance(stored, tuple) and len(stored) == 2):
+        return None  # written in another shape under this key: a miss, then overwritten
+    expires, value = stored
+    return value if expires > time.time() else None  # the backend's own clock may lag
 
 
 def _count_outcome(counts: tuple[int, int], hit: bool) -> tuple[int, int]:
