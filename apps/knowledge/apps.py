@@ -8,3 +8,7 @@ class KnowledgeConfig(AppConfig):
     label = "knowledge"
     verbose_name = "Knowledge base"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Connects the receiver that deletes a deleted document's file.
+        from apps.knowledge import versions  # noqa: F401

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from apps.knowledge.conf import knowledge_settings
 from apps.knowledge.extraction import SUPPORTED_TYPES, ExtractionError, content_hash
 from apps.knowledge.models import Document
+from apps.knowledge.versions import next_version
 
 
 class DuplicateDocument(Exception):
@@ -67,8 +68,13 @@ def add_document(*, name: str, data: bytes | File, title: str = "", user: Any = 
     existing = Document.objects.filter(content_hash=digest).first()
     if existing is not None:
         raise DuplicateDocument(name, existing)
+    # The same file name with other content: the next version, replacing the current one when ready.
+    source_name = PurePath(name).name[:255]
+    version, current_title = next_version(source_name)
     document = Document(
-        title=title or PurePath(name).stem[:255],
+        title=title or current_title or PurePath(name).stem[:255],
+        source_name=source_name,
+        version=version,
         content_hash=digest,
         size=size,
         mime_type=SUPPORTED_TYPES[PurePath(name).suffix.lower()],

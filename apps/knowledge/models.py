@@ -29,6 +29,10 @@ class Document(models.Model):
 
     title = models.CharField(max_length=255)
     file = models.FileField(upload_to="documents/%Y/%m/")
+    #: The file's name as uploaded: an upload of the same name with other content is a new version
+    #: of it, which replaces it when ready (``apps.knowledge.versions``).
+    source_name = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    version = models.PositiveIntegerField(default=1)
     content_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the file: one copy per content.")
     mime_type = models.CharField(max_length=100, blank=True, default="")
     size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
@@ -89,6 +93,8 @@ class Chunk(models.Model):
     heading = models.CharField(max_length=255, blank=True, default="")
     embedding_model = models.CharField(max_length=100)
     embedding = VectorField()
+    #: SHA-256 of ``text``: an unchanged chunk of a new version reuses its vector (``text_hash``).
+    text_hash = models.CharField(max_length=64, blank=True, default="")
     #: The chunk's lexemes for keyword search, computed by PostgreSQL from ``text`` on every write.
     search_vector = models.GeneratedField(
         expression=SearchVector("text", config=SEARCH_CONFIG),
@@ -102,6 +108,7 @@ class Chunk(models.Model):
         indexes = [
             *(_hnsw_index(model) for model in EMBEDDING_MODELS.values()),
             GinIndex(fields=["search_vector"], name=SEARCH_INDEX),
+            models.Index(fields=["text_hash"], name="knowledge_chunk_text_hash"),
         ]
 
     def __str__(self) -> str:

@@ -23,7 +23,9 @@ stuck past the timeout) is failed with "gave up after N attempts" instead of cla
 the stale sweep cannot re-send it forever.
 
 Extraction of the formats that expand (.docx, PDF, HTML) runs in a child process with memory and
-CPU limits (``apps.knowledge.extraction.sandbox``).
+CPU limits (``apps.knowledge.extraction.sandbox``). Chunks whose text is stored already (same
+model) take the stored vector instead of an embedding call, and storing a new version of a file
+deletes its older versions in the same transaction (``apps.knowledge.versions``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
@@ -45,6 +48,7 @@ from apps.knowledge.extraction import ExtractionError
 from apps.knowledge.extraction.sandbox import ExtractionLimits, extract_text_limited
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.positions import with_headings
+from apps.knowledge.versions import known_vectors, resolve, text_hash
 from apps.llm.client import LLMClient, default_client
 from apps.llm.errors import LLMError
 from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES
@@ -133,7 +137,8 @@ class _Work:
 
     document: Document
     pieces: list[TextChunk] = field(default_factory=list)
-    vectors: list[list[float] | None] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+    vectors: list[Any] = field(default_factory=list)  # a vector (list or array) per piece, None until known
     cost: Decimal | None = Decimal(0)
     failed: bool = False
 
@@ -143,7 +148,7 @@ class _Work:
 
 
 def process_document(document_id: int, *, client: LLMClient | None = None, group: bool = False) -> Document | None:
-    """Extract, chunk, embed and store one document; None if it was not ours to take.
+    """Extract, chunk, embed and store one document; None if it was not ours to take (or is gone).
 
     ``group=True`` (the workers): take other pending documents along, up to a group, and embed
     them together. Raises retryable ``LLMError``s, and ``LeaseLost`` if another worker took
@@ -157,9 +162,11 @@ def process_document(document_id: int, *, client: LLMClient | None = None, group
     if group:
         claimed += claim_many(_pending_group(exclude=document))
     done = _process(claimed, client or default_client())
-    if document.pk not in done:
+    if document.pk in done:
+        return done[document.pk]
+    if Document.objects.filter(pk=document.pk).exists():
         raise LeaseLost(f"Document {document.pk} was claimed by another worker")
-    return done[document.pk]
+    return None  # deleted meanwhile, or replaced by a later version of its file in the same group
 
 
 def process_documents(document_ids: Sequence[int], *, client: LLMClient | None = None) -> list[Document]:
@@ -234,17 +241,17 @@ def _process(claimed: list[Document], client: LLMClient) -> dict[int, Document]:
                 )
         raise
     try:
-        stored = _store([w for w in work if not w.failed], model)
+        stored, replaced = _store([w for w in work if not w.failed], model)
     except Exception as error:  # rolled back: the previous chunks are intact
         logger.exception("Storing documents %s failed", [w.document.pk for w in work if not w.failed])
         for item in work:
             if not item.failed:
                 _fail(item, f"Unexpected error while storing the chunks: {type(error).__name__}: {error}")
-        stored = set()
-    lost = {w.document.pk for w in work if not w.failed} - stored
+        stored, replaced = set(), set()
+    lost = {w.document.pk for w in work if not w.failed} - stored - replaced
     if lost:
         logger.warning("Documents %s were claimed by another worker meanwhile: not stored", sorted(lost))
-    final = Document.objects.in_bulk([w.document.pk for w in work if w.document.pk not in lost])
+    final = Document.objects.in_bulk([w.document.pk for w in work if w.document.pk not in lost | replaced])
     return final
 
 
@@ -277,6 +284,7 @@ def _prepare(document: Document, model: EmbeddingModel) -> _Work:
                 usage.peak_rss_bytes,
             )
         item.pieces = with_headings(pieces, extracted.text, extracted.mime_type)
+        item.hashes = [text_hash(p.text) for p in item.pieces]
         item.vectors = [None] * len(item.pieces)
         _held(document).update(
             chunk_count=len(item.pieces),
@@ -300,14 +308,19 @@ def _fail(item: _Work, reason: str) -> None:
 def _embed(work: list[_Work], model: EmbeddingModel, client: LLMClient) -> None:
     """Embed every chunk of the group in calls of ``EMBED_BATCH`` chunks that span documents.
 
-    A call is for one uploader's documents (the request log attributes it to them). A
-    non-retryable error fails the documents with chunks in that call; retryable ones propagate.
+    A chunk whose text is stored already with this model takes that vector. A call is for one
+    uploader's documents (the request log attributes it to them). A non-retryable error fails
+    the documents with chunks in that call; retryable ones propagate.
     """
     batch_size = knowledge_settings().embed_batch
+    known = known_vectors(model.name, (h for item in work if not item.failed for h in item.hashes))
     by_user: dict[int | None, list[tuple[_Work, int]]] = {}
     for item in work:
-        if not item.failed:
-            by_user.setdefault(item.document.uploaded_by_id, []).extend((item, i) for i in range(len(item.pieces)))
+        if item.failed:
+            continue
+        item.vectors = [known.get(h) for h in item.hashes]
+        missing = [(item, i) for i, vector in enumerate(item.vectors) if vector is None]
+        by_user.setdefault(item.document.uploaded_by_id, []).extend(missing)
     for user, slots in by_user.items():
         for start in range(0, len(slots), batch_size):
             batch = [(item, i) for item, i in slots[start : start + batch_size] if not item.failed]
@@ -353,20 +366,23 @@ def _report_progress(items: set[_Work]) -> None:
     )
 
 
-def _store(work: list[_Work], model: EmbeddingModel) -> set[int]:
+def _store(work: list[_Work], model: EmbeddingModel) -> tuple[set[int], set[int]]:
     """Replace the chunks of the group's documents in one transaction, each only if its lease
-    holds; the ids stored."""
+    holds; the ids stored, and those deleted as older versions of what was stored."""
     if not work:
-        return set()
+        return set(), set()
     now = timezone.now()
+    names = {w.document.source_name for w in work if w.document.source_name}
     with transaction.atomic():
-        current = {
-            d.pk: d
-            for d in Document.objects.select_for_update()
-            .filter(pk__in=[w.document.pk for w in work])
-            .order_by("pk")  # one lock order for every worker: no deadlocks
-            .only("pk", "status", "processing_started_at")
-        }
+        # The group's documents and every version of their names, locked in one statement in one
+        # order for every worker: no deadlocks.
+        locked = list(
+            Document.objects.select_for_update()
+            .filter(Q(pk__in=[w.document.pk for w in work]) | Q(source_name__in=names))
+            .order_by("pk")
+            .only("pk", "status", "processing_started_at", "source_name", "version")
+        )
+        current = {d.pk: d for d in locked}
         held = [
             w
             for w in work
@@ -374,8 +390,15 @@ def _store(work: list[_Work], model: EmbeddingModel) -> set[int]:
             and current[w.document.pk].status == Document.Status.PROCESSING
             and current[w.document.pk].processing_started_at == w.document.processing_started_at
         ]
+        versions = resolve([current[w.document.pk] for w in held], locked)
+        for w in held:
+            if w.document.pk in versions.superseded:
+                _fail(w, versions.superseded[w.document.pk])
+        held = [w for w in held if w.document.pk not in versions.superseded and w.document.pk not in versions.replaced]
+        # Older versions go with their chunks and (on commit) their files, as the new one arrives.
+        Document.objects.filter(pk__in=versions.replaced).delete()
         if not held:
-            return set()
+            return set(), set(versions.replaced)
         Chunk.objects.filter(document_id__in=[w.document.pk for w in held]).delete()
         Chunk.objects.bulk_create(
             [
@@ -389,9 +412,10 @@ def _store(work: list[_Work], model: EmbeddingModel) -> set[int]:
                     heading=p.heading,
                     embedding_model=model.name,
                     embedding=vector,
+                    text_hash=digest,
                 )
                 for w in held
-                for p, vector in zip(w.pieces, w.vectors, strict=True)
+                for p, digest, vector in zip(w.pieces, w.hashes, w.vectors, strict=True)
             ],
             batch_size=1000,
         )
@@ -419,7 +443,7 @@ def _store(work: list[_Work], model: EmbeddingModel) -> set[int]:
                 "error_message",
             ],
         )
-    return {w.document.pk for w in held}
+    return {w.document.pk for w in held}, set(versions.replaced)
 
 
 def stale_documents() -> list[int]:

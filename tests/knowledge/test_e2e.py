@@ -110,7 +110,8 @@ def test_a_worker_killed_mid_document_leaves_nothing_half_written(
     assert first.status == "ready" and first.chunk_count > 3 * 4
     before = sorted(Chunk.objects.filter(document=document).values_list("pk", "index"))
 
-    # Reprocess in a real worker, and kill it while it is embedding.
+    # Reprocess in a real worker, and kill it while it is embedding. It chunks smaller, so that no
+    # chunk's text is stored already (those would take their stored vectors, not an embedding call).
     pipeline.reprocess(Document.objects.filter(pk=document.pk))
     broker = PostgresBroker(url=test_database_url, results=False)
     broker.enqueue(process_document_actor.message(document.pk))
@@ -120,7 +121,7 @@ def test_a_worker_killed_mid_document_leaves_nothing_half_written(
         OPENAI_API_KEY="sk-test-kill-000000",
         OPENAI_BASE_URL=sim.base_url,
         KNOWLEDGE_EMBEDDING_MODEL="text-embedding-3-small",
-        KNOWLEDGE_CHUNK_TOKENS="48",
+        KNOWLEDGE_CHUNK_TOKENS="40",
         KNOWLEDGE_CHUNK_OVERLAP="8",
         KNOWLEDGE_EMBED_BATCH="4",
     )

@@ -2,14 +2,13 @@
 
 The files are generated here: a .docx is a ZIP of XML, and a PDF page's content stream is
 zlib-compressed; both compress a repeated pattern about a thousandfold. Memory is measured on the
-extraction child process (``RUSAGE_CHILDREN``: the peak RSS of any child this test process has
-waited for, so a bound on it bounds the child).
+extraction child process, as the child reports it (its VmHWM, the high-water mark of its own
+memory, at its end: out of memory included, as it reports that too).
 """
 
 from __future__ import annotations
 
 import io
-import resource
 import time
 import zipfile
 import zlib
@@ -18,7 +17,7 @@ import pytest
 
 from apps.knowledge.documents import add_document
 from apps.knowledge.extraction import ExtractionError, extract_text
-from apps.knowledge.extraction.sandbox import ExtractionLimits, extract_text_limited
+from apps.knowledge.extraction.sandbox import ExtractionLimits, IsolatedExtractionError, extract_text_limited
 from apps.knowledge.pipeline import process_document
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_in_tmp")]
@@ -86,8 +85,12 @@ def pdf_bomb(expanded: int) -> bytes:
     return bytes(out)
 
 
-def children_peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+def child_peak_rss(name: str, data: bytes, limits: ExtractionLimits) -> int:
+    """The peak RSS of the extraction child that refuses ``data``."""
+    with pytest.raises(IsolatedExtractionError) as info:
+        extract_text_limited(name, data, max_bytes=25 * MB, limits=limits)
+    assert info.value.code == "too_large" and info.value.usage.peak_rss_bytes is not None
+    return info.value.usage.peak_rss_bytes
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,8 @@ def test_a_docx_expanding_to_450_mb_fails_as_too_large_in_seconds_and_little_mem
     assert done.status == "failed" and done.chunks.count() == 0
     assert done.error_message == "bomb.docx: the .docx is too large: it expands to 450 MB, over the 100 MB limit"
     assert seconds < 60  # generous: it is refused from the ZIP's directory (the worker took 8+ minutes)
-    assert children_peak_rss() < 300 * MB  # the child never parsed it (the worker reached 6.2 GB)
+    # The child never parsed it (the worker reached 6.2 GB).
+    assert child_peak_rss("bomb.docx", docx_450mb, ExtractionLimits()) < 300 * MB
 
 
 def test_a_docx_under_the_cap_that_needs_more_memory_than_the_limit_is_too_large(settings):
@@ -117,7 +121,7 @@ def test_a_docx_under_the_cap_that_needs_more_memory_than_the_limit_is_too_large
     done = process_document(document.pk)
     assert done.status == "failed"
     assert done.error_message == "dense.docx: too large to extract: it needs more than 256 MB of memory"
-    assert children_peak_rss() <= limit
+    assert child_peak_rss("dense.docx", data, ExtractionLimits(memory_bytes=limit)) <= limit
 
 
 def test_the_limits_leave_an_ordinary_large_docx_alone():

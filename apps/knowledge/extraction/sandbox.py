@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 
-from apps.knowledge.extraction.errors import ExtractionError, _size
+from apps.knowledge.extraction.errors import ErrorCode, ExtractionError, _size
 from apps.knowledge.extraction.extract import ExtractedText, extract_text
 
 #: The extensions parsed in the child; the others expand to at most their own size.
@@ -54,13 +54,22 @@ class ChildUsage:
     isolated: bool
 
 
+class IsolatedExtractionError(ExtractionError):
+    """An ``ExtractionError`` from the child, with what the child used (``usage``)."""
+
+    def __init__(self, code: ErrorCode, message: str, *, filename: str, usage: ChildUsage) -> None:
+        super().__init__(code, message, filename=filename)
+        self.usage = usage
+
+
 def extract_text_limited(
     name: str, data: bytes, *, max_bytes: int, limits: ExtractionLimits
 ) -> tuple[ExtractedText, ChildUsage]:
     """``extract_text``, in a limited child process for the formats that expand.
 
-    Raises ``ExtractionError`` as ``extract_text`` does, and with code ``too_large`` when the child
-    runs out of memory or time; ``RuntimeError`` if the child fails in any other way.
+    Raises ``ExtractionError`` as ``extract_text`` does (``IsolatedExtractionError``, with the
+    child's usage, when the child reported it), and with code ``too_large`` when the child runs
+    out of memory or time; ``RuntimeError`` if the child fails in any other way.
     """
     if PurePath(name).suffix.lower() not in ISOLATED_TYPES:
         started = time.perf_counter()
@@ -103,7 +112,7 @@ def extract_text_limited(
     usage = ChildUsage(report.get("peak_rss_bytes"), wall, isolated=True)
     if "error" in report:
         error = report["error"]
-        raise ExtractionError(error["code"], error["message"], filename=error["filename"])
+        raise IsolatedExtractionError(error["code"], error["message"], filename=error["filename"], usage=usage)
     return ExtractedText(**report["extracted"]), usage
 
 
@@ -142,8 +151,21 @@ def _run_child(display: str, max_bytes: int, memory_bytes: int, seconds: int) ->
         report: dict = {"error": {"code": error.code, "message": str(error), "filename": error.filename}}
     else:
         report = {"extracted": asdict(extracted)}
-    report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report["peak_rss_bytes"] = _peak_rss()
     return report
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory, in bytes."""
+    # VmHWM is this program's own: ru_maxrss carries the parent's peak over fork and exec.
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _caused_by_memory(error: BaseException) -> bool:
