@@ -71,6 +71,10 @@ class Env(BaseSettings):
     llm_budgets_when_db_down: Literal["allow", "deny"] = "allow"
     # A model without a price under a hard budget limit: charge a conservative estimate, refuse it, or allow it.
     llm_unpriced: Literal["refuse", "estimate", "allow"] = "estimate"
+    # OpenTelemetry's own variables: each LLM call exported as a span to this OTLP/HTTP
+    # endpoint (base URL, e.g. http://localhost:4318); unset: no export.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
 
     # Knowledge base. The embedding model defaults to OpenAI's when a key is set, else the
     # local MiniLM model (no key, no network).
@@ -123,7 +127,7 @@ class Env(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         return _require_scheme(value, ("redis", "rediss"), "a Redis URL")
 
-    @field_validator("llm_base_url", "openrouter_base_url", "openai_base_url")
+    @field_validator("llm_base_url", "openrouter_base_url", "openai_base_url", "otel_exporter_otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return _require_scheme(value, ("http", "https"), "an http(s) URL")
@@ -188,6 +192,8 @@ class Env(BaseSettings):
             "TOKENIZER_CACHE_DIR": self.var_dir / "cache" / "tiktoken",
             "BUDGETS_WHEN_DB_DOWN": self.llm_budgets_when_db_down,
             "UNPRICED": self.llm_unpriced,
+            "OTEL_ENDPOINT": self.otel_exporter_otlp_endpoint,
+            "OTEL_SERVICE_NAME": self.otel_service_name,
         }
 
     @property

@@ -16,6 +16,8 @@ A project configures the app with one dict (every key optional)::
         "TOKENIZER_CACHE_DIR": None,     # where tiktoken's files are seeded (None: tiktoken's default)
         "BUDGETS_WHEN_DB_DOWN": "allow", # "allow" (last known budgets, spend applied later) or "deny"
         "UNPRICED": "estimate",          # a model without a price under a hard limit: "refuse", "estimate", "allow"
+        "OTEL_ENDPOINT": None,           # OTLP/HTTP base URL: every call exported as a span (None: off)
+        "OTEL_SERVICE_NAME": "llm-platform",  # the spans' service.name
     }
 
 This project's ``config/`` fills it from the environment (``config/env.py``). Outside a
@@ -55,6 +57,10 @@ class LLMSettings:
     tokenizer_cache_dir: Path | None = None
     budgets_when_db_down: WhenDatabaseDown = "allow"
     unpriced: UnpricedPolicy = "estimate"
+    #: OTLP/HTTP base URL (``http://collector:4318``) each call is exported to as an OpenTelemetry
+    #: span (``apps.llm.accounting.otel``); None: no export, and opentelemetry is never imported.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "llm-platform"
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers.get(name) or ProviderSettings()
@@ -78,4 +84,6 @@ def llm_settings() -> LLMSettings:
         tokenizer_cache_dir=Path(cache_dir) if cache_dir else None,
         budgets_when_db_down=raw.get("BUDGETS_WHEN_DB_DOWN", defaults.budgets_when_db_down),
         unpriced=raw.get("UNPRICED", defaults.unpriced),
+        otel_endpoint=raw.get("OTEL_ENDPOINT") or None,
+        otel_service_name=raw.get("OTEL_SERVICE_NAME") or defaults.otel_service_name,
     )
