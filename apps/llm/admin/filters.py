@@ -28,6 +28,8 @@ from apps.llm.dashboard import (
     parse_user,
 )
 from apps.llm.dashboard.filters import QueryValueError, clamp_day, parse_day, shown_value
+from apps.llm.errors import LLMError, Refused
+from apps.llm.models import LLMRequest, LLMUsageByModel
 from apps.llm.transport.providers import LOCAL, provider_specs
 
 #: Most distinct values a skip-scan filter lists (each costs one index probe).
@@ -191,16 +193,22 @@ class UserFilter(TextFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = (self.value() or "").strip()
-        if not value:
-            return queryset
-        parsed = parse_user(value)
-        if parsed is not None:
-            user_id, without_user = parsed
-            return queryset.filter(user__isnull=True) if without_user else queryset.filter(user_id=user_id)
-        from django.contrib.auth import get_user_model
+        return queryset.filter(user_condition(value)) if value else queryset
 
-        ids = get_user_model().objects.filter(Q(email__iexact=value) | Q(username=value)).values("pk")
-        return queryset.filter(user_id__in=ids)
+
+def user_condition(value: str) -> Q:
+    """The calls of a user given by id, e-mail address or username (``none``: calls without a user).
+
+    Names are resolved on the users table first, so the log is read through its (user, created_at) index.
+    """
+    parsed = parse_user(value)
+    if parsed is not None:
+        user_id, without_user = parsed
+        return Q(user__isnull=True) if without_user else Q(user_id=user_id)
+    from django.contrib.auth import get_user_model
+
+    ids = get_user_model().objects.filter(Q(email__iexact=value) | Q(username=value)).values("pk")
+    return Q(user_id__in=ids)
 
 
 class ProviderCostDriftFilter(RadioFilter):
@@ -221,3 +229,55 @@ class ProviderCostDriftFilter(RadioFilter):
         if self.value() != "1":
             return queryset
         return queryset.filter(cost__isnull=False, provider_cost__isnull=False).filter(~Q(cost=F("provider_cost")))
+
+
+def seen_providers() -> list[str]:
+    """Every provider the log has seen, from the per-model rollup (tens of rows a day; the log has no
+    provider index, so a DISTINCT there would read every call)."""
+    return list(LLMUsageByModel.objects.order_by("provider").values_list("provider", flat=True).distinct())
+
+
+class SeenProviderFilter(ProviderFilter):
+    """The request log's provider dropdown: the providers calls were made with, configured or not (any more)."""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = seen_providers()
+        if self.value() and self.value() not in names:
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+
+def error_types() -> dict[str, str]:
+    """Each error type the client records (the name of an ``LLMError`` class) -> the status it is logged with."""
+    found: dict[str, str] = {}
+    pending: list[type[LLMError]] = [LLMError]
+    while pending:
+        error = pending.pop()
+        found[error.__name__] = LLMRequest.Status.REFUSED if issubclass(error, Refused) else LLMRequest.Status.ERROR
+        pending.extend(error.__subclasses__())
+    return dict(sorted(found.items()))
+
+
+class ErrorTypeFilter(DropdownFilter):
+    """The error type (an ``LLMError`` class name): choices from the code, none read from the log.
+
+    error_type has no index; the status index does the narrowing (a refusal's type is logged
+    with status ``refused``, any other with ``error``), the type is compared on those rows only.
+    """
+
+    title = "error type"
+    parameter_name = "error_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = list(error_types())
+        if self.value() and self.value() not in names:
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if not value:
+            return queryset
+        status = error_types().get(value)
+        failed = Q(status=status) if status else Q(status__in=[LLMRequest.Status.ERROR, LLMRequest.Status.REFUSED])
+        return queryset.filter(failed, error_type=value)

@@ -2,8 +2,9 @@
 
 The request log can hold tens of millions of rows, so nothing here scans it: the list is
 ordered by the created_at index, counted from the planner's estimate instead of COUNT(*),
-filtered by indexed columns whose choices come from index skip-scans, searched by exact
-ids only, and its date drill-down is derived from MIN/MAX instead of SELECT DISTINCT.
+filtered by indexed columns whose choices come from index skip-scans or the small rollups,
+searched by ``key:value`` terms each routed to an index (``search``), exported as a streamed,
+bounded CSV (``export``), and its date drill-down is derived from MIN/MAX instead of SELECT DISTINCT.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import calendar
 from datetime import date
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 from django.contrib import admin
-from django.db.models import Max, Min, Q, QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import PAGE_VAR
+from django.core.exceptions import PermissionDenied
+from django.db.models import Max, Min, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
+from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -31,17 +36,21 @@ from apps.llm.accounting.records import COLUMN_GROUPS
 from apps.llm.admin.base import (
     DashboardLinkMixin,
     ReadOnlyAdmin,
+    querystring_problems,
     user_of,
 )
+from apps.llm.admin.export import MAX_EXPORT_ROWS, TEXT_PERMISSION, csv_response
 from apps.llm.admin.filters import (
     DayRangeFilter,
+    ErrorTypeFilter,
     FeatureDropdownFilter,
     ModelFilter,
     ProviderCostDriftFilter,
-    ProviderFilter,
+    SeenProviderFilter,
     UserFilter,
 )
 from apps.llm.admin.formatting import badge, format_prompt, format_text, money, money_column
+from apps.llm.admin.search import SEARCH_HELP_TEXT, search_condition
 from apps.llm.costs import TOKEN, component_label
 from apps.llm.models import LLMRequest
 from apps.llm.money import usd_precise
@@ -220,7 +229,8 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     list_filter = [
         ("created_at", DayRangeFilter),
         ("status", ChoicesDropdownFilter),
-        ProviderFilter,
+        ErrorTypeFilter,
+        SeenProviderFilter,
         ModelFilter,
         ("cached", BooleanRadioFilter),
         UserFilter,
@@ -230,7 +240,9 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
     list_filter_submit = True
     actions = None
     search_fields = ["request_id"]  # enables the box; the lookups are get_search_results'
-    search_help_text = "An exact request id (ours or the provider's) or model name."
+    search_help_text = SEARCH_HELP_TEXT
+    #: Most calls one CSV export holds.
+    export_max_rows = MAX_EXPORT_ROWS
     fieldsets = [
         (group, {"fields": [DETAIL_FIELDS.get(c, c) for c in columns]}) for group, columns in COLUMN_GROUPS.items()
     ]
@@ -240,19 +252,46 @@ class LLMRequestAdmin(DashboardLinkMixin, ReadOnlyAdmin):
         return RequestLogChangeList
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        """Exact matches only: our id (the primary key), the provider's request id, or a model.
+        """``key:value`` terms, each an indexed lookup (``apps.llm.admin.search``); a substring
+        search over the columns would read every row."""
+        condition = search_condition(search_term)
+        return (queryset, False) if condition is None else (queryset.filter(condition), False)
 
-        Substring search would read every row. The primary key and model are indexed; the
-        provider's request id is compared for equality (an index on it would make that instant).
-        """
-        term = search_term.strip()
-        if not term:
-            return queryset, False
+    def get_urls(self) -> list[URLPattern]:
+        export = path("export/", self.admin_site.admin_view(self.export_view), name="llm_llmrequest_export")
+        return [export, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        # The export link carries the page's filters and search (not its page number).
+        query = request.GET.copy()
+        query.pop(PAGE_VAR, None)
+        export_url = reverse("admin:llm_llmrequest_export") + (f"?{query.urlencode()}" if query else "")
+        context = {"export_url": export_url, "export_max_rows": f"{self.export_max_rows:,}"}
+        return super().changelist_view(request, {**(extra_context or {}), **context})
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The calls the changelist shows for the same querystring, every page of them, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        problems = querystring_problems(request.GET, self.date_hierarchy)
+        if problems:
+            return HttpResponseBadRequest(
+                "\n".join(f"{name}: {problem}" for name, problem in problems.items()),
+                content_type="text/plain; charset=utf-8",
+            )
+        # Every page is exported: a page number past the last would be refused by the changelist.
+        query = request.GET.copy()
+        query.pop(PAGE_VAR, None)
+        request.GET = query  # type: ignore[assignment]
         try:
-            return queryset.filter(pk=UUID(term)), False
-        except ValueError:
-            pass
-        return queryset.filter(Q(request_id=term) | Q(model=term)), False
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters as error:
+            return HttpResponseBadRequest(f"Filters not understood: {error}", content_type="text/plain")
+        return csv_response(
+            changelist.queryset,
+            with_text=request.user.has_perm(TEXT_PERMISSION),
+            limit=self.export_max_rows,
+        )
 
     @admin.display(description="status")
     def status_label(self, obj: LLMRequest) -> str:
