@@ -153,6 +153,8 @@ class LLMClient:
         cache: bool = ...,
         user: Any = ...,
         feature: str = ...,
+        tags: Iterable[str] | None = ...,
+        metadata: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> ChatResponse: ...
 
@@ -167,6 +169,8 @@ class LLMClient:
         cache: bool = ...,
         user: Any = ...,
         feature: str = ...,
+        tags: Iterable[str] | None = ...,
+        metadata: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> ChatStream: ...
 
@@ -181,6 +185,8 @@ class LLMClient:
         cache: bool = ...,
         user: Any = ...,
         feature: str = ...,
+        tags: Iterable[str] | None = ...,
+        metadata: Mapping[str, Any] | None = ...,
         **params: Any,
     ) -> ChatResponse | ChatStream: ...
 
@@ -194,19 +200,29 @@ class LLMClient:
         cache: bool = True,
         user: Any = None,
         feature: str = "",
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> ChatResponse | ChatStream:
         """Send a chat completion; ``stream=True`` returns a ``ChatStream`` of text deltas.
 
-        ``user`` and ``feature`` attribute the call in the request log (default: the
+        ``user``, ``feature``, ``tags`` and ``metadata`` attribute the call in the request log (over the
         ``llm_context`` in force); ``cache=False`` bypasses the response cache; other keyword
         arguments (temperature, max_tokens, tools, response_format, seed, ...) go to the API.
         """
         if stream:
             return self.chat_completion_stream(
-                messages, model, provider=provider, cache=cache, user=user, feature=feature, **params
+                messages,
+                model,
+                provider=provider,
+                cache=cache,
+                user=user,
+                feature=feature,
+                tags=tags,
+                metadata=metadata,
+                **params,
             )
-        user, feature = _attribution(user, feature)
+        who = _attribution(user, feature, tags, metadata)
         providers = self._route(model, provider)
         key = self._chat_cache_key(providers[0], model, messages, params) if cache else ""
         started = time.perf_counter()
@@ -214,7 +230,7 @@ class LLMClient:
 
         def fetch() -> ChatResponse:
             nonlocal attempts
-            reservation = self._reserve(providers[0], model, messages, params, user, feature)
+            reservation = self._reserve(providers[0], model, messages, params, who)
             response = None
             try:
                 # Reading the answer is part of the try: a garbled body is retried like a 5xx.
@@ -249,10 +265,10 @@ class LLMClient:
             else:
                 response, hit = fetch(), False
         except errors.LLMError as error:
-            self._record_failure("chat", providers[0], model, error, started, attempts, key, user, feature)
+            self._record_failure("chat", providers[0], model, error, started, attempts, key, who)
             raise
         response = self._finish_chat(response, hit, started, attempts)
-        self._record_chat("chat", providers[0], response, key, user, feature, messages)
+        self._record_chat("chat", providers[0], response, key, who, messages)
         return response
 
     def chat_completion_stream(
@@ -264,23 +280,25 @@ class LLMClient:
         cache: bool = True,
         user: Any = None,
         feature: str = "",
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> ChatStream:
         """Yields text deltas; ``stream.response`` holds usage and cost once it is consumed."""
-        user, feature = _attribution(user, feature)
+        who = _attribution(user, feature, tags, metadata)
         providers = self._route(model, provider)
         key = self._chat_cache_key(providers[0], model, messages, params) if cache else ""
         started = time.perf_counter()
         if cache and (payload := self.cache.get(key)) is not None:
             response = self._finish_chat(ChatResponse.model_validate(payload), True, started, 0)
-            self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
+            self._record_chat("chat.stream", providers[0], response, key, who, messages)
             return ChatStream.from_response(response)
 
         reservation = None
 
         def open_stream():
             nonlocal reservation
-            reservation = self._reserve(providers[0], model, messages, params, user, feature)
+            reservation = self._reserve(providers[0], model, messages, params, who)
             return self._send(
                 providers,
                 model,
@@ -300,7 +318,7 @@ class LLMClient:
             self.budgets.settle(reservation, response.cost)
             if cache and how == CONSUMED:  # never an answer the caller stopped reading
                 self.cache.set(key, response.model_dump(mode="json"))
-            self._record_chat("chat.stream", providers[0], response, key, user, feature, messages)
+            self._record_chat("chat.stream", providers[0], response, key, who, messages)
             return response
 
         def failed(error: errors.LLMError, attempts: int, answer: StreamedAnswer | None) -> None:
@@ -309,9 +327,7 @@ class LLMClient:
                 self._priced(self._with_usage(answer.response(), messages, params), reservation) if answer else None
             )
             self.budgets.settle(reservation, partial.cost if partial else None)
-            self._record_failure(
-                "chat.stream", providers[0], model, error, started, attempts, key, user, feature, partial
-            )
+            self._record_failure("chat.stream", providers[0], model, error, started, attempts, key, who, partial)
 
         return ChatStream(open_stream, requested_model=model, started=started, on_finish=finished, on_error=failed)
 
@@ -324,10 +340,12 @@ class LLMClient:
         cache: bool = True,
         user: Any = None,
         feature: str = "",
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> EmbeddingResponse:
         """Embed one text or a list of texts (split into requests within the provider's limits)."""
-        user, feature = _attribution(user, feature)
+        who = _attribution(user, feature, tags, metadata)
         texts = [text] if isinstance(text, str) else list(text)
         if not texts:
             raise errors.BadRequestError("generate_embedding needs at least one text", model=model)
@@ -355,7 +373,7 @@ class LLMClient:
                 if local:
                     batch = self._embeddings.local(model, todo)
                 else:
-                    batch, breakdown = self._embed_remote(route, model, todo, params, user, feature)
+                    batch, breakdown = self._embed_remote(route, model, todo, params, who)
                     attempts = batch.attempts
                     served_model = batch.model or model
                 for i, vector in zip(missing, batch.vectors, strict=True):
@@ -364,9 +382,7 @@ class LLMClient:
                 if cache:
                     self.cache.set_many({keys[i]: {"embedding": vectors[i]} for i in missing})
         except errors.LLMError as error:
-            self._record_failure(
-                "embeddings", route[0] if route else None, model, error, started, attempts, "", user, feature
-            )
+            self._record_failure("embeddings", route[0] if route else None, model, error, started, attempts, "", who)
             raise
         self.cache.count(hit=not missing)
         cost: Decimal | None
@@ -395,19 +411,18 @@ class LLMClient:
                 status=SUCCESS,
                 attempts=attempts,
                 key_fingerprint=route[0].key_fingerprint if route else "",
-                user_id=_user_id(user),
-                feature=feature,
+                **who,
             )
         )
         return response
 
     def _embed_remote(
-        self, route: list[Provider], model: str, texts: list[str], params: dict, user: Any, feature: str
+        self, route: list[Provider], model: str, texts: list[str], params: dict, who: dict[str, Any]
     ) -> tuple[BatchedEmbeddings, CostBreakdown | None]:
         """Embed ``texts`` in requests within the provider's limits, held against the budgets."""
         reservation = self.budgets.reserve(
-            user_id=_user_id(user),
-            feature=feature,
+            user_id=who["user_id"],
+            feature=who["feature"],
             estimate=lambda: calculate_embedding_cost(
                 model,
                 sum(self.tokenizer.count_tokens(t, model) for t in texts),
@@ -532,7 +547,7 @@ class LLMClient:
             }
         )
 
-    def _reserve(self, provider: Provider, model: str, messages: list, params: dict, user: Any, feature: str):
+    def _reserve(self, provider: Provider, model: str, messages: list, params: dict, who: dict[str, Any]):
         """Hold the call's estimated cost against the budgets that apply (raises BudgetExceeded)."""
 
         def size() -> Usage:
@@ -555,7 +570,10 @@ class LLMClient:
             return calculate_cost(pricing, size()).total if pricing else Decimal(0)
 
         return self.budgets.reserve(
-            user_id=_user_id(user), feature=feature, estimate=estimate, conservative_estimate=conservative_estimate
+            user_id=who["user_id"],
+            feature=who["feature"],
+            estimate=estimate,
+            conservative_estimate=conservative_estimate,
         )
 
     def _price(self, provider: str, served_model: str, requested_model: str, usage: Usage) -> CostBreakdown | None:
@@ -627,8 +645,7 @@ class LLMClient:
         provider: Provider,
         response: ChatResponse,
         key: str,
-        user: Any,
-        feature: str,
+        who: dict[str, Any],
         messages: list,
     ) -> None:
         self._emit(
@@ -639,8 +656,7 @@ class LLMClient:
                 cache_key=key,
                 # The provider that answered, which is not the first one tried after a fallback.
                 key_fingerprint=self.providers.get(response.provider, provider).key_fingerprint,
-                user_id=_user_id(user),
-                feature=feature,
+                **who,
                 prompt=messages,
                 response_text=response.content,
             )
@@ -655,8 +671,7 @@ class LLMClient:
         started: float,
         attempts: int,
         key: str,
-        user: Any,
-        feature: str,
+        who: dict[str, Any],
         partial: ChatResponse | None = None,
     ) -> None:
         """Record a failed or refused call; ``partial``: what a broken-off stream delivered (and cost)."""
@@ -683,8 +698,7 @@ class LLMClient:
                 error_message=str(error),
                 key_fingerprint=provider.key_fingerprint if provider else "",
                 request_id=error.request_id,
-                user_id=_user_id(user),
-                feature=feature,
+                **who,
             )
         )
 
@@ -696,9 +710,14 @@ class LLMClient:
                 logger.exception("Recorder %r failed", recorder)
 
 
-def _attribution(user: Any, feature: str) -> tuple[Any, str]:
+def _attribution(
+    user: Any, feature: str, tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The call's ``CallRecord`` attribution fields: the context's, with the call's own arguments applied."""
     context = current_context()
-    return (user if user is not None else context.user), (feature or context.feature)
+    if user is not None or feature or tags or metadata:
+        context = context.narrowed(user=user, feature=feature or None, tags=tags, metadata=metadata)
+    return context.record_fields()
 
 
 def _elapsed_ms(started: float) -> float:
@@ -709,10 +728,6 @@ def _sdk_messages(messages: list[dict[str, Any]]) -> list[ChatCompletionMessageP
     # Messages go to the provider as the caller wrote them (it validates them): the SDK's
     # per-role TypedDicts describe the same JSON.
     return cast(list[ChatCompletionMessageParam], messages)
-
-
-def _user_id(user: Any) -> int | None:
-    return getattr(user, "pk", user) if user is not None else None
 
 
 _default_client: LLMClient | None = None

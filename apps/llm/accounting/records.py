@@ -65,6 +65,16 @@ class CallRecord:
     usage_estimated: bool = False
     #: The model had no price; the cost is a conservative estimate (``LLM_UNPRICED=estimate``).
     price_estimated: bool = False
+    #: Labels the caller attached (``llm_context(tags=...)``, a call's ``tags=``), for grouping.
+    tags: tuple[str, ...] = ()
+    #: Key/value pairs the caller attached (``metadata=``): an order number, an experiment arm.
+    metadata: dict[str, Any] | None = None
+    #: The object the call was about (``llm_context(subject=...)``): its content type and key.
+    subject_type_id: int | None = None
+    subject_id: str | None = None
+    #: The trace (its root span) and the span the call was made in (``llm_trace``).
+    trace_id: uuid.UUID | None = None
+    span_id: uuid.UUID | None = None
     # Idempotency: replaying a record can never create a second row.
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -151,6 +161,7 @@ COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
         "cached",
         "cache_key",
     ),
+    "Attribution": ("tags", "metadata", "subject_type_id", "subject_id", "trace_id", "span_id"),
     "Timing": ("latency_ms", "time_to_first_token_ms", "attempts"),
     "Prompt and answer": ("prompt", "response", "tool_calls"),
 }

@@ -23,6 +23,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import (
     DatabaseError,
     DataError,
@@ -67,12 +68,17 @@ def _columns() -> tuple[tuple[str, ...], tuple[Callable[[Any, int], Any], ...]]:
     def as_is(value: Any, limit: int) -> Any:
         return value
 
+    def as_list(value: Any, limit: int) -> Any:
+        return list(value)  # psycopg sends a list, not a tuple, as an array
+
     columns: list[str] = []
     converters: list[Callable[[Any, int], Any]] = []
     for f in LLMRequest._meta.concrete_fields:
         columns.append(f.attname)
         if isinstance(f, models.JSONField):
             converters.append(json_value)
+        elif isinstance(f, ArrayField):
+            converters.append(as_list)
         elif isinstance(f, models.TextField):
             converters.append(clipped)
         elif isinstance(f, models.CharField) and f.max_length:
@@ -99,7 +105,7 @@ def write_records(
     records: list[CallRecord], *, using: str = "default", store_text: bool = False, text_limit: int = 20_000
 ) -> int:
     """Insert the records not already logged and add them to the rollups; returns how many were new."""
-    from apps.llm.accounting import rollups
+    from apps.llm.accounting import rollups, traces
     from apps.llm.models import LLMRequest
 
     if not records:
@@ -120,6 +126,7 @@ def write_records(
         inserted = {row[0] for row in cursor.fetchall()}
         new = [r for r in records if r.id in inserted]
         rollups.add(new, cursor=cursor)
+        traces.add(new, cursor=cursor)
     return len(new)
 
 

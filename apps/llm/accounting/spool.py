@@ -30,6 +30,7 @@ from apps.llm.types import Usage
 #: Record fields that hold prompt or answer text: kept out of the spool unless text may be stored.
 TEXT_FIELDS = frozenset({"prompt", "response_text", "tool_calls"})
 _MONEY_FIELDS = ("cost", "provider_cost", "saved_cost")
+_ID_FIELDS = ("trace_id", "span_id")
 # (name, default) of the fields written as they are; a value equal to its default is left out.
 _PLAIN_FIELDS = tuple((f.name, f.default) for f in fields(CallRecord) if f.name not in {"id", "created_at", "usage"})
 
@@ -54,6 +55,10 @@ def record_from_json(line: str) -> CallRecord:
     for name in _MONEY_FIELDS:
         if data.get(name) is not None:
             data[name] = Decimal(data[name])
+    data["tags"] = tuple(data.get("tags", ()))
+    for name in _ID_FIELDS:
+        if data.get(name) is not None:
+            data[name] = uuid.UUID(data[name])
     data["id"] = uuid.UUID(data["id"])
     data["created_at"] = datetime.fromisoformat(data["created_at"])
     return CallRecord(**data)

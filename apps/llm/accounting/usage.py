@@ -50,3 +50,46 @@ def usage_stats(
         saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
         models_used=sorted(rows.order_by().values_list("model", flat=True).distinct()),
     )
+
+
+def usage_for(subject: Any) -> UsageStats:
+    """Every logged call about ``subject`` (a model instance, or a queryset of them): counts, tokens, cost.
+
+    Read from the request log by the subject index (``llm_context(subject=...)`` sets it), so
+    it covers the log's retention (``LLM_RETENTION_DAYS``), not the rollups' longer history.
+    """
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import CharField, Count, Q
+    from django.db.models.functions import Cast
+
+    from apps.llm.models import LLMRequest
+
+    if isinstance(subject, QuerySet):
+        content_type = ContentType.objects.get_for_model(subject.model)
+        # A subquery, compared as text: the log keeps any primary key (int, UUID, string) as a string.
+        ids = subject.order_by().annotate(llm_subject_id=Cast("pk", output_field=CharField())).values("llm_subject_id")
+        calls = LLMRequest.objects.filter(subject_type=content_type, subject_id__in=ids)
+    else:
+        if getattr(subject, "pk", None) is None:
+            raise ValueError(f"usage_for() needs a saved model instance or a queryset, not {subject!r}")
+        content_type = ContentType.objects.get_for_model(subject)
+        calls = LLMRequest.objects.filter(subject_type=content_type, subject_id=str(subject.pk))
+    totals = calls.aggregate(
+        requests=Count("id"),
+        failures=Count("id", filter=Q(status=LLMRequest.Status.ERROR)),
+        refusals=Count("id", filter=Q(status=LLMRequest.Status.REFUSED)),
+        cache_hits=Count("id", filter=Q(cached=True)),
+        total_tokens=Sum("total_tokens", filter=Q(cached=False)),
+        cost=Sum("cost"),
+        saved_cost=Sum("saved_cost"),
+    )
+    return UsageStats.of_counts(
+        requests=totals["requests"],
+        failures=totals["failures"],
+        refusals=totals["refusals"],
+        cache_hits=totals["cache_hits"],
+        total_tokens=totals["total_tokens"] or 0,
+        total_cost=(totals["cost"] or Decimal(0)).normalize(),
+        saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
+        models_used=sorted({m for m in calls.order_by().values_list("model", flat=True).distinct() if m}),
+    )

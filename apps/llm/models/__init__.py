@@ -1,4 +1,4 @@
-"""The LLM app's models: prices, the request log, its daily rollups and budgets."""
+"""The LLM app's models: prices, the request log, its traces, its daily rollups and budgets."""
 
 from apps.llm.models.budgets import Budget, BudgetSpend
 from apps.llm.models.prices import ModelPrice, ModelPriceQuerySet, PricingSyncRun
@@ -19,6 +19,7 @@ from apps.llm.models.rollups import (
     UsageSums,
     zero_counters,
 )
+from apps.llm.models.traces import LLMTrace
 
 __all__ = [
     "COUNTERS",
@@ -30,6 +31,7 @@ __all__ = [
     "BudgetSpend",
     "KeptCalls",
     "LLMRequest",
+    "LLMTrace",
     "LLMUsageByModel",
     "LLMUsageByUser",
     "LLMUsageDaily",

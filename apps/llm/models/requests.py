@@ -5,12 +5,17 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from apps.llm.models.fields import money_field
 from apps.llm.models.prices import ModelPrice
+from apps.llm.models.traces import LLMTrace
 
 #: Upper bounds (ms) of the latency histogram buckets kept in the daily rollups; the last
 #: bucket takes everything slower.
@@ -143,6 +148,38 @@ class LLMRequest(models.Model):
     price_estimated = models.BooleanField(
         default=False, db_default=False, help_text="The model had no price: the cost is a conservative estimate."
     )
+    # Attribution beyond user and feature (see apps.llm.accounting.context and .traces).
+    tags = ArrayField(
+        models.CharField(max_length=100),
+        default=list,
+        blank=True,
+        db_default=Value([], ArrayField(models.CharField(max_length=100))),
+    )
+    metadata = models.JSONField(null=True, blank=True, help_text="Key/value pairs the caller attached.")
+    subject_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    subject_id = models.CharField(  # noqa: DJ001 (NULL: no subject, as its content type)
+        max_length=64, null=True, blank=True, help_text="The object the call was about."
+    )
+    subject = GenericForeignKey("subject_type", "subject_id")
+    trace = models.ForeignKey(
+        LLMTrace,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="requests_in_trace",
+    )
+    span = models.ForeignKey(
+        LLMTrace,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="requests_in_span",
+    )
 
     class Meta:
         verbose_name = "LLM request"
@@ -156,6 +193,11 @@ class LLMRequest(models.Model):
             models.Index(fields=["-cost"], name="llm_request_cost", condition=Q(cost__isnull=False)),
             # The admin's search by a provider's request id.
             models.Index(fields=["request_id"], name="llm_request_request_id", condition=~Q(request_id="")),
+            GinIndex(fields=["tags"], name="llm_request_tags"),
+            GinIndex(fields=["metadata"], name="llm_request_metadata", opclasses=["jsonb_path_ops"]),
+            models.Index(
+                fields=["subject_type", "subject_id"], name="llm_request_subject", condition=Q(subject_id__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
