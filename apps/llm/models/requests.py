@@ -184,6 +184,7 @@ class LLMRequest(models.Model):
     class Meta:
         verbose_name = "LLM request"
         ordering = ["-created_at"]
+        permissions = [("view_llmrequest_text", "Can view prompts and answers of LLM requests")]
         indexes = [
             models.Index(fields=["-created_at"], name="llm_request_created"),
             models.Index(fields=["model", "-created_at"], name="llm_request_model"),
