@@ -49,6 +49,7 @@ from apps.knowledge.extraction.sandbox import ExtractionLimits, extract_text_lim
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.positions import with_headings
 from apps.knowledge.versions import known_vectors, resolve, text_hash
+from apps.llm.accounting.context import llm_context
 from apps.llm.client import LLMClient, default_client
 from apps.llm.errors import LLMError
 from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES
@@ -326,10 +327,16 @@ def _embed(work: list[_Work], model: EmbeddingModel, client: LLMClient) -> None:
             batch = [(item, i) for item, i in slots[start : start + batch_size] if not item.failed]
             if not batch:
                 continue
+            documents = {item.document for item, _ in batch}
             try:
-                response = client.generate_embedding(
-                    [item.pieces[i].text for item, i in batch], model=model.name, feature="knowledge.embed", user=user
-                )
+                # About its document (usage_for): a batch spanning several documents has no one subject.
+                with llm_context(subject=next(iter(documents)) if len(documents) == 1 else None):
+                    response = client.generate_embedding(
+                        [item.pieces[i].text for item, i in batch],
+                        model=model.name,
+                        feature="knowledge.embed",
+                        user=user,
+                    )
             except LLMError as error:
                 if error.retryable:
                     raise
