@@ -24,6 +24,7 @@ from apps.knowledge.pipeline import reprocess
 from apps.knowledge.search import retrieve_documents
 from apps.knowledge.upload_batch import add_files, parse_ids, statuses
 from apps.knowledge.uploads import CappedUploadHandler
+from apps.llm.admin import LLMCostMixin
 from apps.llm.admin.base import QuerystringGuard
 from apps.llm.errors import LLMError
 from apps.llm.money import usd
@@ -52,7 +53,8 @@ def download_name(document: Document) -> str:
 
 
 @admin.register(Document)
-class DocumentAdmin(QuerystringGuard, ModelAdmin):
+class DocumentAdmin(LLMCostMixin, QuerystringGuard, ModelAdmin):
+    # "llm_cost" (LLMCostMixin): the calls logged about the document, from the request log.
     list_display = [
         "title",
         "status_badge",
@@ -62,6 +64,7 @@ class DocumentAdmin(QuerystringGuard, ModelAdmin):
         "token_count",
         "embedding_model",
         "cost_display",
+        "llm_cost",
         "size_display",
         "uploaded_by",
         "created_at",
