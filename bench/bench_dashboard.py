@@ -16,6 +16,13 @@ the rollups from the caches between two dashboard views):
    count, against the same page served by a copy of its admin with Django's stock paginator
    and full result count (an exact `COUNT(*)`, twice when filtered).
 
+3. attribution (issue 15): about 30% of the rows carry tags (one or two of a few, as
+   `llm_context(tags=...)` would), and about 20% belong to traces (calls of one user and
+   feature in one hour; roots in `LLMTrace` with their totals). The dashboard with `?tag=`
+   (headline, charts and request tables from the tag rollup) is among the dashboard cases, and
+   the most expensive traces (the panel's query) are timed against the same top 10 computed
+   from the log; spend by tag and the traces are checked equal to the log's first.
+
 Targets (issue 6): dashboard p95 < 200 ms at 10M rows; changelist first page < 300 ms.
 
     .venv/bin/python bench/bench_dashboard.py                          # 1M, then 10M rows
@@ -68,6 +75,8 @@ def raw_dashboard(filters) -> dict:
     since, until = filters.window
     before, _ = filters.previous().window
     log = LLMRequest.objects.filter(filters.dimensions_q())
+    if filters.tag:
+        log = log.filter(tags__contains=[filters.tag])
     now, then = Q(created_at__gte=since, created_at__lt=until), Q(created_at__gte=before, created_at__lt=since)
 
     def sums(q: Q, prefix: str) -> dict:
@@ -97,6 +106,8 @@ def raw_dashboard(filters) -> dict:
         .order_by()
     )
     dims, params = filters.dimensions_sql()
+    if filters.tag:
+        dims, params = f"{dims} AND tags @> ARRAY[%s]::varchar[]", [*params, filters.tag]
     with connection.cursor() as cursor:  # exact percentiles, per period and per day
         cursor.execute(
             f"SELECT (created_at AT TIME ZONE 'UTC')::date, "
@@ -147,6 +158,10 @@ def check_same(dashboard, raw: dict, name: str) -> None:
     ):
         for totals, prefix in ((dashboard.current, "cur_"), (dashboard.previous, "prev_")):
             assert getattr(totals, attr) == (f[prefix + key] or 0), (name, prefix + attr, getattr(totals, attr), f)
+    if dashboard.filters.tag:  # per model, user and feature: not in the tag rollup, and not shown
+        assert not (dashboard.models or dashboard.users or dashboard.features), (name, "not narrowed by tag")
+        assert {"models", "users", "features"} <= dashboard.not_narrowed, name
+        raw = {**raw, "per_day_model": [], "users": [], "features": []}
     per_model: dict = defaultdict(Decimal)
     for row in raw["per_day_model"]:
         per_model[(row["provider"], row["model"])] += row["cost"] or 0
@@ -195,6 +210,100 @@ def dashboard_cases() -> list[tuple[str, dict]]:
         # Users crossed with models: the finest rollup, and the request tables from the log.
         (f"30 days, user={by_user[0]}, model=gpt-4o-mini", {"user": str(by_user[0]), "model": "gpt-4o-mini"}),
     ]
+
+
+def tag_cases() -> list[tuple[str, dict]]:
+    return [
+        ("30 days, tag=support", {"tag": "support"}),
+        ("90 days, tag=exp:b", {"period": "90", "tag": "exp:b"}),
+        ("today, tag=exp:a", {"period": "today", "tag": "exp:a"}),
+        ("30 days, tag=ticket-42 (rare)", {"tag": "ticket-42"}),
+    ]
+
+
+def trace_cases() -> list[tuple[str, dict]]:
+    return [("traces, 30 days", {}), ("traces, 90 days", {"period": "90"}), ("traces, today", {"period": "today"})]
+
+
+# -- attribution: tags and traces on a share of the rows ------------------------------------------------
+
+
+def seed_attribution() -> float:
+    """Tag ~30% of the rows and put ~20% in traces (idempotent: only rows not yet attributed); seconds."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    byte = "get_byte(uuid_send(id), {})"
+    with connection.cursor() as cursor:
+        cursor.execute("SET work_mem = '256MB'")
+        cursor.execute(
+            f"""
+            UPDATE llm_llmrequest SET tags = (CASE {byte.format(1)} % 8
+                WHEN 0 THEN ARRAY['support'] WHEN 1 THEN ARRAY['support'] WHEN 2 THEN ARRAY['support']
+                WHEN 3 THEN ARRAY['support', 'exp:a'] WHEN 4 THEN ARRAY['exp:a'] WHEN 5 THEN ARRAY['exp:b']
+                WHEN 6 THEN ARRAY['beta', 'support']
+                ELSE CASE WHEN {byte.format(2)} < 8 THEN ARRAY['ticket-42'] ELSE ARRAY['exp:b'] END
+            END)::varchar[]
+            WHERE tags = '{{}}' AND {byte.format(0)} < 77
+            """
+        )
+        # A trace: the calls of one user and feature in one hour (its id derived from them).
+        cursor.execute(
+            f"""
+            UPDATE llm_llmrequest SET trace_id = t.id, span_id = t.id
+            FROM (SELECT id AS call, md5(coalesce(user_id::text, '-') || feature
+                         || date_trunc('hour', created_at)::text)::uuid AS id
+                  FROM llm_llmrequest WHERE trace_id IS NULL AND {byte.format(0)} BETWEEN 77 AND 127) t
+            WHERE llm_llmrequest.id = t.call
+            """
+        )
+        # Their roots, with the totals the request-log writer keeps (recomputed: a later step adds calls).
+        cursor.execute(
+            """
+            INSERT INTO llm_llmtrace (id, trace_id, parent_id, name, subject_type_id, subject_id, user_id, status,
+                                      error, started_at, ended_at, requests, failures, cache_hits, total_tokens,
+                                      cost, latency_ms_sum)
+            SELECT trace_id, trace_id, NULL, 'reply.' || min(feature), NULL, NULL, min(user_id), 'ok', '',
+                   min(created_at), max(created_at), count(*), count(*) FILTER (WHERE status = 'error'),
+                   count(*) FILTER (WHERE cached), coalesce(sum(total_tokens) FILTER (WHERE NOT cached), 0),
+                   coalesce(sum(cost), 0), sum(latency_ms)
+            FROM llm_llmrequest WHERE trace_id IS NOT NULL GROUP BY trace_id
+            ON CONFLICT (id) DO UPDATE SET started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
+                requests = EXCLUDED.requests, failures = EXCLUDED.failures, cache_hits = EXCLUDED.cache_hits,
+                total_tokens = EXCLUDED.total_tokens, cost = EXCLUDED.cost, latency_ms_sum = EXCLUDED.latency_ms_sum
+            """
+        )
+        cursor.execute("RESET work_mem")
+    return time.perf_counter() - started
+
+
+def raw_traces(filters) -> list:
+    """The most expensive traces started in the period, from the log: (trace id, cost), costliest first."""
+    from django.db import connection
+
+    since, until = filters.window
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.trace_id, coalesce(sum(r.cost), 0) AS cost FROM llm_llmrequest r "
+            "JOIN llm_llmtrace t ON t.id = r.trace_id AND t.parent_id IS NULL "
+            "WHERE t.started_at >= %s AND t.started_at < %s GROUP BY r.trace_id ORDER BY cost DESC, r.trace_id LIMIT 10",
+            [since, until],
+        )
+        return cursor.fetchall()
+
+
+def raw_tags(filters) -> list:
+    """Spend by tag over the period, from the log: (tag, calls, cost), biggest first."""
+    from django.db import connection
+
+    since, until = filters.window
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tag, count(*), coalesce(sum(cost), 0) AS cost FROM llm_llmrequest, unnest(tags) AS tag "
+            "WHERE created_at >= %s AND created_at < %s GROUP BY tag ORDER BY cost DESC, count(*) DESC, tag LIMIT 10",
+            [since, until],
+        )
+        return cursor.fetchall()
 
 
 def changelist_cases() -> list[tuple[str, dict]]:
@@ -255,12 +364,16 @@ def compare(ours: dict[str, list[float]], baseline: dict[str, list[float]], targ
 
 def measure(client, reps: int, raw_reps: int) -> tuple[list[list[object]], list[list[object]]]:
     """(dashboard rows, changelist rows): case, p50, p95, baseline p50, ratio, target met."""
-    from apps.llm.dashboard import DashboardFilters, build_dashboard
+    from apps.llm.dashboard import DashboardFilters, build_dashboard, expensive_traces
 
-    cases = dashboard_cases()
+    cases = dashboard_cases() + tag_cases()
     for name, params in cases:  # warm-up, and the rollups against the raw log
         filters = DashboardFilters.from_query(params)
-        check_same(build_dashboard(filters), raw_dashboard(filters), name)
+        data = build_dashboard(filters)
+        check_same(data, raw_dashboard(filters), name)
+        if not params.get("tag") and set(params) <= {"period"}:
+            assert [(r.label, r.requests, r.cost) for r in data.tags] == raw_tags(filters), (name, "tags")
+            assert [(t.id, t.cost) for t in data.traces] == raw_traces(filters), (name, "traces")
         get(client, DASHBOARD, params)
     # The views first, then the raw path (see the module's docstring).
     views = timings(cases, reps, lambda params: get(client, DASHBOARD, params))
@@ -271,6 +384,20 @@ def measure(client, reps: int, raw_reps: int) -> tuple[list[list[object]], list[
         f"{raw_reps} raw repetitions, cases in rotating order; figures checked equal first\n"
     )
     print(table(["case", "view p50 ms", "view p95 ms", "raw p50 ms", "raw/view", "p95 < 200 ms"], dashboard))
+
+    cases = trace_cases()
+    for name, params in cases:
+        filters = DashboardFilters.from_query(params)
+        assert [(t.id, t.cost) for t in expensive_traces(filters)] == raw_traces(filters), name
+    ours = timings(cases, reps, lambda params: expensive_traces(DashboardFilters.from_query(params)))
+    raw = timings(cases, raw_reps, lambda params: raw_traces(DashboardFilters.from_query(params)))
+    traces = compare(ours, raw, target_ms=200)
+    print(
+        f"\nMost expensive traces (the panel's query on LLMTrace roots) vs the same top 10 summed from the log; "
+        f"{reps} and {raw_reps} repetitions; checked equal first\n"
+    )
+    print(table(["case", "ours p50 ms", "ours p95 ms", "raw p50 ms", "raw/ours", "p95 < 200 ms"], traces))
+    dashboard += traces
 
     cases = changelist_cases()
     for _, params in cases:
@@ -294,7 +421,9 @@ def rollup_sizes() -> list[list[object]]:
 
     rows = []
     with connection.cursor() as cursor:
-        for rollup in [*all_rollups(), None]:
+        from apps.llm.accounting.rollups import tag_rollup
+
+        for rollup in [*all_rollups(), tag_rollup(), None]:
             name = rollup.table if rollup else "llm_llmrequest"
             cursor.execute(
                 f"SELECT count(*), pg_size_pretty(pg_total_relation_size(%s)), "
@@ -342,6 +471,7 @@ def main() -> None:
                     seconds = seed(cat, target - present, args.seed + present)
                     print(f"  COPY: {target - present:,} rows in {seconds:.1f} s")
                 if present < target or args.rebuild_rollups:
+                    print(f"  tags and traces set in {seed_attribution():.1f} s")
                     print(f"  rollups rebuilt in {build_rollups():.1f} s")
                     with connection.cursor() as cursor:
                         for name in (
@@ -349,6 +479,8 @@ def main() -> None:
                             "llm_llmusagedaily",
                             "llm_llmusagebymodel",
                             "llm_llmusagebyuser",
+                            "llm_llmusagebytag",
+                            "llm_llmtrace",
                         ):
                             cursor.execute(f"VACUUM (ANALYZE) {name}")
                 check_rollups()

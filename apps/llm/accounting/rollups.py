@@ -11,6 +11,10 @@ its latest failures (``CALL_LISTS``): those of any set of rows are among the uni
 lists, so "the most expensive calls of model X in the last 30 days" merges a few hundred short
 lists instead of searching the log.
 
+``LLMUsageByTag`` (``tag_rollup``) stands beside them: a call counts once under each of its
+tags, so its rows do not add up to totals and it has no other dimension; ``rollup_for`` never
+picks it. Its sums exist nowhere else: it is rebuilt from the request log (``rebuild_tags``).
+
 Every batch written to the log is added to all of them in the log's own transaction, so they
 always agree with it and with one another. ``rebuild`` recomputes a coarse rollup for a range
 of days (a backfill, or after rows were deleted by hand): its sums from the finest rollup,
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from itertools import pairwise
 from typing import Any
 from uuid import UUID
 
@@ -34,8 +39,10 @@ from apps.llm.models import (
     COUNTERS,
     HISTOGRAM_BUCKETS,
     KEPT_CALLS,
+    LATENCY_BUCKETS_MS,
     LLMRequest,
     LLMUsageByModel,
+    LLMUsageByTag,
     LLMUsageByUser,
     LLMUsageDaily,
     UsageSums,
@@ -142,6 +149,12 @@ def all_rollups() -> tuple[Rollup, ...]:
     )
 
 
+@cache
+def tag_rollup() -> Rollup:
+    """The rollup per day and tag: not one of ``all_rollups`` (its rows overlap; see the module)."""
+    return Rollup(LLMUsageByTag, ("tag",))
+
+
 def rollup_for(dimensions: Iterable[str]) -> Rollup:
     """The first (smallest) rollup that can group or filter by every one of ``dimensions``."""
     dimensions = set(dimensions)
@@ -159,33 +172,50 @@ def deltas(records: Iterable[CallRecord]) -> dict[Key, dict[str, Any]]:
     """Per (day, provider, model, user, feature): the sums a batch of records adds, and its lists."""
     sums: dict[Key, dict[str, Any]] = defaultdict(_empty)
     for r in records:
-        d = sums[(r.created_at.date(), r.provider, r.model or r.requested_model, r.user_id, r.feature)]
-        d["requests"] += 1
-        d["successes"] += r.status == SUCCESS
-        d["failures"] += r.status == ERROR
-        d["refusals"] += r.status == REFUSED
-        d["cache_hits"] += r.cached
-        if not r.cached:  # a hit spent no tokens; it is counted in saved_cost
-            d["prompt_tokens"] += r.usage.prompt_tokens
-            d["completion_tokens"] += r.usage.completion_tokens
-            d["cached_tokens"] += r.usage.cached_tokens
-            d["reasoning_tokens"] += r.usage.reasoning_tokens
-            d["total_tokens"] += r.usage.total_tokens
-        d["cost"] += r.cost or 0
-        d["provider_cost"] += r.provider_cost or 0
-        d["saved_cost"] += r.saved_cost or 0
-        d["latency_ms_sum"] += round(r.latency_ms)
-        d["unpriced"] += r.status == SUCCESS and r.cost is None
-        d["estimated"] += r.usage_estimated or r.price_estimated
-        if r.cost is not None and r.provider_cost is not None:
-            d["reported_calls"] += 1
-            d["reported_cost"] += r.cost
-            d["reported_provider_cost"] += r.provider_cost
-        d["latency_histogram"][latency_bucket(r.latency_ms)] += 1
-        for kept in CALL_LISTS:
-            value = kept.value_of(r)
-            if value is not None:
-                d[kept.ids].append((value, r.id))
+        _count(sums[(r.created_at.date(), r.provider, r.model or r.requested_model, r.user_id, r.feature)], r)
+    return _kept_first(sums)
+
+
+def tag_deltas(records: Iterable[CallRecord]) -> dict[Key, dict[str, Any]]:
+    """Per (day, tag): the sums a batch adds to ``tag_rollup``; a call once under each of its tags."""
+    sums: dict[Key, dict[str, Any]] = defaultdict(_empty)
+    for r in records:
+        for tag in dict.fromkeys(r.tags):  # a tag given twice still counts the call once
+            _count(sums[(r.created_at.date(), tag)], r)
+    return _kept_first(sums)
+
+
+def _count(d: dict[str, Any], r: CallRecord) -> None:
+    """Add one record to the sums of its key (the arithmetic every rollup shares)."""
+    d["requests"] += 1
+    d["successes"] += r.status == SUCCESS
+    d["failures"] += r.status == ERROR
+    d["refusals"] += r.status == REFUSED
+    d["cache_hits"] += r.cached
+    if not r.cached:  # a hit spent no tokens; it is counted in saved_cost
+        d["prompt_tokens"] += r.usage.prompt_tokens
+        d["completion_tokens"] += r.usage.completion_tokens
+        d["cached_tokens"] += r.usage.cached_tokens
+        d["reasoning_tokens"] += r.usage.reasoning_tokens
+        d["total_tokens"] += r.usage.total_tokens
+    d["cost"] += r.cost or 0
+    d["provider_cost"] += r.provider_cost or 0
+    d["saved_cost"] += r.saved_cost or 0
+    d["latency_ms_sum"] += round(r.latency_ms)
+    d["unpriced"] += r.status == SUCCESS and r.cost is None
+    d["estimated"] += r.usage_estimated or r.price_estimated
+    if r.cost is not None and r.provider_cost is not None:
+        d["reported_calls"] += 1
+        d["reported_cost"] += r.cost
+        d["reported_provider_cost"] += r.provider_cost
+    d["latency_histogram"][latency_bucket(r.latency_ms)] += 1
+    for kept in CALL_LISTS:
+        value = kept.value_of(r)
+        if value is not None:
+            d[kept.ids].append((value, r.id))
+
+
+def _kept_first(sums: dict[Key, dict[str, Any]]) -> dict[Key, dict[str, Any]]:
     for d in sums.values():
         for kept in CALL_LISTS:
             d[kept.ids] = kept.first(d[kept.ids])
@@ -217,12 +247,18 @@ def _lock_order(key: Key) -> tuple:
 
 def add(records: Iterable[CallRecord], *, cursor) -> None:
     """Add ``records`` to every rollup, atomically under concurrent writers (call inside a transaction)."""
+    records = list(records)  # read twice: the rollups by key, then by tag
     fine = deltas(records)
     if not fine:
         return
     # Same tables in the same order, keys sorted: two writers never lock rows in opposite orders.
     # One statement per table, sent together: one round trip.
     statements = [_upsert(rollup, project(fine, rollup.dimensions)) for rollup in reversed(all_rollups())]
+    # The tags last: a repricing locks the other tables (finest first) and then rebuilds this one,
+    # so no writer can be between this upsert and those tables while it does.
+    tagged = tag_deltas(records)
+    if tagged:
+        statements.append(_upsert(tag_rollup(), tagged))
     cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
 
 
@@ -321,5 +357,94 @@ def _rebuild_call_list(rollup: Rollup, kept: CallList, start: date | None, end: 
 
 
 def rebuild_coarse(*, start: date | None = None, end: date | None = None, using: str = "default") -> int:
-    """``rebuild`` every rollup but the finest; rows written."""
-    return sum(rebuild(r, start=start, end=end, using=using) for r in all_rollups()[:-1])
+    """``rebuild`` every rollup but the finest, and ``rebuild_tags``; rows written."""
+    coarse = sum(rebuild(r, start=start, end=end, using=using) for r in all_rollups()[:-1])
+    return coarse + rebuild_tags(start=start, end=end, using=using)
+
+
+#: Each counter of a rollup row as an aggregate over request-log rows: what ``_count`` adds per record.
+_NOT_CACHED = "FILTER (WHERE NOT cached)"
+LOG_SUMS: dict[str, str] = {
+    "requests": "count(*)",
+    "successes": f"count(*) FILTER (WHERE status = '{SUCCESS}')",
+    "failures": f"count(*) FILTER (WHERE status = '{ERROR}')",
+    "cache_hits": "count(*) FILTER (WHERE cached)",
+    **{
+        c: f"coalesce(sum({c}) {_NOT_CACHED}, 0)"
+        for c in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+    },
+    **{c: f"coalesce(sum({c}), 0)" for c in ("cost", "provider_cost", "saved_cost")},
+    # round() of a float8 rounds half to even, as Python's round() does.
+    "latency_ms_sum": "coalesce(sum(round(latency_ms)::bigint), 0)",
+    "refusals": f"count(*) FILTER (WHERE status = '{REFUSED}')",
+    "unpriced": f"count(*) FILTER (WHERE status = '{SUCCESS}' AND cost IS NULL)",
+    "estimated": "count(*) FILTER (WHERE usage_estimated OR price_estimated)",
+    "reported_calls": "count(*) FILTER (WHERE cost IS NOT NULL AND provider_cost IS NOT NULL)",
+    "reported_cost": "coalesce(sum(cost) FILTER (WHERE provider_cost IS NOT NULL), 0)",
+    "reported_provider_cost": "coalesce(sum(provider_cost) FILTER (WHERE cost IS NOT NULL), 0)",
+}
+assert set(LOG_SUMS) == set(SUMS), "a counter without its SQL: rebuild_tags would drop it"
+
+
+def _log_histogram() -> str:
+    """The latency histogram of request-log rows, bucketed as ``latency_bucket`` does."""
+    bounds = [None, *LATENCY_BUCKETS_MS, None]
+    buckets = []
+    for low, high in pairwise(bounds):
+        parts = [f"latency_ms > {low}"] if low is not None else []
+        parts += [f"latency_ms <= {high}"] if high is not None else []
+        buckets.append(f"count(*) FILTER (WHERE {' AND '.join(parts)})")
+    return f"ARRAY[{', '.join(buckets)}]::bigint[]"
+
+
+def _tagged_calls(condition: str) -> str:
+    """Request-log rows matching ``condition``, once per distinct tag (``tag``) and with their UTC ``day``."""
+    return (
+        f"SELECT l.*, (l.created_at AT TIME ZONE 'UTC')::date AS day, t.tag "
+        f"FROM {LLMRequest._meta.db_table} l CROSS JOIN LATERAL (SELECT DISTINCT unnest(l.tags) AS tag) t "
+        f"WHERE l.tags <> '{{}}' AND {condition}"
+    )
+
+
+def rebuild_tags(*, start: date | None = None, end: date | None = None, using: str = "default") -> int:
+    """Recompute ``tag_rollup`` for ``start``..``end`` (inclusive) from the request log; rows written.
+
+    Its sums exist nowhere else, so a day whose calls the retention job deleted cannot be
+    rebuilt: an open ``start`` means the day of the oldest call still logged, and days before it
+    keep their rows. (That day itself may have lost its first calls to retention: name the
+    days to rebuild when it has.)
+    """
+    rollup = tag_rollup()
+    log = LLMRequest._meta.db_table
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        if start is None:
+            cursor.execute(f"SELECT (min(created_at) AT TIME ZONE 'UTC')::date FROM {log}")
+            (start,) = cursor.fetchone()
+            if start is None:  # nothing logged: nothing to rebuild, nothing to lose
+                return 0
+        days, params = _days_condition("date", start, end)
+        calls, call_params = _days_condition("created_at", start, end, as_time=True)
+        lists = [column for kept in rollup.call_lists for column in (kept.values, kept.ids)]
+        empty_lists = ", '{}'" * len(lists)  # filled below
+        cursor.execute(f"DELETE FROM {rollup.table} WHERE {days}", params)
+        cursor.execute(
+            f"INSERT INTO {rollup.table} (date, tag, {', '.join(SUMS)}, latency_histogram, {', '.join(lists)}) "
+            f"SELECT day, tag, {', '.join(LOG_SUMS[c] for c in SUMS)}, {_log_histogram()}{empty_lists} "
+            f"FROM ({_tagged_calls(calls)}) l GROUP BY day, tag",
+            call_params,
+        )
+        written = cursor.rowcount
+        for kept in rollup.call_lists:
+            cursor.execute(
+                f"""
+                UPDATE {rollup.table} r SET {kept.values} = t.vs, {kept.ids} = t.ids
+                FROM (SELECT day, tag, array_agg(v ORDER BY v DESC, id) AS vs, array_agg(id ORDER BY v DESC, id) AS ids
+                      FROM (SELECT day, tag, {kept.log_value} AS v, id,
+                                   row_number() OVER (PARTITION BY day, tag ORDER BY {kept.log_value} DESC, id) AS rank
+                            FROM ({_tagged_calls(f"{kept.log_condition} AND {calls}")}) l) ranked
+                      WHERE rank <= {KEPT_CALLS} GROUP BY day, tag) t
+                WHERE r.date = t.day AND r.tag = t.tag
+                """,
+                call_params,
+            )
+    return written

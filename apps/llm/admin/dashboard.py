@@ -19,7 +19,7 @@ from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from apps.llm.accounting.records import SUMMARY_COLUMNS, LoggedCall
 from apps.llm.admin.formatting import money
@@ -35,8 +35,10 @@ from apps.llm.dashboard import (
     Drift,
     Figure,
     RawTable,
+    TraceRow,
     UsageRow,
     build_dashboard,
+    not_narrowed,
     rollup_today,
 )
 from apps.llm.dashboard.filters import QueryReading
@@ -44,7 +46,14 @@ from apps.llm.models import LLMRequest
 from apps.llm.money import percent, round_significant
 from apps.llm.pricing.sheets import plain_decimal
 
-EXPORTS = ("headline", "daily", "models", "users", "features", "accuracy", "expensive", "failures")
+EXPORTS = ("headline", "daily", "models", "users", "features", "tags", "traces", "accuracy", "expensive", "failures")
+#: Why a section shows no figures under the filters (``Dashboard.not_narrowed``).
+NOT_NARROWED = {
+    "tag": "Not available with a tag filter: tags are rolled up per day only, without models, users or features.",
+    "dimensions": "Not available with a provider, model, user or feature filter: tags are rolled up per day only.",
+    "traces": "Not narrowed by the filters (a trace spans models, features and tags): clear them to see the "
+    "period's most expensive traces.",
+}
 PALETTE = ["#2563eb", "#16a34a", "#ea580c", "#9333ea", "#0891b2", "#db2777", "#ca8a04", "#64748b"]
 OTHER_COLOUR = "#94a3b8"
 
@@ -60,7 +69,18 @@ def request_log_url(filters: DashboardFilters, **extra: str) -> str:
         **filters.dimension_params(),
         **extra,
     }
+    if tag := params.pop("tag", ""):
+        # The request log has no tag filter but a search term for it (apps.llm.admin.search).
+        params["q"] = f'tag:"{tag}"'
     return f"{reverse('admin:llm_llmrequest_changelist')}?{urlencode(params)}"
+
+
+def trace_url(trace: TraceRow) -> str:
+    """The trace's admin page; until the trace admin is registered, its calls in the request log."""
+    try:
+        return reverse("admin:llm_llmtrace_change", args=[trace.id])
+    except NoReverseMatch:
+        return f"{reverse('admin:llm_llmrequest_changelist')}?{urlencode({'trace__id__exact': str(trace.id)})}"
 
 
 def dashboard_url(filters: DashboardFilters, **extra: str) -> str:
@@ -339,6 +359,34 @@ def _usage_rows(rows: list[UsageRow]) -> list[dict[str, Any]]:
     ]
 
 
+def _traces(traces: list[TraceRow], users: dict[int, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "url": trace_url(t),
+            "name": t.name,
+            "status": t.status,
+            "started_at": t.started_at,
+            "user": users.get(t.user_id, f"#{t.user_id}") if t.user_id else "—",
+            "requests": f"{t.requests:,}",
+            "failures": f"{t.failures:,}",
+            "tokens": f"{t.total_tokens:,}",
+            "cost": money(t.cost),
+        }
+        for t in traces
+    ]
+
+
+def _not_narrowed(data: Dashboard) -> dict[str, str]:
+    """Per section the filters cannot narrow, what the page says in its place."""
+    reason = NOT_NARROWED["tag"]
+    notes = {section: reason for section in ("models", "users", "features", "drifts") if section in data.not_narrowed}
+    if "tags" in data.not_narrowed:
+        notes["tags"] = NOT_NARROWED["dimensions"]
+    if "traces" in data.not_narrowed:
+        notes["traces"] = NOT_NARROWED["traces"]
+    return notes
+
+
 def _calls(table: RawTable | None, users: dict[int, str]) -> dict[str, Any] | None:
     if table is None:
         return None
@@ -378,6 +426,7 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
             "model": filters.model,
             "user": filters.user_param,
             "feature": filters.feature_param,
+            "tag": filters.tag,
         },
         "options": {
             "providers": _with_selected(options.providers, filters.provider),
@@ -386,6 +435,7 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
             "features": _with_selected_pairs(
                 [(f or "-", f or "(no feature)") for f in options.features], filters.feature_param
             ),
+            "tags": _with_selected(options.tags, filters.tag),
         },
         "figures": _figures(data),
         "budgets": data.budgets,
@@ -396,6 +446,9 @@ def context(data: Dashboard, *, raw_log: bool) -> dict[str, Any]:
         "more_models": max(len(data.models) - TOP_ROWS, 0),
         "users": _usage_rows(data.users),
         "features": _usage_rows(data.features),
+        "tags": _usage_rows(data.tags),
+        "traces": _traces(data.traces, users),
+        "not_narrowed": _not_narrowed(data),
         "expensive": _calls(data.expensive, users),
         "failures": _calls(data.failures, users),
         "raw_log": raw_log,
@@ -491,8 +544,43 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
                 for i, day in enumerate(d.days)
             ],
         ]
-    if section in ("models", "users", "features"):
-        key_columns = {"models": ["provider", "model"], "users": ["user_id", "user"], "features": ["feature"]}[section]
+    if section == "traces":
+        return [
+            [
+                "trace_id",
+                "name",
+                "status",
+                "started_at",
+                "user_id",
+                "requests",
+                "errors",
+                "cache_hits",
+                "tokens",
+                "cost_usd",
+            ],
+            *[
+                [
+                    str(t.id),
+                    t.name,
+                    t.status,
+                    t.started_at.isoformat(),
+                    _num(t.user_id),
+                    _num(t.requests),
+                    _num(t.failures),
+                    _num(t.cache_hits),
+                    _num(t.total_tokens),
+                    _num(t.cost),
+                ]
+                for t in data.traces
+            ],
+        ]
+    if section in ("models", "users", "features", "tags"):
+        key_columns = {
+            "models": ["provider", "model"],
+            "users": ["user_id", "user"],
+            "features": ["feature"],
+            "tags": ["tag"],
+        }[section]
         rows = [
             [
                 *key_columns,
@@ -511,6 +599,7 @@ def export_rows(data: Dashboard, section: str) -> list[list[str]]:
                 "models": [r.filters.provider, r.filters.model],
                 "users": [r.filters.user_param, r.label],
                 "features": [r.filters.feature or ""],
+                "tags": [r.filters.tag],
             }[section]
             rows.append(
                 [
@@ -603,6 +692,13 @@ def dashboard_response(request: HttpRequest, *, admin_site: AdminSite, raw_log: 
         return HttpResponse(f"Unknown export {export[:40]!r}", status=400, content_type="text/plain")
     if export and reading.ignored:
         return HttpResponse("\n".join(reading.ignored), status=400, content_type="text/plain; charset=utf-8")
+    if export and export in not_narrowed(filters):
+        # An empty file would read as "no calls": say why there is none.
+        return HttpResponse(
+            f"The {export} export cannot be narrowed to these filters: tags are rolled up per day only.",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
     for message in reading.messages:
         messages.warning(request, message)
     # An export of the rollup sections needs no raw-log query.

@@ -24,7 +24,7 @@ from django.db.models import (
 )
 
 from apps.llm.accounting.records import SUMMARY_COLUMNS, LoggedCall
-from apps.llm.accounting.rollups import COSTLIEST, LATEST_FAILURES, CallList, rollup_for
+from apps.llm.accounting.rollups import COSTLIEST, LATEST_FAILURES, CallList, rollup_for, tag_rollup
 from apps.llm.dashboard.filters import DashboardFilters
 from apps.llm.dashboard.results import TOP_ROWS, RawTable
 from apps.llm.models import KEPT_CALLS, LLMRequest
@@ -111,10 +111,16 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
     or when one of those calls is no longer in the log (the retention job deleted it): the
     next ones are not in the lists, so the caller searches the log instead.
     """
-    rollup = rollup_for(filters.dimension_names())
+    if filters.tag:
+        # The tag rollup keeps the lists per tag too; crossed with other dimensions, none covers.
+        if filters.has_dimensions:
+            return None
+        rollup, dims, params = tag_rollup(), "tag = %s", [filters.tag]
+    else:
+        rollup = rollup_for(filters.dimension_names())
+        dims, params = filters.dimensions_sql()
     if kept not in rollup.call_lists or limit > KEPT_CALLS:
         return None
-    dims, params = filters.dimensions_sql()
     columns = ", ".join(f"r.{connection.ops.quote_name(c)}" for c in SUMMARY_COLUMNS)
     sql = (
         f"WITH kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
@@ -135,8 +141,12 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
 def _probe_costliest(filters: DashboardFilters, limit: int) -> RawTable:
     dims, params = filters.dimensions_sql()
     columns = ", ".join(connection.ops.quote_name(c) for c in SUMMARY_COLUMNS)
+    probed = columns
+    if filters.tag:
+        dims, params = f"{dims} AND tags @> ARRAY[%s]::varchar[]", [*params, filters.tag]
+        probed += ", tags"
     sql = (
-        f"SELECT {columns} FROM (SELECT {columns} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
+        f"SELECT {columns} FROM (SELECT {probed} FROM {LLMRequest._meta.db_table} WHERE cost IS NOT NULL "
         f"ORDER BY cost DESC LIMIT %s) top "
         f"WHERE created_at >= %s AND created_at < %s AND {dims} ORDER BY cost DESC, id LIMIT %s"
     )

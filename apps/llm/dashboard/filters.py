@@ -133,6 +133,10 @@ class DashboardFilters:
     without_user: bool = False
     #: None: every feature; "": calls without a feature.
     feature: str | None = None
+    #: Only calls carrying this tag ("": all). The tag rollup has days and tags only, so a tag is
+    #: not combined with the dimensions above (``QueryReading`` drops them) and the figures per
+    #: model, user or feature are not available under it (``Dashboard.not_narrowed``).
+    tag: str = ""
 
     @classmethod
     def for_period(cls, period: str = DEFAULT_PERIOD, *, today: date | None = None, **dims: Any) -> DashboardFilters:
@@ -165,8 +169,13 @@ class DashboardFilters:
         """The same period, every dimension cleared."""
         return DashboardFilters(start=self.start, end=self.end, period=self.period)
 
+    @property
+    def has_dimensions(self) -> bool:
+        """Narrowed by provider, model, user or feature (not counting the tag)."""
+        return bool(self.dimension_names())
+
     def dimension_names(self) -> set[str]:
-        """The rollup columns the filters narrow (``apps.llm.accounting.rollups.DIMENSIONS``)."""
+        """The rollup columns the filters narrow (``apps.llm.accounting.rollups.DIMENSIONS``; not the tag)."""
         names = {
             "provider": bool(self.provider),
             "model": bool(self.model),
@@ -190,6 +199,7 @@ class DashboardFilters:
             "model": self.model,
             "user": self.user_param,
             "feature": self.feature_param,
+            "tag": self.tag,
         }
         return {k: v for k, v in params.items() if v}
 
@@ -201,7 +211,7 @@ class DashboardFilters:
         return params | self.dimension_params()
 
     def dimensions_q(self) -> Q:
-        """The dimensions, for either table (both name them alike)."""
+        """The dimensions, for either table (both name them alike); not the tag (``request_log_q`` has it)."""
         q = Q()
         if self.provider:
             q &= Q(provider=self.provider)
@@ -246,7 +256,8 @@ class DashboardFilters:
 
     def request_log_q(self) -> Q:
         since, until = self.window
-        return Q(created_at__gte=since, created_at__lt=until) & self.dimensions_q()
+        q = Q(created_at__gte=since, created_at__lt=until) & self.dimensions_q()
+        return q & Q(tags__contains=[self.tag]) if self.tag else q
 
 
 def _preset(value: str) -> str | None:
@@ -307,6 +318,7 @@ class QueryReading:
             "provider": text("provider"),
             "model": text("model"),
             "feature": parse_feature(text("feature", strip=False)),
+            "tag": text("tag"),
         }
         user = text("user")
         parsed_user = parse_user(user)
@@ -314,6 +326,16 @@ class QueryReading:
             dims["user_id"], dims["without_user"] = parsed_user
         elif user:
             ignored.append(f"The user filter was ignored: “{shown_value(user)}” is not a user id.")
+        if dims["tag"]:
+            crossed = [name for name in ("provider", "model", "feature") if dims[name] not in ("", None)]
+            crossed += ["user"] if "user_id" in dims else []
+            if crossed:
+                # The tag rollup has days and tags only: the tag wins (it was the last thing picked).
+                ignored.append(
+                    f"The {', '.join(crossed)} filter{'s were' if len(crossed) > 1 else ' was'} ignored: "
+                    "figures by tag cannot be narrowed further (the tag rollup has days and tags only)."
+                )
+                dims |= {"provider": "", "model": "", "feature": None, "user_id": None, "without_user": False}
         period = text("period") or DEFAULT_PERIOD
         filters = None
         if period == "custom":

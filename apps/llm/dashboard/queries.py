@@ -53,6 +53,7 @@ from apps.llm.dashboard.results import (
     Dashboard,
     FilterOptions,
     Totals,
+    TraceRow,
     UsageRow,
     headline,
     user_label,
@@ -63,6 +64,8 @@ from apps.llm.models import (
     SUMMARY_COUNTERS,
     Budget,
     BudgetSpend,
+    LLMTrace,
+    LLMUsageByTag,
 )
 from apps.llm.pricing.sheets import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
@@ -101,12 +104,17 @@ def _period_rows(
     filters: DashboardFilters, group: tuple[str, ...], aggregates: dict[str, Any], *, since: date | None = None
 ) -> QuerySet:
     """Rollup sums per ``group`` from ``since`` (default: the period start) to the end, from the
-    first rollup that has the grouped and filtered dimensions."""
-    rollup = rollup_for({*(c for c in group if c != "date"), *filters.dimension_names()})
+    first rollup that has the grouped and filtered dimensions (the tag rollup under a tag filter)."""
+    rows: QuerySet[Any]
+    if filters.tag:
+        if set(group) - {"date"} or filters.has_dimensions:
+            raise ValueError(f"the tag rollup has days and tags only, not {sorted(set(group) - {'date'})}")
+        rows = LLMUsageByTag.objects.filter(tag=filters.tag)
+    else:
+        rollup = rollup_for({*(c for c in group if c != "date"), *filters.dimension_names()})
+        rows = rollup.model._default_manager.filter(filters.dimensions_q())
     return (
-        rollup.model._default_manager.filter(
-            Q(date__gte=since or filters.start, date__lte=filters.end) & filters.dimensions_q()
-        )
+        rows.filter(date__gte=since or filters.start, date__lte=filters.end)
         .values(*group)
         .annotate(**aggregates)
         .order_by()
@@ -137,7 +145,9 @@ def _model_label(provider: str, model: str, ambiguous: set[str]) -> str:
 
 
 def model_rows(filters: DashboardFilters) -> list[UsageRow]:
-    """Every model of the period, the biggest spenders first."""
+    """Every model of the period, the biggest spenders first (none under a tag: see ``not_narrowed``)."""
+    if filters.tag:
+        return []
     counters = (*SUMMARY_COUNTERS, *REPORTED_COUNTERS)
     rows = list(_period_rows(filters, ("provider", "model"), {name: Sum(name) for name in counters}))
     rows.sort(key=lambda r: (-r["cost"], -r["requests"], r["provider"], r["model"]))
@@ -156,6 +166,8 @@ def spend_by_model(
     filters: DashboardFilters, models: list[UsageRow], day_cost: Mapping[date, Decimal]
 ) -> list[tuple[str, DashboardFilters | None, list[Decimal]]]:
     """Spend per day of the top ``CHART_MODELS`` models, then "Other" (the rest of each day's spend)."""
+    if filters.tag:  # no model in the tag rollup: the tag's own spend, as one series
+        return [(f"Tag {filters.tag}", filters, [day_cost.get(d, _ZERO) for d in filters.day_list()])]
     top = models[:CHART_MODELS]
     if not top:
         return []
@@ -204,6 +216,7 @@ class Breakdowns:
     users: list[UsageRow]
     features: list[UsageRow]
     options: FilterOptions
+    tags: list[UsageRow]
 
 
 def ranked(group: str, filters: DashboardFilters, limit: int) -> list[dict[str, Any]]:
@@ -233,6 +246,9 @@ def breakdowns(filters: DashboardFilters, models: list[UsageRow], limit: int = T
     all_users, all_features = ranked("user_id", everything, MAX_CHOICES), ranked("feature", everything, MAX_CHOICES)
     if filters == everything:  # the top rows are the first choices
         top_users, top_features = all_users[:limit], all_features[:limit]
+    elif filters.tag:  # not in the tag rollup (see not_narrowed); the choices still are
+        top_users, top_features = [], []
+        models = model_rows(everything)
     else:
         top_users, top_features = ranked("user_id", filters, limit), ranked("feature", filters, limit)
         models = model_rows(everything)
@@ -263,17 +279,92 @@ def breakdowns(filters: DashboardFilters, models: list[UsageRow], limit: int = T
         if r["requests"]
     ]
     model_choices = [(row.filters.provider, row.filters.model) for row in models[:MAX_CHOICES]]
+    # The period's tags: the choices, and (unless a tag or another filter is set) the top rows.
+    all_tags = ranked_tags(everything, MAX_CHOICES)
+    if filters.has_dimensions:
+        top_tags = []
+    elif filters.tag:
+        top_tags = [r for r in all_tags if r["tag"] == filters.tag] or ranked_tags(filters, 1)
+    else:
+        top_tags = all_tags[:limit]
     options = FilterOptions(
         providers=sorted({p for p, _ in model_choices}),
         models=sorted(model_choices, key=lambda pm: pm[1]),
         features=sorted(feature_choices),
+        tags=sorted(r["tag"] for r in all_tags),
         # Alphabetical, "(no user)" first (the list holds the biggest spenders).
         users=sorted(
             ((NO_USER if i is None else str(i), label(i)) for i in user_ids),
             key=lambda choice: (choice[0] != NO_USER, choice[1]),
         ),
     )
-    return Breakdowns(users=users, features=features, options=options)
+    tags = [_breakdown_row(r["tag"], everything.narrowed(tag=r["tag"]), r) for r in top_tags]
+    return Breakdowns(users=users, features=features, options=options, tags=tags)
+
+
+def tag_rows(filters: DashboardFilters, limit: int = TOP_ROWS) -> list[UsageRow]:
+    """Spend by tag over the period, the biggest first (only the filter's tag under one).
+
+    From the tag rollup: a call with several tags is in each of their rows, so the rows may add
+    up to more than the period's spend. Empty when the filters name a provider, model, user or
+    feature: the tag rollup has none of those (``not_narrowed``).
+    """
+    if filters.has_dimensions:
+        return []
+    return [
+        _breakdown_row(r["tag"], filters.period_only().narrowed(tag=r["tag"]), r) for r in ranked_tags(filters, limit)
+    ]
+
+
+def ranked_tags(filters: DashboardFilters, limit: int) -> list[dict[str, Any]]:
+    """Sums per tag over the period (the filter's tag only, if set), the biggest spenders first."""
+    rows = LLMUsageByTag.objects.filter(date__gte=filters.start, date__lte=filters.end)
+    if filters.tag:
+        rows = rows.filter(tag=filters.tag)
+    return list(
+        rows.values("tag")
+        .annotate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
+        .order_by("-cost", "-requests", "tag")[:limit]
+    )
+
+
+def expensive_traces(filters: DashboardFilters, limit: int = TOP_ROWS) -> list[TraceRow]:
+    """The costliest traces started in the period (their roots: totals of every call of the trace).
+
+    A walk of the partial index on the roots' -cost, stopped after ``limit`` roots in the window.
+    Not narrowed by the other filters (a trace spans models and features; ``not_narrowed``).
+    """
+    since, until = filters.window
+    roots = (
+        LLMTrace.objects.filter(parent__isnull=True, started_at__gte=since, started_at__lt=until)
+        .order_by("-cost", "id")
+        .values(
+            "id",
+            "name",
+            "status",
+            "started_at",
+            "ended_at",
+            "user_id",
+            "subject_type_id",
+            "subject_id",
+            "requests",
+            "failures",
+            "cache_hits",
+            "total_tokens",
+            "cost",
+        )[:limit]
+    )
+    return [TraceRow(**row) for row in roots]
+
+
+def not_narrowed(filters: DashboardFilters) -> frozenset[str]:
+    """The sections whose figures cannot be narrowed to the filters (the page says so, showing none)."""
+    sections: set[str] = {"traces"} if filters.tag or filters.has_dimensions else set()
+    if filters.tag:
+        sections |= {"models", "users", "features", "drifts"}
+    if filters.has_dimensions:
+        sections.add("tags")
+    return frozenset(sections)
 
 
 def _breakdown_row(label: str, filters: DashboardFilters, row: Mapping[str, Any]) -> UsageRow:
@@ -365,6 +456,9 @@ def build_dashboard(filters: DashboardFilters, *, raw_log: bool = True, budgets_
         models=models,
         users=split.users,
         features=split.features,
+        tags=split.tags,
+        traces=[] if "traces" in not_narrowed(filters) else expensive_traces(filters),
+        not_narrowed=not_narrowed(filters),
         budgets=budget_usage(budgets_today),
         options=split.options,
         accuracy=cost_accuracy(current, models),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from apps.llm.accounting.records import LoggedCall
 from apps.llm.dashboard.filters import DashboardFilters
@@ -298,6 +299,27 @@ class FilterOptions:
     features: list[str]
     #: (filter value, label) of the period's biggest spenders (MAX_CHOICES).
     users: list[tuple[str, str]]
+    #: The period's tags, the biggest spenders (MAX_CHOICES), alphabetical.
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """A trace (its root span) with the totals of all its calls."""
+
+    id: UUID
+    name: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    user_id: int | None
+    subject_type_id: int | None
+    subject_id: str | None
+    requests: int
+    failures: int
+    cache_hits: int
+    total_tokens: int
+    cost: Decimal
 
 
 @dataclass(frozen=True)
@@ -316,6 +338,12 @@ class Dashboard:
     accuracy: CostAccuracy
     expensive: RawTable | None
     failures: RawTable | None
+    #: Spend by tag (``queries.tag_rows``) and the costliest traces of the period.
+    tags: list[UsageRow] = field(default_factory=list)
+    traces: list[TraceRow] = field(default_factory=list)
+    #: Sections the filters cannot narrow ("models", "users", "features", "drifts", "tags",
+    #: "traces"): the page says so instead of showing other calls' figures.
+    not_narrowed: frozenset[str] = frozenset()
 
     @property
     def budgets_reached(self) -> list[BudgetUsage]:

@@ -189,3 +189,24 @@ class LLMUsageByUser(UsageSums, KeptCalls):
 
     def __str__(self) -> str:
         return f"{self.date} user {self.user_id}"
+
+
+class LLMUsageByTag(UsageSums, KeptCalls):
+    """Daily sums per tag: a call counts once under each of its tags, a call without tags nowhere.
+
+    Tags are many per call, so these rows do not add up to the day's total (a call with two tags
+    is in two rows) and no other dimension can be read from them: ``rollup_for`` never picks this
+    table; the dashboard reads it only for a tag (``apps.llm.accounting.rollups.tag_rollup``).
+    """
+
+    tag = models.CharField(max_length=100)
+
+    class Meta:
+        verbose_name = "daily LLM usage by tag"
+        verbose_name_plural = "daily LLM usage by tag"
+        constraints = [models.UniqueConstraint(fields=["date", "tag"], name="llm_usage_by_tag_key")]
+        # The key's index serves a period's tags (the breakdown); this one a tag's days (the filter).
+        indexes = [models.Index(fields=["tag", "date"], name="llm_usage_by_tag_tag")]
+
+    def __str__(self) -> str:
+        return f"{self.date} tag {self.tag}"
