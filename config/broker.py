@@ -17,6 +17,8 @@ MIDDLEWARE = [
     "dramatiq.middleware.CurrentMessage",
     "django_dramatiq.middleware.AdminMiddleware",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    # LLM calls made by an actor are attributed like the code that sent the message (its trace).
+    "apps.llm.accounting.trace_middleware.LLMContextMiddleware",
 ]
 
 

@@ -21,6 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from apps.llm import errors
 from apps.llm.accounting.budgets import BudgetGuard, Reservation
 from apps.llm.accounting.context import current_context
+from apps.llm.accounting.otel import otel_recorder
 from apps.llm.accounting.records import ERROR, REFUSED, SUCCESS, CallRecord, Recorder, UsageTally
 from apps.llm.accounting.request_log import default_recorder
 from apps.llm.accounting.usage import usage_stats
@@ -131,8 +132,8 @@ class LLMClient:
         self.tokenizer = Tokenizer()
         self.budgets = BudgetGuard()
         self.tally = UsageTally()
-        if recorders is None:  # the request log the LLM setting configures
-            recorders = [r for r in [default_recorder()] if r is not None]
+        if recorders is None:  # the request log and the span export the LLM setting configures
+            recorders = [r for r in [default_recorder(), otel_recorder()] if r is not None]
         self.recorders: list[Recorder] = [self.tally, *recorders]
         self._embeddings = EmbeddingBatcher(self.tokenizer)
 

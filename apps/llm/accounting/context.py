@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -116,14 +116,23 @@ def current_context() -> CallContext:
     return _current.get()
 
 
+def enter_context(context: CallContext) -> Token[CallContext]:
+    """Make ``context`` the current one until ``leave_context(token)`` (for hooks that cannot use ``with``)."""
+    return _current.set(context)
+
+
+def leave_context(token: Token[CallContext]) -> None:
+    _current.reset(token)
+
+
 @contextmanager
 def using_context(context: CallContext) -> Iterator[CallContext]:
     """Make ``context`` the current one for the block."""
-    token = _current.set(context)
+    token = enter_context(context)
     try:
         yield context
     finally:
-        _current.reset(token)
+        leave_context(token)
 
 
 @contextmanager

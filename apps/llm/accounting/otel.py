@@ -108,6 +108,10 @@ ATTRIBUTES: dict[str, AttributeOf] = {
     "llm.price_estimated": lambda c: c.price_estimated,
     "llm.feature": lambda c: c.feature or None,
     "llm.user_id": lambda c: c.user_id,
+    "llm.tags": lambda c: list(c.tags) or None,
+    "llm.metadata": lambda c: c.metadata or None,  # one llm.metadata.<key> attribute per key
+    "llm.trace_id": lambda c: c.trace_id and str(c.trace_id),
+    "llm.span_id": lambda c: c.span_id and str(c.span_id),
     "llm.record_id": lambda c: str(c.id),
     "llm.provider_request_id": lambda c: c.request_id if c.status != SUCCESS else None,
 }

@@ -85,6 +85,8 @@ SEARCH_KEYS: dict[str, SearchKey] = {
         SearchKey("feature", name_contains("feature"), "part of its name"),
         SearchKey("model", name_contains("model"), "part of its name"),
         SearchKey("error", error_condition, "part of the type or message"),
+        SearchKey("tag", lambda value: Q(tags__contains=[value]), "a tag"),
+        SearchKey("trace", uuid_equals("trace_id"), "a trace id"),
     )
 }
 
