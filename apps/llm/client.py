@@ -418,7 +418,7 @@ class LLMClient:
         return response
 
     def _embed_remote(
-        self, route: list[Provider], model: str, texts: list[str], params: dict, who: dict[str, Any]
+        self, route: list[Provider], model: str, texts: list[str], params: dict, who: Mapping[str, Any]
     ) -> tuple[BatchedEmbeddings, CostBreakdown | None]:
         """Embed ``texts`` in requests within the provider's limits, held against the budgets."""
         reservation = self.budgets.reserve(
@@ -548,7 +548,7 @@ class LLMClient:
             }
         )
 
-    def _reserve(self, provider: Provider, model: str, messages: list, params: dict, who: dict[str, Any]):
+    def _reserve(self, provider: Provider, model: str, messages: list, params: dict, who: Mapping[str, Any]):
         """Hold the call's estimated cost against the budgets that apply (raises BudgetExceeded)."""
 
         def size() -> Usage:
@@ -646,7 +646,7 @@ class LLMClient:
         provider: Provider,
         response: ChatResponse,
         key: str,
-        who: dict[str, Any],
+        who: Mapping[str, Any],
         messages: list,
     ) -> None:
         self._emit(
@@ -672,7 +672,7 @@ class LLMClient:
         started: float,
         attempts: int,
         key: str,
-        who: dict[str, Any],
+        who: Mapping[str, Any],
         partial: ChatResponse | None = None,
     ) -> None:
         """Record a failed or refused call; ``partial``: what a broken-off stream delivered (and cost)."""
@@ -713,12 +713,12 @@ class LLMClient:
 
 def _attribution(
     user: Any, feature: str, tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """The call's ``CallRecord`` attribution fields: the context's, with the call's own arguments applied."""
     context = current_context()
     if user is not None or feature or tags or metadata:
         context = context.narrowed(user=user, feature=feature or None, tags=tags, metadata=metadata)
-    return context.record_fields()
+    return context.record_fields
 
 
 def _elapsed_ms(started: float) -> float:

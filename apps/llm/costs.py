@@ -146,7 +146,7 @@ def calculate_cost(pricing: ModelPricing, usage: Usage) -> CostBreakdown:
             priced_as, unit_price = _unit_price(sheet, component)
             parts.append(
                 # Built from typed values computed here: nothing for a validator to check.
-                CostLine.model_construct(
+                CostLine(
                     component=component.name,
                     quantity=quantity,
                     unit=component.unit,
@@ -156,7 +156,7 @@ def calculate_cost(pricing: ModelPricing, usage: Usage) -> CostBreakdown:
                 )
             )
         total = sum((part.amount for part in parts), Decimal(0))
-    return CostBreakdown.model_construct(parts=tuple(parts), total=total, pricing=sheet)
+    return CostBreakdown(parts=tuple(parts), total=total, pricing=sheet)
 
 
 def _quantities(usage: Usage, sheet: ModelPricing) -> Iterator[tuple[Component, int]]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -80,8 +81,9 @@ class CallContext:
             span=span or self.span,
         )
 
-    def record_fields(self) -> dict[str, Any]:
-        """The ``CallRecord`` fields of a call made in this context."""
+    @cached_property
+    def record_fields(self) -> Mapping[str, Any]:
+        """The ``CallRecord`` fields of a call made in this context (computed once: contexts do not change)."""
         return {
             "user_id": getattr(self.user, "pk", self.user) if self.user is not None else None,
             "feature": self.feature,

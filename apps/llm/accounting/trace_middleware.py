@@ -57,7 +57,7 @@ class LLMContextMiddleware(dramatiq.Middleware):
 
 def _carried(context: CallContext) -> dict[str, Any] | None:
     """The context as JSON for the message, or None when there is nothing to carry."""
-    fields = context.record_fields()
+    fields = dict(context.record_fields)
     if not any(fields.values()):
         return None
     for name in ("trace_id", "span_id"):

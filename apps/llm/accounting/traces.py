@@ -90,7 +90,7 @@ def llm_trace(
 def _started(trace: Trace, context: Any) -> None:
     from apps.llm.models import LLMTrace
 
-    fields = context.record_fields()
+    fields = context.record_fields
     try:
         LLMTrace.objects.create(
             id=trace.id,
