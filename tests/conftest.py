@@ -180,3 +180,14 @@ def make_client() -> Iterator[Callable[..., LLMClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def stub_broker():
+    """The tests' Dramatiq StubBroker, emptied before and after (dead letters would fail others' joins)."""
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()

@@ -23,14 +23,6 @@ def summarise(text: str) -> None:
     _client["client"].chat_completion([{"role": "user", "content": text}], "gpt-4o-mini", cache=False)
 
 
-@pytest.fixture
-def stub_broker():
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_trace_spans_a_thread_and_a_message_processed_by_a_worker(
     stub_broker, make_client, sim, django_user_model, price_table

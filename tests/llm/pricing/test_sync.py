@@ -499,15 +499,6 @@ def test_provider_openai_loads_the_repo_table(tmp_path):
 # -- 6. the actor and the scheduler -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def stub_broker():
-    """The tests' StubBroker, emptied before and after (dead letters would fail others' joins)."""
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_actor_syncs_both_providers_on_a_worker_and_records_the_runs(stub_broker):
     broker = stub_broker
