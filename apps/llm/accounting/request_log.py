@@ -35,7 +35,7 @@ from django.db import (
 )
 from psycopg.types.json import Jsonb
 
-from apps.llm.accounting.records import CallRecord, log_columns
+from apps.llm.accounting.records import CallRecord, log_values
 from apps.llm.accounting.spool import SpoolFile, record_from_json, record_to_json, segment_pid
 from apps.llm.conf import llm_settings
 
@@ -51,54 +51,75 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
 
 
+#: How a record's value becomes its column's: convert(value, store_text, text_limit).
+Converter = Callable[[Any, bool, int], Any]
+
+
+def _json(value: Any, store_text: bool, limit: int) -> Any:
+    return None if value is None else Jsonb(value)
+
+
+def _clipped(value: Any, store_text: bool, limit: int) -> Any:
+    return _clip(value, limit) if isinstance(value, str) else value
+
+
+def _array(value: Any, store_text: bool, limit: int) -> Any:
+    return list(value)  # psycopg sends a list, not a tuple, as an array
+
+
+def _text(convert: Converter) -> Converter:
+    """Prompt, answer and tool calls: kept only where text may be stored."""
+    return lambda value, store_text, limit: convert(value, store_text, limit) if store_text else None
+
+
+def _cut_to(length: int) -> Converter:
+    return lambda value, store_text, limit: value[:length] if isinstance(value, str) else value
+
+
+_SPECIAL: dict[str, Converter] = {
+    "request_id": lambda value, store_text, limit: (value or "")[:255],
+    "attempts": lambda value, store_text, limit: min(value, 32767),  # a smallint
+}
+
+
 @cache
-def _columns() -> tuple[tuple[str, ...], tuple[Callable[[Any, int], Any], ...]]:
-    """The log's columns, and for each how a record's value becomes the column's."""
+def _row_plan() -> tuple[tuple[str, ...], Callable[[CallRecord], tuple[Any, ...]], tuple[tuple[int, Converter], ...]]:
+    """The log's columns, the getter of a record's values for them, and the (position, converter)
+    of the columns whose value is not stored as the record holds it."""
     from apps.llm.models import LLMRequest
 
-    def clipped(value: Any, limit: int) -> Any:
-        return _clip(value, limit) if isinstance(value, str) else value
-
-    def json_value(value: Any, limit: int) -> Any:
-        return None if value is None else Jsonb(value)
-
-    def cut_to(length: int) -> Callable[[Any, int], Any]:
-        return lambda value, limit: value[:length] if isinstance(value, str) else value
-
-    def as_is(value: Any, limit: int) -> Any:
-        return value
-
-    def as_list(value: Any, limit: int) -> Any:
-        return list(value)  # psycopg sends a list, not a tuple, as an array
-
-    columns: list[str] = []
-    converters: list[Callable[[Any, int], Any]] = []
-    for f in LLMRequest._meta.concrete_fields:
-        columns.append(f.attname)
-        if isinstance(f, models.JSONField):
-            converters.append(json_value)
+    fields = LLMRequest._meta.concrete_fields
+    plan: list[tuple[int, Converter]] = []
+    for position, f in enumerate(fields):
+        convert: Converter | None
+        if f.attname in _SPECIAL:
+            convert = _SPECIAL[f.attname]
+        elif isinstance(f, models.JSONField):
+            convert = _json
         elif isinstance(f, ArrayField):
-            converters.append(as_list)
+            convert = _array
         elif isinstance(f, models.TextField):
-            converters.append(clipped)
+            convert = _clipped
         elif isinstance(f, models.CharField) and f.max_length:
-            converters.append(cut_to(f.max_length))
+            convert = _cut_to(f.max_length)
         else:
-            converters.append(as_is)
-    return tuple(columns), tuple(converters)
+            convert = None
+        if f.attname in _TEXT_COLUMNS:
+            convert = _text(convert or (lambda value, store_text, limit: value))
+        if convert is not None:
+            plan.append((position, convert))
+    columns = tuple(f.attname for f in fields)
+    return columns, log_values(columns), tuple(plan)
 
 
-def log_row(record: CallRecord, *, store_text: bool, text_limit: int) -> tuple[Any, ...]:
+def log_row(record: CallRecord, *, store_text: bool, text_limit: int) -> list[Any]:
     """The values of a record's ``LLMRequest`` row, in column order: text only if ``store_text``,
     long text clipped to ``text_limit``, names cut to their columns' lengths."""
-    values = log_columns(record)
-    if not store_text:
-        for column in _TEXT_COLUMNS:
-            values[column] = None
-    values["request_id"] = values["request_id"] or ""
-    values["attempts"] = min(values["attempts"], 32767)  # a smallint
-    columns, converters = _columns()
-    return tuple(convert(values[column], text_limit) for column, convert in zip(columns, converters, strict=True))
+    _, values_of, conversions = _row_plan()
+    values = list(values_of(record))
+    for position, convert in conversions:
+        values[position] = convert(values[position], store_text, text_limit)
+    return values
 
 
 def write_records(
@@ -111,7 +132,7 @@ def write_records(
     if not records:
         return 0
     table = LLMRequest._meta.db_table
-    columns = ", ".join(_columns()[0])
+    columns = ", ".join(_row_plan()[0])
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (LIKE {table}) ON COMMIT DELETE ROWS")
         with cursor.cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
