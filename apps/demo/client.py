@@ -8,6 +8,7 @@ to the demo: its own cache, no budgets, quick retries, and records that go throu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import uuid
@@ -36,6 +37,7 @@ __all__ = [
     "SIMULATOR_KEY",
     "demo_client",
     "demo_simulator",
+    "make_call",
     "perform",
     "request_log",
 ]
@@ -109,20 +111,25 @@ def demo_client(sim: OpenAISimulator, recorder: DemoRecorder, seed: int) -> LLMC
     return client
 
 
-def perform(client: LLMClient, sim: OpenAISimulator, call: PlannedCall, users: list[Any]) -> None:
-    """Make one planned call, setting the simulator's knobs for it first; failures are kept, not raised."""
+def make_call(client: LLMClient, sim: OpenAISimulator, call: PlannedCall, users: list[Any]) -> None:
+    """Make one planned call, setting the simulator's knobs for it first; a failure raises ``LLMError``
+    (a trace's step lets it end its spans with an error)."""
     sim.reasoning_tokens = call.reasoning_tokens
     sim.cached_fraction = call.cached_fraction
     if call.incident:
         sim.fail_next(CHAT, MAX_ATTEMPTS, status=call.incident, retry_after=0.01 if call.incident == 429 else None)
     user = users[call.user] if call.user is not None else None
-    try:
-        with llm_context(user=user, feature=call.feature):
-            if call.kind == "embedding":
-                client.generate_embedding(call.texts, model=call.model)
-            elif call.kind == "stream":
-                client.chat_completion_stream(call.messages, call.model, **call.params).text()
-            else:
-                client.chat_completion(call.messages, call.model, **call.params)
-    except errors.LLMError:
-        pass  # the client has logged the failure: showing failures is part of the demo
+    with llm_context(user=user, feature=call.feature):
+        if call.kind == "embedding":
+            client.generate_embedding(call.texts, model=call.model)
+        elif call.kind == "stream":
+            client.chat_completion_stream(call.messages, call.model, **call.params).text()
+        else:
+            client.chat_completion(call.messages, call.model, **call.params)
+
+
+def perform(client: LLMClient, sim: OpenAISimulator, call: PlannedCall, users: list[Any]) -> None:
+    """Make one planned call; failures are kept, not raised."""
+    # The client has logged the failure: showing failures is part of the demo.
+    with contextlib.suppress(errors.LLMError):
+        make_call(client, sim, call, users)

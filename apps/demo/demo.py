@@ -3,7 +3,9 @@
 ``run_demo()`` starts the bundled OpenAI-protocol simulator on loopback, points a private
 ``LLMClient`` at it and replays a seeded plan of calls: several models, users and features,
 streaming calls, embeddings, repeated prompts (cache hits), reasoning and cached tokens, rate
-limits and server errors, spread over the last few days so the dashboards have a history.
+limits and server errors, spread over the last few days so the dashboards have a history. About a
+third of the support replies and knowledge answers run as multi-step traces (``llm_trace``) about a
+demo user or document, with tags and metadata (``apps.demo.traces``).
 
 Each record goes through ``DemoRecorder`` on its way to the real request log, which
 
@@ -14,9 +16,10 @@ Each record goes through ``DemoRecorder`` on its way to the real request log, wh
 * models the latency, since the loopback server answers in a millisecond. Cache hits keep
   their measured latency: that one is real.
 
-Rows and rollups are then written by the production code path, so the rollups match the log
-exactly, and ``reset_demo_data()`` removes everything with provider ``"simulator"``. Nothing
-here runs unless the ``llm_demo`` command asks for it.
+Rows and rollups (the tag rollup too) and the traces' totals are then written by the production
+code path, so they match the log exactly, and ``reset_demo_data()`` removes everything with
+provider ``"simulator"`` and the traces of those calls. Nothing here runs unless the
+``llm_demo`` command asks for it.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ from apps.demo.documents import DEMO_DOCUMENT_PREFIX, add_demo_documents
 from apps.demo.plan import DEMO_MODELS, plan_traffic
 from apps.demo.recorder import DEMO_PROVIDER, DemoRecorder, Stamp
 from apps.demo.summary import DemoSummary
+from apps.demo.traces import PlannedTrace, plan_traces, run_trace
 from apps.demo.users import demo_user_email, ensure_demo_users
 from apps.knowledge.models import Document
 from apps.llm.accounting.rollups import rebuild_coarse
-from apps.llm.models import LLMRequest, LLMUsageDaily
+from apps.llm.models import LLMRequest, LLMTrace, LLMUsageDaily
 
 # The demo is split into one module per concept (plan, recorder, summary, documents, users,
 # texts, client); these names are re-exported because the llm_demo command and the tests
@@ -74,7 +78,7 @@ def run_demo(
         raise ValueError("days must be at least 1 and calls at least 0")
     now = now or timezone.now()
     users = ensure_demo_users()
-    plan = plan_traffic(calls, days=days, seed=seed, now=now)
+    plan = plan_traces(plan_traffic(calls, days=days, seed=seed, now=now), seed=seed)
     recorder = DemoRecorder(request_log())
     recorder.summary.users = [u.email for u in users]
     with demo_simulator(seed) as sim:
@@ -83,9 +87,19 @@ def run_demo(
             if documents:
                 first_day = (now - timedelta(days=days - 1)).replace(hour=9, minute=0, second=0, microsecond=0)
                 recorder.summary.documents = add_demo_documents(client, recorder, sim, users[0], min(first_day, now))
-            for done, call in enumerate(plan, 1):
-                recorder.stamp = call.stamp()
-                perform(client, sim, call, users)
+            # The knowledge traces are about these (made above, or by an earlier run).
+            documents_in_traces = list(
+                Document.objects.filter(title__startswith=DEMO_DOCUMENT_PREFIX, status=Document.Status.READY).order_by(
+                    "pk"
+                )
+            )
+            for done, item in enumerate(plan, 1):
+                if isinstance(item, PlannedTrace):
+                    ok = run_trace(client, sim, recorder, item, users, documents_in_traces)
+                    recorder.summary.add_trace(ok=ok)
+                else:
+                    recorder.stamp = item.stamp()
+                    perform(client, sim, item, users)
                 if progress is not None:
                     progress(done, len(plan))
         finally:
@@ -104,6 +118,7 @@ class ResetResult:
     requests: int
     rollups: int
     documents: int
+    traces: int = 0
 
 
 def reset_demo_data() -> ResetResult:
@@ -111,10 +126,15 @@ def reset_demo_data() -> ResetResult:
 
     The finest rollup's rows are keyed by provider, so the ``"simulator"`` ones hold demo
     traffic only: deleting both sides, then rebuilding the coarser rollups of those days from
-    the finest, keeps every rollup equal to the log.
+    the finest, keeps every rollup equal to the log (the tag rollup is rebuilt from the log).
+    The demo's traces are those of its calls: every span of a trace shares the root's id.
     """
     with transaction.atomic():
-        requests, _ = LLMRequest.objects.filter(provider=DEMO_PROVIDER).delete()
+        demo_calls = LLMRequest.objects.filter(provider=DEMO_PROVIDER)
+        traces, _ = LLMTrace.objects.filter(
+            trace_id__in=demo_calls.filter(trace__isnull=False).values("trace_id")
+        ).delete()
+        requests, _ = demo_calls.delete()
         demo_rollups = LLMUsageDaily.objects.filter(provider=DEMO_PROVIDER)
         days = demo_rollups.aggregate(first=Min("date"), last=Max("date"))
         rollups, _ = demo_rollups.delete()
@@ -130,4 +150,4 @@ def reset_demo_data() -> ResetResult:
                 f.delete(save=False)
 
         transaction.on_commit(delete_files)
-    return ResetResult(requests=requests, rollups=rollups, documents=len(documents))
+    return ResetResult(requests=requests, rollups=rollups, documents=len(documents), traces=traces)

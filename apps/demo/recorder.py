@@ -7,7 +7,7 @@ the records are relabelled, backdated and given a plausible latency on their way
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apps.demo.summary import DemoSummary
@@ -36,11 +36,16 @@ class DemoRecorder:
 
     Calls are made one at a time, so ``stamp`` (set before each call) belongs to the record(s)
     that call produces.
+
+    Inside a demo trace the calls follow one another: with ``clock`` set, a record ends its
+    modelled latency after ``clock`` (a row's time is when its call ended) and moves the clock
+    there, so the trace's timeline shows its steps one after the other. ``stamp.at`` is then unused.
     """
 
     def __init__(self, inner: Recorder) -> None:
         self.inner = inner
         self.stamp: Stamp | None = None
+        self.clock: datetime | None = None
         self.summary = DemoSummary()
 
     def record(self, call: CallRecord) -> None:
@@ -62,6 +67,9 @@ class DemoRecorder:
                 changes["latency_ms"] = round(latency, 1)
                 if call.time_to_first_token_ms is not None:
                     changes["time_to_first_token_ms"] = round(latency * stamp.first_token_share, 1)
+        if self.clock is not None:
+            self.clock += timedelta(milliseconds=changes.get("latency_ms", call.latency_ms))
+            changes["created_at"] = self.clock
         return replace(call, **changes)
 
     def flush(self, timeout: float = 60.0) -> bool:

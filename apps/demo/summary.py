@@ -43,6 +43,13 @@ class DemoSummary:
     models: dict[str, ModelTally] = field(default_factory=dict)
     documents: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
+    #: ``llm_trace`` blocks run, and how many of them ended in an error.
+    traces: int = 0
+    failed_traces: int = 0
+
+    def add_trace(self, *, ok: bool) -> None:
+        self.traces += 1
+        self.failed_traces += not ok
 
     def add(self, record: CallRecord) -> None:
         ok = record.status == SUCCESS

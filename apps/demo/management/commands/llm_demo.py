@@ -29,6 +29,13 @@ def _dashboard_path() -> str:
         return "/admin/llm/dashboard/"
 
 
+def _traces_path() -> str:
+    try:
+        return reverse("admin:llm_llmtrace_changelist")
+    except NoReverseMatch:  # the trace admin is not mounted
+        return ""
+
+
 def _not_a_retry(record: logging.LogRecord) -> bool:
     # The simulated 429s and 500s are the point of the demo; one warning line each would bury
     # the summary. Other client warnings (an unknown price...) still show.
@@ -71,7 +78,7 @@ class Command(BaseCommand):
             removed = reset_demo_data()
             self.stdout.write(
                 f"Removed earlier demo data: {removed.requests} requests, {removed.rollups} "
-                f"rollup rows, {removed.documents} documents."
+                f"rollup rows, {removed.traces} trace spans, {removed.documents} documents."
             )
         if calls == 0 and no_documents:
             return
@@ -107,6 +114,11 @@ class Command(BaseCommand):
         out(
             f"Cost        {_usd(s.cost)} from the price table (the simulator reported {_usd(s.provider_cost)}, "
             f"as OpenRouter would)"
+        )
+        traces = _traces_path()
+        out(
+            f"Traces      {s.traces} ({s.failed_traces} ended in an error), about demo users and documents, "
+            f"tagged exp:prompt-v1/exp:prompt-v2, rag, beta" + (f": {traces}" if traces and s.traces else "")
         )
         out("")
         width = max([len(m) for m in s.models] + [5])
