@@ -376,8 +376,9 @@ def vector_search(
     using = router.db_for_read(Chunk)
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
-        if document_ids is not None or uploaded_by is not None or documents is not None or k > ef:
-            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        # Always: besides filters, rows the index still holds but the query cannot see (deleted
+        # documents not yet vacuumed, replaced versions) would otherwise leave fewer than k hits.
+        cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         nearest = nearest_chunks(
             vector, model, k=k, document_ids=document_ids, uploaded_by=uploaded_by, documents=documents
         )
