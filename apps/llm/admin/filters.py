@@ -207,7 +207,10 @@ def user_condition(value: str) -> Q:
         return Q(user__isnull=True) if without_user else Q(user_id=user_id)
     from django.contrib.auth import get_user_model
 
-    ids = get_user_model().objects.filter(Q(email__iexact=value) | Q(username=value)).values("pk")
+    # Resolved now, to constants: a subquery lets the planner join and read the whole index instead.
+    ids = list(
+        get_user_model().objects.filter(Q(email__iexact=value) | Q(username=value)).values_list("pk", flat=True)[:100]
+    )
     return Q(user_id__in=ids)
 
 
