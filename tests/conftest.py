@@ -191,3 +191,23 @@ def stub_broker():
     broker.flush_all()
     yield broker
     broker.flush_all()
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Headless Chromium through Playwright (skipped with what to install when missing; failed in CI)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.core.prerequisites import chromium
+
+    executable = chromium()
+    # Playwright's sync API runs an event loop in this thread; the live server answers in its own
+    # threads, and tests touch the ORM in this one only between page loads.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()

@@ -10,8 +10,6 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from tests.core.prerequisites import chromium
-
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # git-ignored
 PASSWORD = "browser-test-password"
 
@@ -33,23 +31,6 @@ MONEY_TICKS = """() => ['spend', 'features', 'users'].flatMap(name => {
 })"""
 SPEND_DATA = """() => JSON.stringify(Chart.getChart(
     document.querySelector('canvas[data-llm-chart="spend"]')).data.datasets.map(d => d.data))"""
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    executable = chromium()  # skipped with what to install when missing (failed in CI)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the live server
-    # makes happen in its own threads, and the test touches the ORM only before the browser.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 def test_dashboard_renders_charts_and_a_filter_changes_them(live_server, browser, django_user_model, price_table):

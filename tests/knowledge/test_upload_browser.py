@@ -8,7 +8,6 @@ from django.db import connection
 
 from apps.knowledge.models import Document
 from apps.knowledge.pipeline import process_document
-from tests.core.prerequisites import chromium
 
 PASSWORD = "browser-test-password"
 GOOD = b"Meeting notes\n\nThe budget for the greenhouse was approved by the committee.\n"
@@ -29,23 +28,6 @@ LINES = """() => [...document.querySelectorAll('#upload-results li')].map(li => 
     text: li.querySelector('.knowledge-upload-state').textContent,
     link: li.querySelector('a.knowledge-open')?.getAttribute('href') ?? null,
 }))"""
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    executable = chromium()  # skipped with what to install when missing (failed in CI)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test also processes documents
-    # (ORM calls) in it while the page polls the live server.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -16,30 +16,12 @@ from apps.llm.admin.formatting import money
 from apps.llm.models import LLMRequest, LLMTrace
 from apps.llm.testing.routes import CHAT
 from apps.llm.transport.retry import RetryPolicy
-from tests.core.prerequisites import chromium
 
 PASSWORD = "browser-test-password"
 TRACES = "/admin/llm/llmtrace/"
 LOG = "/admin/llm/llmrequest/"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    executable = chromium()  # skipped with what to install when missing (failed in CI)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the live server
-    # makes happen in its own threads, and the test reads the ORM only between page loads.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
