@@ -6,7 +6,7 @@ Recorders are the accounting's extension point: anything with ``record(call)`` (
 optionally, ``flush()``) can be passed to ``LLMClient(recorders=[...])``.
 
 Everything else that lists the fields of a call derives them from here: the request log's
-columns (``log_columns``, which ``request_log.log_row`` stores), the admin's detail page
+columns (``LOG_COLUMNS`` and ``LOG_SOURCES``, which ``request_log.log_row`` stores), the admin's detail page
 (``COLUMN_GROUPS``), and the tables of calls on the dashboard and their CSV (``LoggedCall``).
 """
 
@@ -121,14 +121,6 @@ def log_values(columns: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, ..
     """A function giving a record's values of ``columns``, in that order (one C-level attrgetter)."""
     getter = attrgetter(*(LOG_SOURCES[column] for column in columns))
     return (lambda call: (getter(call),)) if len(columns) == 1 else getter
-
-
-_all_log_values = log_values(LOG_COLUMNS)
-
-
-def log_columns(call: CallRecord) -> dict[str, Any]:
-    """The request-log row of a record: ``LOG_COLUMNS`` -> value."""
-    return dict(zip(LOG_COLUMNS, _all_log_values(call), strict=True))
 
 
 #: The request-log columns as a person reads a call (the admin's detail page); every column once.
