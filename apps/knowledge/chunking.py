@@ -17,14 +17,22 @@ Contract:
   Chunks start and end on non-whitespace, so whitespace between chunks belongs to none.
 - Every non-whitespace character of ``text`` is in at least one chunk, and chunks are in text
   order. Empty or whitespace-only text gives no chunks.
-- A chunk ends at the strongest boundary that leaves it at least half full: end of a paragraph
-  (a blank line), then of a sentence, then of a line, then between words, and only when a single
-  word is too long for a chunk, inside it. Without the half-full floor a heading followed by a
-  long paragraph would become a chunk of its own, useless for retrieval.
-- Each chunk after the first starts with about ``overlap`` tokens from the end of the previous
-  one (never more), starting at the strongest boundary with at least half that overlap, so a
-  sentence cut by a chunk end is read whole in the next chunk. No overlap when the next piece
-  of text would not fit with it.
+- Balanced: a text that needs ``n`` chunks is cut into ``n`` chunks of about equal size, not
+  ``n - 1`` full ones and a small tail (a text 1.1 chunks long becomes two chunks of 0.55 plus
+  the overlap, not a full chunk and a tail that repeats ``overlap`` tokens to add a few). The
+  number of chunks is the fewest that hold the text with its overlaps unless the boundaries
+  below force more; each chunk aims at an equal share of the text left.
+- A chunk ends at the strongest boundary that leaves it at least half its share, then at one
+  that leaves the rest within the fewest chunks, then the one nearest its share: end of a paragraph (a blank line), then of a sentence, then of a line,
+  then between words, and only when a single word is too long for a chunk, inside it. Without
+  the half-full floor a heading followed by a long paragraph would become a chunk of its own,
+  useless for retrieval.
+- Each chunk after the first starts with about the overlap's tokens from the end of the
+  previous one (never more), starting at the strongest boundary with at least half of it, so
+  a sentence cut by a chunk end is read whole in the next chunk. The overlap is ``overlap``,
+  at most an eighth of the text's chunk size: every token of overlap is embedded twice, and a
+  chunk cut at a sentence end needs context, not a copy of a quarter of its neighbour. No
+  overlap when the next piece of text would not fit with it.
 - Deterministic: the same input gives the same chunks.
 
 How it stays fast (a 1 MB document is a few hundred thousand tokens): the text is split once into
@@ -82,9 +90,14 @@ _NON_SPACE = re.compile(r"\S")
 # Split an oversized sentence into word groups of about budget / 8 tokens: small enough that a
 # chunk ending inside it is nearly full, large enough to keep the number of counts low.
 _PIECES_PER_BUDGET = 8
-# Fraction of the target a chunk must reach before a weaker boundary is accepted over a stronger
-# one; the same fraction of ``overlap`` for where the overlap starts.
+# Fraction of its share a chunk must reach before a weaker boundary is accepted over a stronger
+# one; the same fraction of the overlap for where the overlap starts.
 _MIN_FILL = 0.5
+# The overlap is at most 1/_OVERLAP_SHARE of the text's chunk size. SciFact's abstracts, most of
+# them a little over one MiniLM chunk, cost 1.63x the word pieces of their first 256 as a full
+# chunk and a tail with a 64-token overlap, 1.49x as balanced chunks with this cap
+# (bench/bench_ingestion.py, bench/bench_retrieval.py for the retrieval side).
+_OVERLAP_SHARE = 8
 
 
 def chunk_text(
@@ -97,8 +110,8 @@ def chunk_text(
 ) -> list[TextChunk]:
     """Split ``text`` into chunks of at most ``max_tokens`` tokens as counted by ``count_tokens``.
 
-    ``overlap``: tokens repeated from the end of a chunk at the start of the next (at most half
-    a chunk's room for text). ``hard_limit``: tokens no chunk may exceed, the model's input limit;
+    ``overlap``: at most this many tokens repeated from the end of a chunk at the start of the
+    next (and at most an eighth of the text's chunk size). ``hard_limit``: tokens no chunk may exceed, the model's input limit;
     defaults to ``max_tokens``. See the module docstring for the guarantees.
     """
     limit = max_tokens if hard_limit is None else hard_limit
@@ -126,6 +139,7 @@ class _Chunker:
                 f"chunks of {target} tokens leave no room for text: the tokenizer counts {self.base} for empty text"
             )
         # At most half of a chunk repeats the previous one, or chunks would mostly be copies.
+        # Lowered to the text's share once its size is known (``_plan``).
         self.overlap = min(overlap, self.budget // 2)
         # A unit must fit in a chunk next to a full overlap, so every chunk adds new text.
         self.unit_max = self.budget - self.overlap
@@ -137,11 +151,14 @@ class _Chunker:
         self.costs: list[int] = []
         self.breaks: list[int] = []  # strength of the boundary after the unit
         self.seps: list[int] = []  # cost of the whitespace between the unit and the next one
+        # rest[k]: estimated cost of units k..last with the separators between them (rest[last + 1] = 0).
+        self.rest: list[int] = []
 
     # -- units -----------------------------------------------------------------------------
 
     def run(self) -> list[TextChunk]:
         self._split_units()
+        self._plan()
         chunks: list[TextChunk] = []
         last = len(self.starts) - 1
         pos, k, head = self.starts[0], 0, 0
@@ -289,6 +306,29 @@ class _Chunker:
 
     # -- chunks ----------------------------------------------------------------------------
 
+    def _plan(self) -> None:
+        """Suffix costs of the units, and the text's overlap: at most 1/8 of its chunk size."""
+        rest = [0] * (len(self.costs) + 1)
+        for i in range(len(self.costs) - 1, -1, -1):
+            rest[i] = rest[i + 1] + self.costs[i] + self.seps[i]
+        self.rest = rest
+        total = rest[0]
+        if self.base + total <= self.target:
+            return  # one chunk: no overlap to size
+        # The fewest chunks that hold the text with the overlaps between them, the overlap sized
+        # on the chunks it joins.
+        pieces = 2
+        while True:
+            overlap = min(self.overlap, total // pieces // _OVERLAP_SHARE)
+            if total + (pieces - 1) * overlap <= pieces * self.budget:
+                self.overlap = overlap
+                return
+            pieces += 1
+
+    def _chunks_for(self, tokens: int) -> int:
+        """Chunks after a first one for ``tokens`` of text still to place (each starts with an overlap)."""
+        return -(-tokens // max(1, self.budget - self.overlap))
+
     def _fit_chunk(self, pos: int, k: int, head: int) -> tuple[int, int, int]:
         """(last unit, tokens, start) of the chunk from ``pos``: its own units start at ``k``.
 
@@ -324,9 +364,16 @@ class _Chunker:
             candidates.append((j, total))
         if j == last:
             return j, total
-        floor = _MIN_FILL * limit
+        # Balance: this chunk and the ones after it share what is left equally, the chunks after
+        # it being the fewest that hold the rest. The strongest boundary still wins (a paragraph
+        # end over a sentence end); among equals, one that leaves the rest within those chunks,
+        # then the one nearest the share.
+        after = self._chunks_for(self.rest[k] - (limit - self.base - head))
+        share = (head + self.rest[k] + after * self.overlap) / (after + 1) + self.base
+        room = after * max(1, self.budget - self.overlap)
+        floor = _MIN_FILL * min(share, limit)
         eligible = [c for c in candidates if c[1] >= floor] or candidates
-        return max(eligible, key=lambda c: (self.breaks[c[0]], c[0]))
+        return max(eligible, key=lambda c: (self.breaks[c[0]], self.rest[c[0] + 1] <= room, -abs(c[1] - share)))
 
     def _next_start(self, prev_pos: int, end: int) -> tuple[int, int, int]:
         """Where the chunk after the one ending with unit ``end`` starts: (pos, k, head)."""
