@@ -122,16 +122,24 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
     if kept not in rollup.call_lists or limit > KEPT_CALLS:
         return None
     columns = ", ".join(f"r.{connection.ops.quote_name(c)}" for c in SUMMARY_COLUMNS)
+    period = f"date BETWEEN %s AND %s AND {dims}"
+    # Only the lists that can hold one of the answers are unnested (over 90 days, tens of thousands
+    # of calls otherwise). A list is highest first, so its first value is its row's highest: the
+    # ``limit`` highest first values are ``limit`` calls at or above the lowest of them (``bar``),
+    # so every answer is at or above ``bar``, in a list that starts there. Fewer lists: no bar.
     sql = (
-        f"WITH kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) "
-        f"WHERE date BETWEEN %s AND %s AND {dims} ORDER BY v DESC, i LIMIT %s) "
+        f"WITH bar AS (SELECT {kept.values}[1] AS v FROM {rollup.table} WHERE {period} "
+        f"ORDER BY 1 DESC NULLS LAST LIMIT 1 OFFSET %s), "
+        f"kept AS (SELECT i FROM {rollup.table}, unnest({kept.values}, {kept.ids}) AS u(v, i) WHERE {period} "
+        f"AND {kept.values}[1] >= coalesce((SELECT v FROM bar), {kept.values}[1]) ORDER BY v DESC, i LIMIT %s) "
         f"SELECT {columns} FROM kept LEFT JOIN {LLMRequest._meta.db_table} r ON r.id = kept.i "
         f"ORDER BY r.{connection.ops.quote_name(kept.log_value)} DESC, r.id"
     )
+    in_period = [filters.start, filters.end, *params]
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
-            cursor.execute(sql, [filters.start, filters.end, *params, limit])
+            cursor.execute(sql, [*in_period, max(limit - 1, 0), *in_period, limit])
             return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
     table = _raw_table(run)
