@@ -160,6 +160,9 @@ class ReadOnlyAdmin(QuerystringGuard, ModelAdmin):
     paginator = EstimatedCountPaginator
     list_per_page = 100
     list_select_related = ["user"]
+    # Unfold's list template reads this for every row; missing, each read is a failed attribute
+    # lookup that Django's template engine follows with dir() of the admin (~0.15 ms, 200 a page).
+    list_sections: list[Any] = []
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

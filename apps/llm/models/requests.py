@@ -190,6 +190,12 @@ class LLMRequest(models.Model):
             models.Index(fields=["model", "-created_at"], name="llm_request_model"),
             models.Index(fields=["user", "-created_at"], name="llm_request_user"),
             models.Index(fields=["feature", "-created_at"], name="llm_request_feature"),
+            # The cache hits of a feature, newest first: the changelist's feature and cached filters.
+            # Without it a page reads four misses per hit through the feature index, and its count
+            # of up to 10,001 hits was planned as a scan of the whole table (200 ms at 1M calls).
+            models.Index(
+                fields=["feature", "-created_at"], name="llm_request_feature_cached", condition=Q(cached=True)
+            ),
             models.Index(fields=["status", "-created_at"], name="llm_request_status"),
             models.Index(fields=["-cost"], name="llm_request_cost", condition=Q(cost__isnull=False)),
             # The admin's search by a provider's request id.
