@@ -161,34 +161,33 @@ def calculate_cost(pricing: ModelPricing, usage: Usage) -> CostBreakdown:
 
 def _quantities(usage: Usage, sheet: ModelPricing) -> Iterator[tuple[Component, int]]:
     """How much of each component ``usage`` consumed; the components it did not use are left out."""
-    uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+    u = usage.__dict__  # every call is priced: its counts are read once, from the model's own dict
+    uncached = u["prompt_tokens"] - u["cached_tokens"] - u["cache_write_tokens"]
     # Modality and cache state split the prompt independently, and only cached audio is
     # reported where they meet. Audio and image tokens are taken as uncached as far as the
     # uncached tokens go; any beyond were read from or written to the cache, and are charged
     # at the cache prices with the rest of those tokens.
-    uncached_audio = min(usage.audio_tokens - usage.cached_audio_tokens, uncached)
-    image_tokens = min(usage.image_tokens, uncached - uncached_audio)
-    completion_parts = usage.reasoning_tokens + usage.output_audio_tokens + usage.output_image_tokens
-    quantities = {
-        "prompt": uncached - uncached_audio - image_tokens,
-        "input_cache_read": usage.cached_tokens - usage.cached_audio_tokens,
-        "input_cache_write": usage.cache_write_tokens - usage.cache_write_1h_tokens,
-        "input_cache_write_1h": usage.cache_write_1h_tokens,
-        "audio": uncached_audio,
-        "input_audio_cache": usage.cached_audio_tokens,
-        "image_token": image_tokens,
-        "image": usage.input_images,
-        "completion": usage.completion_tokens - completion_parts,
-        "internal_reasoning": usage.reasoning_tokens,
-        "audio_output": usage.output_audio_tokens,
-        "image_output": usage.output_image_tokens,
-        "web_search": usage.web_search_requests,
+    uncached_audio = min(u["audio_tokens"] - u["cached_audio_tokens"], uncached)
+    image_tokens = min(u["image_tokens"], uncached - uncached_audio)
+    completion_parts = u["reasoning_tokens"] + u["output_audio_tokens"] + u["output_image_tokens"]
+    quantities = (
+        uncached - uncached_audio - image_tokens,  # prompt
+        u["cached_tokens"] - u["cached_audio_tokens"],  # input_cache_read
+        u["cache_write_tokens"] - u["cache_write_1h_tokens"],  # input_cache_write
+        u["cache_write_1h_tokens"],  # input_cache_write_1h
+        uncached_audio,  # audio
+        u["cached_audio_tokens"],  # input_audio_cache
+        image_tokens,  # image_token
+        u["input_images"],  # image
+        u["completion_tokens"] - completion_parts,  # completion
+        u["reasoning_tokens"],  # internal_reasoning
+        u["output_audio_tokens"],  # audio_output
+        u["output_image_tokens"],  # image_output
+        u["web_search_requests"],  # web_search
         # Every call is one request; a line for a fee the model does not have would be noise.
-        "request": 1 if sheet.request else 0,
-    }
-    for component in COMPONENTS:
-        if quantities[component.name] > 0:
-            yield component, quantities[component.name]
+        1 if sheet.request else 0,  # request
+    )
+    return ((component, quantity) for component, quantity in zip(COMPONENTS, quantities, strict=True) if quantity > 0)
 
 
 def _unit_price(sheet: ModelPricing, component: Component) -> tuple[str, Decimal]:

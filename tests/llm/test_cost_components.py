@@ -367,3 +367,26 @@ def test_usage_with_request_one_hour_cache_writes(messages, params, one_hour):
 def test_no_cache_writes_no_one_hour_writes():
     marked = [{"role": "user", "content": [text("x", cache_control={"type": "ephemeral", "ttl": "1h"})]}]
     assert usage_with_request(Usage(prompt_tokens=100, cached_tokens=80), marked).cache_write_1h_tokens == 0
+
+
+def test_usage_parts_checked_in_full():
+    """``Usage``'s quick consistency check agrees with ``USAGE_PARTS`` on every split, both ways."""
+    from apps.llm.types import USAGE_COUNTS, USAGE_PARTS
+
+    for whole, parts in USAGE_PARTS:
+        for part in parts:
+            # A part one above its whole, everything else consistent around them.
+            counts = dict.fromkeys(USAGE_COUNTS, 0) | {whole: 5, part: 6}
+            counts["prompt_tokens"] = max(counts["prompt_tokens"], 6 if whole != "prompt_tokens" else 5)
+            counts["completion_tokens"] = max(counts["completion_tokens"], 0)
+            counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"] + 6
+            usage = Usage.model_construct(**counts)
+            assert usage.inconsistency() is not None, (whole, part)
+            assert usage.reconciled().inconsistency() is None
+    for name in USAGE_COUNTS:
+        assert Usage.model_construct(**{name: -1}).inconsistency() == f"{name} is negative (-1)"
+    low_total = Usage(prompt_tokens=3, completion_tokens=4, total_tokens=5)
+    assert low_total.inconsistency() is None  # a low total is raised, never refused
+    assert low_total.reconciled().total_tokens == 7
+    consistent = Usage(prompt_tokens=10, cached_tokens=4, cache_write_tokens=6, completion_tokens=3, total_tokens=13)
+    assert consistent.reconciled() is consistent

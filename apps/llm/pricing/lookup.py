@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: After a failed read of the prices, the next attempt waits this long.
 DATABASE_RETRY_SECONDS = 60.0
+#: Names whose resolution an index remembers (a snapshot lives one TTL, so this rarely fills).
+RESOLVED_NAMES = 4096
 #: Models running in this process (``local/...``) cost nothing, whatever the provider.
 FREE_MODEL_PREFIX = "local/"
 
@@ -34,6 +36,8 @@ class PriceIndex:
 
     by_id: dict[tuple[str, str], ModelPricing] = field(default_factory=dict)
     by_slug: dict[tuple[str, str], ModelPricing] = field(default_factory=dict)
+    #: What ``resolve`` found per (model, provider): every call asks, for a handful of names.
+    _resolved: dict[tuple[str, str | None], ModelPricing | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, pricings: list[ModelPricing]) -> PriceIndex:
@@ -55,11 +59,15 @@ class PriceIndex:
         """The price sheet for ``model`` (as a request or a response names it), or ``None``."""
         if provider in free_providers() or model.startswith(FREE_MODEL_PREFIX):
             return ModelPricing.free(model, provider or "local", source="local models cost nothing")
-        for candidate_provider, candidate in _candidates(model, provider):
-            pricing = self.find(candidate_provider, candidate)
-            if pricing is not None:
-                return pricing
-        return None
+        key = (model, provider)
+        if key in self._resolved:
+            return self._resolved[key]
+        found = next(
+            (p for p in (self.find(*candidate) for candidate in _candidates(model, provider)) if p is not None), None
+        )
+        if len(self._resolved) < RESOLVED_NAMES:  # model names come from callers: bounded
+            self._resolved[key] = found
+        return found
 
 
 def _variant_rank(pricing: ModelPricing) -> tuple[bool, bool, str]:

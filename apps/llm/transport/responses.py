@@ -62,10 +62,18 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
     if not usage:
         return Usage()
     counts = {}
+    # Each object on a path is read once, whatever number of counts it holds (every call pays this).
+    objects: dict[tuple[str, ...], Any] = {(): usage}
     for path, name in USAGE_SOURCES:
-        value = _count(usage, path, provider=provider, model=model)
-        if value is not None:
-            counts[name] = value
+        holder = _object_at(objects, path[:-1])
+        if holder is None:
+            continue
+        value = _field(holder, path[-1])
+        if type(value) is int and value >= 0:  # the common case, checked without a call
+            if value:
+                counts[name] = value
+        elif value is not None:
+            counts[name] = _count(value, path, provider=provider, model=model)
     if not counts.get("total_tokens"):  # some servers send none, or 0
         counts["total_tokens"] = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
     cost = _field(usage, "cost")
@@ -75,18 +83,21 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
         provider_cost=_provider_cost(cost, provider=provider, model=model),
     )
     reconciled = parsed.reconciled()
-    if reconciled != parsed:
+    if reconciled is not parsed:
         logger.info("Usage counts reconciled (%s): %s", parsed.inconsistency(), provider or "provider")
     return reconciled
 
 
-def _count(usage: Any, path: tuple[str, ...], *, provider: str | None, model: str | None) -> int | None:
-    """The count at ``path``; ``None`` when absent (a missing or null detail means 0 or unknown)."""
-    value: Any = usage
-    for key in path:
-        value = _field(value, key)
-        if value is None:
-            return None
+def _object_at(objects: dict[tuple[str, ...], Any], path: tuple[str, ...]) -> Any:
+    """The object at ``path`` (``None`` when absent), remembered in ``objects``."""
+    if path not in objects:
+        parent = _object_at(objects, path[:-1])
+        objects[path] = None if parent is None else _field(parent, path[-1])
+    return objects[path]
+
+
+def _count(value: Any, path: tuple[str, ...], *, provider: str | None, model: str | None) -> int:
+    """``value`` read as a count: a whole, non-negative number, or ``InvalidUsage`` naming where it was."""
     where = "usage." + ".".join(path)
     # A JSON number with a zero fraction (12.0) is a whole count; bool is an int subclass, not a count.
     if isinstance(value, float) and value.is_integer():
