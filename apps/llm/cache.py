@@ -50,9 +50,14 @@ def file_cache(directory: Path, *, ttl: int, max_entries: int) -> FileBasedCache
     return FileBasedCache(str(directory), {"TIMEOUT": ttl, "OPTIONS": {"MAX_ENTRIES": max_entries}})
 
 
+# One encoder for every key: json.dumps with options builds a new one per call, and a hit's
+# whole cost is about ten of those.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     """A versioned SHA-256 of the canonical JSON of everything that changes the answer."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = _canonical_json(parts)
     return f"llm:v{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 

@@ -46,7 +46,7 @@ from apps.llm.transport.providers import (
     Provider,
     configured_providers,
 )
-from apps.llm.transport.responses import chat_response_from_completion
+from apps.llm.transport.responses import chat_fields_from_completion
 from apps.llm.transport.retry import RetryPolicy, send
 from apps.llm.transport.streaming import CONSUMED, ChatStream, StreamedAnswer
 from apps.llm.types import ChatResponse, EmbeddingResponse, Usage, UsageStats
@@ -238,7 +238,7 @@ class LLMClient:
                 (answer, _), attempts = self._send(
                     providers,
                     model,
-                    lambda p, name: chat_response_from_completion(
+                    lambda p, name: chat_fields_from_completion(
                         p.client.chat.completions.create(
                             model=name, messages=_sdk_messages(messages), **p.request_options(), **params
                         ),
@@ -246,7 +246,12 @@ class LLMClient:
                         requested_model=model,
                     ),
                 )
-                response = self._priced(self._with_usage(answer, messages, params), reservation)
+                # Built once, complete: a ChatResponse is frozen, and every copy costs the call time.
+                response = ChatResponse(
+                    **self._answer(answer, messages, params, reservation),
+                    latency_ms=_elapsed_ms(started),
+                    attempts=attempts,
+                )
             finally:
                 self.budgets.settle(reservation, response.cost if response else None)
             return response
@@ -262,13 +267,12 @@ class LLMClient:
             if cache:
                 payload, hit = self.cache.get_or_call(key, fetch_payload)
                 # The leader keeps the answer it fetched; only what came from the cache is parsed.
-                response = fetched if fetched is not None else ChatResponse.model_validate(payload)
+                response = _cache_hit(payload, started) if hit else cast(ChatResponse, fetched)
             else:
-                response, hit = fetch(), False
+                response = fetch()
         except errors.LLMError as error:
             self._record_failure("chat", providers[0], model, error, started, attempts, key, who)
             raise
-        response = self._finish_chat(response, hit, started, attempts)
         self._record_chat("chat", providers[0], response, key, who, messages)
         return response
 
@@ -291,7 +295,7 @@ class LLMClient:
         key = self._chat_cache_key(providers[0], model, messages, params) if cache else ""
         started = time.perf_counter()
         if cache and (payload := self.cache.get(key)) is not None:
-            response = self._finish_chat(ChatResponse.model_validate(payload), True, started, 0)
+            response = _cache_hit(payload, started)
             self._record_chat("chat.stream", providers[0], response, key, who, messages)
             return ChatStream.from_response(response)
 
@@ -314,8 +318,9 @@ class LLMClient:
             )
 
         def finished(answer: StreamedAnswer, how: str) -> ChatResponse:
-            response = self._priced(self._with_usage(answer.response(), messages, params), reservation)
-            response = response.model_copy(update={"latency_ms": _elapsed_ms(started)})
+            response = ChatResponse(
+                **self._answer(answer.fields(), messages, params, reservation), latency_ms=_elapsed_ms(started)
+            )
             self.budgets.settle(reservation, response.cost)
             if cache and how == CONSUMED:  # never an answer the caller stopped reading
                 self.cache.set(key, response.model_dump(mode="json"))
@@ -324,9 +329,7 @@ class LLMClient:
 
         def failed(error: errors.LLMError, attempts: int, answer: StreamedAnswer | None) -> None:
             # Tokens that arrived before a stream broke off were generated, and billed.
-            partial = (
-                self._priced(self._with_usage(answer.response(), messages, params), reservation) if answer else None
-            )
+            partial = ChatResponse(**self._answer(answer.fields(), messages, params, reservation)) if answer else None
             self.budgets.settle(reservation, partial.cost if partial else None)
             self._record_failure("chat.stream", providers[0], model, error, started, attempts, key, who, partial)
 
@@ -584,61 +587,51 @@ class LLMClient:
             return None
         return calculate_cost(pricing, usage)
 
-    def _priced(self, response: ChatResponse, reservation: Reservation | None = None) -> ChatResponse:
-        """``response`` with its cost. A model without a price costs None (unknown), unless its budget
+    def _answer(
+        self, fields: dict[str, Any], messages: list, params: dict, reservation: Reservation | None
+    ) -> dict[str, Any]:
+        """An answer's ``ChatResponse`` fields completed: its usage, then its cost."""
+        fields = self._with_usage(fields, messages, params)
+        return fields | self._cost_fields(fields, reservation)
+
+    def _cost_fields(self, answer: Mapping[str, Any], reservation: Reservation | None) -> dict[str, Any]:
+        """The cost of an answer. A model without a price costs None (unknown), unless its budget
         reservation was estimated (``LLM_UNPRICED=estimate``): then the same conservative price, flagged."""
-        breakdown = self._price(response.provider, response.model, response.requested_model, response.usage)
+        provider, usage = answer["provider"], answer["usage"]
+        breakdown = self._price(provider, answer["model"], answer["requested_model"], usage)
         estimated = False
         if breakdown is None and reservation is not None and reservation.price_estimated:
-            pricing = conservative_pricing(self.models_cache, response.requested_model, response.provider)
-            breakdown, estimated = (calculate_cost(pricing, response.usage), True) if pricing else (None, False)
+            pricing = conservative_pricing(self.models_cache, answer["requested_model"], provider)
+            breakdown, estimated = (calculate_cost(pricing, usage), True) if pricing else (None, False)
         if breakdown is None:
-            return response
-        return response.model_copy(
-            update={
-                "cost": breakdown.total,
-                "price_id": breakdown.pricing.price_id,
-                "cost_breakdown": breakdown.lines(),
-                "price_estimated": estimated,
-            }
-        )
+            return {}
+        return {
+            "cost": breakdown.total,
+            "price_id": breakdown.pricing.price_id,
+            "cost_breakdown": breakdown.lines(),
+            "price_estimated": estimated,
+        }
 
-    def _with_usage(self, response: ChatResponse, messages: list, params: dict) -> ChatResponse:
-        """``response``, with its tokens counted locally when the provider reported none.
+    def _with_usage(self, answer: dict[str, Any], messages: list, params: dict) -> dict[str, Any]:
+        """``answer``'s fields, with its tokens counted locally when the provider reported none.
 
         An abandoned stream never gets the usage chunk, and many OpenAI-compatible servers
         ignore ``stream_options``: such a call cost tokens all the same, so it is priced from
         a local count and flagged, never recorded as free.
         """
-        if response.usage.total_tokens or not (response.content or response.tool_calls):
+        usage = answer["usage"]
+        if usage.total_tokens or not (answer["content"] or answer["tool_calls"]):
             # What only the request shows (input images, 1-hour cache writes) completes the usage.
-            usage = usage_with_request(response.usage, messages, params)
-            return response if usage is response.usage else response.model_copy(update={"usage": usage})
-        model = response.requested_model
+            completed = usage_with_request(usage, messages, params)
+            return answer if completed is usage else answer | {"usage": completed}
+        model = answer["requested_model"]
         prompt = self.tokenizer.count_messages_tokens(messages, model, tools=params.get("tools"))
-        generated = [response.content] + [
-            call["function"]["name"] + call["function"]["arguments"] for call in response.tool_calls or ()
+        generated = [answer["content"]] + [
+            call["function"]["name"] + call["function"]["arguments"] for call in answer["tool_calls"] or ()
         ]
         completion = sum(self.tokenizer.count_tokens(text, model) for text in generated if text)
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-        usage = usage_with_request(usage, messages, params)
-        return response.model_copy(update={"usage": usage, "usage_estimated": True})
-
-    def _finish_chat(self, response: ChatResponse, hit: bool, started: float, attempts: int) -> ChatResponse:
-        if hit:
-            return response.model_copy(
-                update={
-                    "cached": True,
-                    "saved_cost": response.cost,
-                    "cost": Decimal(0),
-                    "provider_cost": None,
-                    "latency_ms": _elapsed_ms(started),
-                    "attempts": 0,
-                    "time_to_first_token_ms": None,
-                    "cost_breakdown": None,  # nothing was charged: saved_cost says what it would have been
-                }
-            )
-        return response.model_copy(update={"latency_ms": _elapsed_ms(started), "attempts": attempts})
+        return answer | {"usage": usage_with_request(usage, messages, params), "usage_estimated": True}
 
     def _record_chat(
         self,
@@ -719,6 +712,24 @@ def _attribution(
     if user is not None or feature or tags or metadata:
         context = context.narrowed(user=user, feature=feature or None, tags=tags, metadata=metadata)
     return context.record_fields
+
+
+def _cache_hit(payload: dict[str, Any], started: float) -> ChatResponse:
+    """A cached answer as this call returns it: nothing charged, ``saved_cost`` what it would have cost."""
+    # Validated once with the hit's own fields (a validation and then a copy cost twice as much).
+    return ChatResponse.model_validate(
+        payload
+        | {
+            "cached": True,
+            "saved_cost": payload.get("cost"),
+            "cost": Decimal(0),
+            "provider_cost": None,
+            "latency_ms": _elapsed_ms(started),
+            "attempts": 0,
+            "time_to_first_token_ms": None,
+            "cost_breakdown": None,  # nothing was charged: saved_cost says what it would have been
+        }
+    )
 
 
 def _elapsed_ms(started: float) -> float:

@@ -33,7 +33,9 @@ ERROR = "error"
 REFUSED = "refused"
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each of these fields through object.__setattr__, and a
+# record is made on every call. Recorders share one record: none may change it.
+@dataclass(slots=True)
 class CallRecord:
     endpoint: str  # "chat", "chat.stream", "embeddings"
     provider: str
@@ -84,12 +86,15 @@ class CallRecord:
     @classmethod
     def of_response(cls, response: BaseModel, **fields: Any) -> CallRecord:
         """A record of an API result (``ChatResponse``, ``EmbeddingResponse``): the fields they share, copied."""
-        return cls(**{name: getattr(response, name) for name in _shared_fields(type(response))} | fields)
+        names, values = _shared_fields(type(response))
+        return cls(**dict(zip(names, values(response), strict=True)) | fields)
 
 
 @cache
-def _shared_fields(response_type: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclass_fields(CallRecord) if f.name in response_type.model_fields)
+def _shared_fields(response_type: type[BaseModel]) -> tuple[tuple[str, ...], Callable[[BaseModel], tuple]]:
+    """The record fields a response type has too, and one getter of their values."""
+    names = tuple(f.name for f in dataclass_fields(CallRecord) if f.name in response_type.model_fields)
+    return names, attrgetter(*names)
 
 
 #: Record fields the request log names otherwise.

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import MISSING, fields
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +33,49 @@ from apps.llm.types import Usage
 TEXT_FIELDS = frozenset({"prompt", "response_text", "tool_calls"})
 _MONEY_FIELDS = ("cost", "provider_cost", "saved_cost")
 _ID_FIELDS = ("trace_id", "span_id")
-# (name, default) of the fields written as they are; a value equal to its default is left out.
-_PLAIN_FIELDS = tuple((f.name, f.default) for f in fields(CallRecord) if f.name not in {"id", "created_at", "usage"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_WRITTEN_APART = {"id", "created_at", "usage", *_MONEY_FIELDS, *_ID_FIELDS}
+
+
+def _line_fields(store_text: bool) -> tuple[tuple[str, ...], Callable[[CallRecord], tuple], tuple[Any, ...]]:
+    """The fields written as they are: their names, one getter of their values, and their defaults."""
+    chosen = [
+        f for f in fields(CallRecord) if f.name not in _WRITTEN_APART and (store_text or f.name not in TEXT_FIELDS)
+    ]
+    return tuple(f.name for f in chosen), attrgetter(*(f.name for f in chosen)), tuple(f.default for f in chosen)
+
+
+_LINE_FIELDS = {store_text: _line_fields(store_text) for store_text in (False, True)}
+_MONEY_AND_IDS = attrgetter(*_MONEY_FIELDS, *_ID_FIELDS)
+# One encoder for every line (json.dumps with options builds a new one per call); str() is the
+# fallback for values in caller-supplied metadata that JSON has no type for.
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def record_to_json(record: CallRecord, *, store_text: bool = True) -> str:
-    """One line of the spool: the record's fields that differ from their defaults."""
-    data: dict[str, Any] = {"id": str(record.id), "created_at": record.created_at.isoformat()}
-    for name, default in _PLAIN_FIELDS:
-        value = getattr(record, name)
-        if (default is MISSING or value != default) and (store_text or name not in TEXT_FIELDS):
-            data[name] = value
+    """One line of the spool: the record's fields that differ from their defaults.
+
+    Written on the caller's thread for every call, so it is kept to plain values: the id as
+    hex, the time as integer microseconds since the epoch, amounts and ids as text.
+    """
+    names, values_of, defaults = _LINE_FIELDS[store_text]
+    # A default is usually the very object (None, False, ""): the identity test spares most comparisons.
+    data: dict[str, Any] = {
+        name: value
+        for name, value, default in zip(names, values_of(record), defaults, strict=True)
+        if value is not default and value != default
+    }
+    data["id"] = record.id.hex
+    data["created_at"] = (record.created_at - _EPOCH) // _MICROSECOND
+    for name, value in zip(_MONEY_FIELDS + _ID_FIELDS, _MONEY_AND_IDS(record), strict=True):
+        if value is not None:
+            data[name] = value.hex if isinstance(value, uuid.UUID) else str(value)
     # A pydantic model's __dict__ holds its field values: no model_dump() on the caller's path.
     counts = {name: value for name, value in record.usage.__dict__.items() if value}
     if counts:
         data["usage"] = counts
-    return json.dumps(data, default=str)
+    return _encode(data)
 
 
 def record_from_json(line: str) -> CallRecord:
@@ -60,7 +89,11 @@ def record_from_json(line: str) -> CallRecord:
         if data.get(name) is not None:
             data[name] = uuid.UUID(data[name])
     data["id"] = uuid.UUID(data["id"])
-    data["created_at"] = datetime.fromisoformat(data["created_at"])
+    created = data["created_at"]
+    # Lines of earlier releases (still in a segment a crashed process left) carry ISO 8601 text.
+    data["created_at"] = (
+        _EPOCH + created * _MICROSECOND if isinstance(created, int) else datetime.fromisoformat(created)
+    )
     return CallRecord(**data)
 
 

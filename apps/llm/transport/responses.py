@@ -131,7 +131,8 @@ def error_in_body(body: dict[str, Any], *, provider: str, model: str) -> Excepti
     return ServerError(message, provider=provider, model=model, status_code=code if isinstance(code, int) else None)
 
 
-def chat_response_from_completion(completion: Any, *, provider: str, requested_model: str) -> ChatResponse:
+def chat_fields_from_completion(completion: Any, *, provider: str, requested_model: str) -> dict[str, Any]:
+    """The ``ChatResponse`` fields an SDK chat completion gives (the client adds cost and timing, then builds it once)."""
     choices = completion.choices
     if not choices and (completion.model_extra or {}).get("error"):
         raise error_in_body(completion.model_extra or {}, provider=provider, model=requested_model)
@@ -151,14 +152,18 @@ def chat_response_from_completion(completion: Any, *, provider: str, requested_m
             model=completion.model or requested_model,
         )
     usage = usage_from_sdk(completion.usage, provider=provider, model=completion.model or requested_model)
-    return ChatResponse(
-        content=content,
-        model=completion.model or requested_model,
-        requested_model=requested_model,
-        provider=provider,
-        usage=usage,
-        provider_cost=usage.provider_cost,
-        finish_reason=choice.finish_reason,
-        tool_calls=[call.model_dump() for call in message.tool_calls] if message.tool_calls else None,
-        request_id=completion.id,
-    )
+    return {
+        "content": content,
+        "model": completion.model or requested_model,
+        "requested_model": requested_model,
+        "provider": provider,
+        "usage": usage,
+        "provider_cost": usage.provider_cost,
+        "finish_reason": choice.finish_reason,
+        "tool_calls": [call.model_dump() for call in message.tool_calls] if message.tool_calls else None,
+        "request_id": completion.id,
+    }
+
+
+def chat_response_from_completion(completion: Any, *, provider: str, requested_model: str) -> ChatResponse:
+    return ChatResponse(**chat_fields_from_completion(completion, provider=provider, requested_model=requested_model))

@@ -80,22 +80,26 @@ class StreamedAnswer:
             merged["function"]["name"] += call.function.name or ""
             merged["function"]["arguments"] += call.function.arguments or ""
 
+    def fields(self) -> dict[str, Any]:
+        """The answer so far as ``ChatResponse`` fields (``usage`` as the provider reported it, or empty)."""
+        usage = self.usage or Usage()
+        return {
+            "content": "".join(self.parts),
+            "model": self.model or self.requested_model,
+            "requested_model": self.requested_model,
+            "provider": self.provider,
+            "usage": usage,
+            "provider_cost": usage.provider_cost,
+            "finish_reason": self.finish_reason,
+            "tool_calls": [self.tool_calls[i] for i in sorted(self.tool_calls)] or None,
+            "time_to_first_token_ms": self.first_token_ms,
+            "attempts": self.attempts,
+            "request_id": self.request_id,
+        }
+
     def response(self) -> ChatResponse:
         """The answer so far (``usage`` as the provider reported it, or empty when it did not)."""
-        usage = self.usage or Usage()
-        return ChatResponse(
-            content="".join(self.parts),
-            model=self.model or self.requested_model,
-            requested_model=self.requested_model,
-            provider=self.provider,
-            usage=usage,
-            provider_cost=usage.provider_cost,
-            finish_reason=self.finish_reason,
-            tool_calls=[self.tool_calls[i] for i in sorted(self.tool_calls)] or None,
-            time_to_first_token_ms=self.first_token_ms,
-            attempts=self.attempts,
-            request_id=self.request_id,
-        )
+        return ChatResponse(**self.fields())
 
 
 #: ``on_finish(answer, how)`` -> the final ``ChatResponse`` (priced, recorded); ``how`` is

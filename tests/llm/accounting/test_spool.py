@@ -27,6 +27,14 @@ def test_a_record_survives_the_round_trip_through_its_line():
     assert (hidden.prompt, hidden.response_text) == (None, None) and hidden.cost == record.cost
 
 
+def test_a_line_of_the_earlier_format_is_still_read():
+    """Segments a crashed process left before an upgrade hold ISO times and dashed ids: replay reads them."""
+    record = make_record()
+    line = json.loads(record_to_json(record))
+    line |= {"id": str(record.id), "created_at": record.created_at.isoformat()}
+    assert record_from_json(json.dumps(line)) == record
+
+
 def test_concurrent_appends_are_whole_lines(tmp_path):
     spool = SpoolFile(tmp_path)
     line = json.dumps({"pad": "x" * 3000}) + "\n"  # larger than a pipe's atomic write, as a record can be
