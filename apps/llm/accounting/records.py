@@ -203,6 +203,10 @@ class Recorder(Protocol):
     def record(self, call: CallRecord) -> None: ...
 
 
+#: What the tally keeps of a call until it is folded in: (status, cached, tokens, cost, model).
+_Summary = tuple[str, bool, int, Decimal | None, str]
+
+
 @dataclass
 class _Totals:
     requests: int = 0
@@ -213,14 +217,15 @@ class _Totals:
     cost: Decimal = Decimal(0)
     models: set[str] = field(default_factory=set)
 
-    def add(self, call: CallRecord) -> _Totals:
+    def add(self, call: _Summary) -> _Totals:
+        status, cached, tokens, cost, model = call
         self.requests += 1
-        self.failures += call.status == ERROR
-        self.refusals += call.status == REFUSED
-        self.cache_hits += call.cached
-        self.tokens += 0 if call.cached else call.usage.total_tokens  # a hit spent no tokens
-        self.cost += call.cost or Decimal(0)
-        self.models.add(call.model or call.requested_model)
+        self.failures += status == ERROR
+        self.refusals += status == REFUSED
+        self.cache_hits += cached
+        self.tokens += 0 if cached else tokens  # a hit spent no tokens
+        self.cost += cost or Decimal(0)
+        self.models.add(model)
         return self
 
 
@@ -228,10 +233,15 @@ class UsageTally:
     """Totals of the calls made by one client in this process (recording takes no lock)."""
 
     def __init__(self) -> None:
-        self._calls: Folded[CallRecord, _Totals] = Folded(_Totals(), _Totals.add)
+        # A small summary per call, folded every few hundred: holding the records themselves
+        # (their usage, cost lines, prompts) kept thousands of objects alive for the garbage
+        # collector to walk, and made its full collections more frequent.
+        self._calls: Folded[_Summary, _Totals] = Folded(_Totals(), _Totals.add, limit=256)
 
     def record(self, call: CallRecord) -> None:
-        self._calls.add(call)
+        self._calls.add(
+            (call.status, call.cached, call.usage.total_tokens, call.cost, call.model or call.requested_model)
+        )
 
     def stats(self) -> UsageStats:
         return self._calls.read(
