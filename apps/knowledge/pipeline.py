@@ -307,7 +307,8 @@ def _fail(item: _Work, reason: str) -> None:
 
 
 def _embed(work: list[_Work], model: EmbeddingModel, client: LLMClient) -> None:
-    """Embed every chunk of the group in calls of ``EMBED_BATCH`` chunks that span documents.
+    """Embed every chunk of the group in calls of ``EMBED_BATCH`` chunks that span documents,
+    sorted by length across the group.
 
     A chunk whose text is stored already with this model takes that vector. A call is for one
     uploader's documents (the request log attributes it to them). A non-retryable error fails
@@ -323,6 +324,10 @@ def _embed(work: list[_Work], model: EmbeddingModel, client: LLMClient) -> None:
         missing = [(item, i) for i, vector in enumerate(item.vectors) if vector is None]
         by_user.setdefault(item.document.uploaded_by_id, []).extend(missing)
     for user, slots in by_user.items():
+        # Longest first across the whole group, so each call holds chunks of about one length: the
+        # local model pads every run to its longest text, and a group sorted as one lets its runs
+        # pad as little as the raw embedder's over a whole corpus (a provider ignores the order).
+        slots.sort(key=lambda slot: slot[0].pieces[slot[1]].token_count, reverse=True)
         for start in range(0, len(slots), batch_size):
             batch = [(item, i) for item, i in slots[start : start + batch_size] if not item.failed]
             if not batch:

@@ -77,6 +77,20 @@ def test_ingest_wait_fills_each_embedding_call_with_chunks_of_several_documents(
 
 
 @pytest.mark.django_db
+def test_a_groups_chunks_are_embedded_longest_first_across_documents(remote, sim):
+    # Each call holds chunks of about one length, whatever document they come from: the local
+    # model pads a run to its longest text.
+    ids = [add_document(name=f"n{i}.md", data=t.encode(), enqueue=False).pk for i, t in enumerate(small_texts(12))]
+    process_documents(ids, client=remote)
+    tokens = dict(Chunk.objects.values_list("text", "token_count"))
+    sent = [tokens[text] for r in sim.requests_for(EMBEDDINGS) for text in r.json["input"]]
+    assert len(sent) == len(tokens) and sent == sorted(sent, reverse=True)
+    owners = dict(Chunk.objects.values_list("text", "document_id"))
+    first_call = sim.requests_for(EMBEDDINGS)[0].json["input"]
+    assert len({owners[text] for text in first_call}) > 1
+
+
+@pytest.mark.django_db
 def test_the_groups_writes_are_batched(remote):
     ids = [add_document(name=f"n{i}.md", data=t.encode(), enqueue=False).pk for i, t in enumerate(small_texts(12))]
     with CaptureQueriesContext(connection) as queries:
