@@ -236,7 +236,8 @@ def count_input_images(messages: Sequence[Mapping[str, Any]]) -> int:
     """How many images ``messages`` send (every message is input, an earlier answer's images too)."""
     count = 0
     for message in messages:
-        content = message.get("content") if isinstance(message, Mapping) else None
+        # A plain dict first: the Mapping check is an ABC's, slow, and every call's messages pass here.
+        content = message.get("content") if type(message) is dict or isinstance(message, Mapping) else None
         if isinstance(content, list):
             count += sum(1 for part in content if isinstance(part, Mapping) and part.get("type") in IMAGE_PART_TYPES)
     return count
