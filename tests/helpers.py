@@ -68,3 +68,6 @@ def database_unreachable() -> Iterator[None]:
     finally:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.close()
+        # The server ended this thread's connection too: Django opens a new one at its next query
+        # instead of failing it (and the tests after this one) on the dead one.
+        connection.close()
