@@ -228,6 +228,7 @@ def _process(claimed: list[Document], client: LLMClient) -> dict[int, Document]:
     config = knowledge_settings()
     model = embedding_model(config.embedding_model)
     work = [_prepare(document, model) for document in claimed]
+    _record_extraction(work)
     try:
         _embed(work, model, client)
     except LLMError as error:  # retryable: _embed fails the documents on the others
@@ -287,18 +288,30 @@ def _prepare(document: Document, model: EmbeddingModel) -> _Work:
         item.pieces = with_headings(pieces, extracted.text, extracted.mime_type)
         item.hashes = [text_hash(p.text) for p in item.pieces]
         item.vectors = [None] * len(item.pieces)
-        _held(document).update(
-            chunk_count=len(item.pieces),
-            mime_type=extracted.mime_type,
-            warnings=extracted.warnings,
-            page_starts=extracted.page_starts,
-        )
+        # Written for the whole group at once (_record_extraction).
+        document.chunk_count = len(item.pieces)
+        document.mime_type = extracted.mime_type
+        document.warnings = extracted.warnings
+        document.page_starts = extracted.page_starts
     except ExtractionError as error:
         _fail(item, str(error))
     except Exception as error:  # anything else still ends the document, with the reason
         logger.exception("Document %s: extraction failed unexpectedly", document.pk)
         _fail(item, f"Unexpected error while reading the file: {type(error).__name__}: {error}")
     return item
+
+
+def _record_extraction(work: list[_Work]) -> None:
+    """What extraction found (chunk count, type, warnings, page offsets), shown while the group is
+    embedded: one statement for the group (a commit per document cost more than its chunking),
+    each document only under this worker's lease (a group's claim times are its own)."""
+    prepared = [item.document for item in work if not item.failed]
+    if not prepared:
+        return
+    Document.objects.filter(
+        status=Document.Status.PROCESSING,
+        processing_started_at__in={document.processing_started_at for document in prepared},
+    ).bulk_update(prepared, ["chunk_count", "mime_type", "warnings", "page_starts"])
 
 
 def _fail(item: _Work, reason: str) -> None:

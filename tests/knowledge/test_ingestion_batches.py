@@ -101,10 +101,10 @@ def test_the_groups_writes_are_batched(remote):
     inserts = [sql for sql in ours if sql.startswith('INSERT INTO "knowledge_chunk"')]
     assert len(inserts) == 1  # every chunk of the group in one statement, not one per chunk
     assert sum(sql.startswith('DELETE FROM "knowledge_chunk"') for sql in ours) == 1
-    # Per document one statement (its extraction results); per group and per embedding call a
-    # fixed few (claim, progress, store): not a transaction of several statements per document.
+    # Per group and per embedding call a fixed few statements (claim, extraction results,
+    # progress, store): none per document.
     calls = math.ceil(Chunk.objects.count() / 8)
-    assert len(ours) <= len(ids) + 2 * calls + 10, "\n".join(ours)
+    assert len(ours) <= 2 * calls + 10, "\n".join(ours)
 
 
 @pytest.mark.django_db
