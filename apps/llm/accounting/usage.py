@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -40,6 +41,11 @@ def usage_stats(
         date__gte=start, date__lte=end, **narrowed
     )
     totals = rows.aggregate(**{name: Sum(name) for name in SUMMARY_COUNTERS})
+    return _stats(totals, rows.order_by().values_list("model", flat=True).distinct())
+
+
+def _stats(totals: dict[str, Any], models: Iterable[str]) -> UsageStats:
+    """``UsageStats`` of aggregated ``SUMMARY_COUNTERS`` (a sum over no rows is None: nothing) and the models seen."""
     return UsageStats.of_counts(
         requests=totals["requests"] or 0,
         failures=totals["failures"] or 0,
@@ -48,7 +54,7 @@ def usage_stats(
         total_tokens=totals["total_tokens"] or 0,
         total_cost=(totals["cost"] or Decimal(0)).normalize(),
         saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
-        models_used=sorted(rows.order_by().values_list("model", flat=True).distinct()),
+        models_used=sorted(models),
     )
 
 
@@ -83,13 +89,4 @@ def usage_for(subject: Any) -> UsageStats:
         cost=Sum("cost"),
         saved_cost=Sum("saved_cost"),
     )
-    return UsageStats.of_counts(
-        requests=totals["requests"],
-        failures=totals["failures"],
-        refusals=totals["refusals"],
-        cache_hits=totals["cache_hits"],
-        total_tokens=totals["total_tokens"] or 0,
-        total_cost=(totals["cost"] or Decimal(0)).normalize(),
-        saved_cost=(totals["saved_cost"] or Decimal(0)).normalize(),
-        models_used=sorted({m for m in calls.order_by().values_list("model", flat=True).distinct() if m}),
-    )
+    return _stats(totals, (m for m in calls.order_by().values_list("model", flat=True).distinct() if m))
