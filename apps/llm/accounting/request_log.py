@@ -72,12 +72,14 @@ def _text(convert: Converter) -> Converter:
     return lambda value, store_text, limit: convert(value, store_text, limit) if store_text else None
 
 
-def _cut_to(length: int) -> Converter:
-    return lambda value, store_text, limit: value[:length] if isinstance(value, str) else value
+def _cut_to(length: int, *, null: bool) -> Converter:
+    """Text cut to its column's length; a None stored as "" where the column takes no NULL (a request id)."""
+    if null:
+        return lambda value, store_text, limit: value[:length] if isinstance(value, str) else value
+    return lambda value, store_text, limit: (value or "")[:length]
 
 
 _SPECIAL: dict[str, Converter] = {
-    "request_id": lambda value, store_text, limit: (value or "")[:255],
     "attempts": lambda value, store_text, limit: min(value, 32767),  # a smallint
 }
 
@@ -101,7 +103,7 @@ def _row_plan() -> tuple[tuple[str, ...], Callable[[CallRecord], tuple[Any, ...]
         elif isinstance(f, models.TextField):
             convert = _clipped
         elif isinstance(f, models.CharField) and f.max_length:
-            convert = _cut_to(f.max_length)
+            convert = _cut_to(f.max_length, null=f.null)
         else:
             convert = None
         if f.attname in _TEXT_COLUMNS:
