@@ -2,11 +2,12 @@ import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from apps.knowledge.documents import DuplicateDocument, add_document, check_upload
 from apps.knowledge.extraction import ExtractionError
 
-#: Documents per progress step of --wait (several embedding groups).
+#: Files added per transaction, and documents per progress step of --wait (several embedding groups).
 PROGRESS_STEP = 256
 
 
@@ -27,15 +28,18 @@ class Command(BaseCommand):
         if not files:
             raise CommandError("No files found in: " + ", ".join(map(str, paths)))
         added, skipped = [], 0
-        for number, path in enumerate(files, 1):
-            self._progress(number, len(files), path.name)
-            try:
-                check_upload(path.name, path.stat().st_size)
-                # --wait: no message for the workers (processed here; the stale sweep is the net).
-                added.append(add_document(name=path.name, data=path.read_bytes(), enqueue=not wait))
-            except (ExtractionError, DuplicateDocument) as problem:
-                skipped += 1
-                self.stderr.write(f"\n  skipped: {problem}")
+        for start in range(0, len(files), PROGRESS_STEP):
+            # One commit per step of files, not one per file (each add is a savepoint inside it).
+            with transaction.atomic():
+                for number, path in enumerate(files[start : start + PROGRESS_STEP], start + 1):
+                    self._progress(number, len(files), path.name)
+                    try:
+                        check_upload(path.name, path.stat().st_size)
+                        # --wait: no message for the workers (processed here; the stale sweep is the net).
+                        added.append(add_document(name=path.name, data=path.read_bytes(), enqueue=not wait))
+                    except (ExtractionError, DuplicateDocument) as problem:
+                        skipped += 1
+                        self.stderr.write(f"\n  skipped: {problem}")
         self.stdout.write(f"\nAdded {len(added)} documents, skipped {skipped}.")
         if wait:
             self._process([d.pk for d in added], options.get("client"))
