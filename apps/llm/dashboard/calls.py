@@ -135,7 +135,7 @@ def _kept_calls(kept: CallList, filters: DashboardFilters, limit: int) -> RawTab
         f"SELECT {columns} FROM kept LEFT JOIN {LLMRequest._meta.db_table} r ON r.id = kept.i "
         f"ORDER BY r.{connection.ops.quote_name(kept.log_value)} DESC, r.id"
     )
-    in_period = [filters.start, filters.end, *params]
+    in_period: list[Any] = [filters.start, filters.end, *params]
 
     def run() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
