@@ -12,21 +12,24 @@ from apps.llm.types import ChatResponse, Usage
 logger = logging.getLogger(__name__)
 
 
-def _field(obj: Any, key: str) -> Any:
-    """``obj[key]`` of a dict, or the attribute of an SDK object (whose extra fields are attributes too).
+def _values(obj: Any) -> dict[str, Any]:
+    """The fields of a dict or of an SDK object (its declared fields and the extra ones it was sent).
 
     The SDK builds its objects without validating them: a count of the wrong type is read as
-    it came, and reported by ``_count`` (``InvalidUsage``), not by a serializer.
+    it came, and reported by ``_count`` (``InvalidUsage``), not by a serializer. A pydantic
+    model keeps its fields in ``__dict__`` and extras in ``__pydantic_extra__``: read there, no
+    ``getattr()`` (which raises, and catches, an AttributeError for a missing key in pydantic).
     """
     if isinstance(obj, dict):
-        return obj.get(key)
-    # A pydantic model keeps its fields in __dict__ and extras in __pydantic_extra__; asking
-    # getattr() for a key it lacks would raise (and catch) an AttributeError in pydantic.
-    values = getattr(obj, "__dict__", None)
-    if values is not None and key in values:
-        return values[key]
+        return obj
+    values = getattr(obj, "__dict__", None) or {}
     extra = getattr(obj, "__pydantic_extra__", None)
-    return extra.get(key) if extra else None
+    return {**extra, **values} if extra else values
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a dict, or the field of an SDK object (see ``_values``)."""
+    return _values(obj).get(key)
 
 
 #: Where each ``Usage`` count is in a provider's usage object: (path, field). OpenAI and
@@ -63,12 +66,12 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
         return Usage()
     counts = {}
     # Each object on a path is read once, whatever number of counts it holds (every call pays this).
-    objects: dict[tuple[str, ...], Any] = {(): usage}
+    objects: dict[tuple[str, ...], dict[str, Any] | None] = {(): _values(usage)}
     for path, name in USAGE_SOURCES:
         holder = _object_at(objects, path[:-1])
         if holder is None:
             continue
-        value = _field(holder, path[-1])
+        value = holder.get(path[-1])
         if type(value) is int and value >= 0:  # the common case, checked without a call
             if value:
                 counts[name] = value
@@ -88,11 +91,12 @@ def usage_from_sdk(usage: Any, *, provider: str | None = None, model: str | None
     return reconciled
 
 
-def _object_at(objects: dict[tuple[str, ...], Any], path: tuple[str, ...]) -> Any:
-    """The object at ``path`` (``None`` when absent), remembered in ``objects``."""
+def _object_at(objects: dict[tuple[str, ...], dict[str, Any] | None], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The fields of the object at ``path`` (``None`` when absent), remembered in ``objects``."""
     if path not in objects:
         parent = _object_at(objects, path[:-1])
-        objects[path] = None if parent is None else _field(parent, path[-1])
+        found = None if parent is None else parent.get(path[-1])
+        objects[path] = None if found is None else _values(found)
     return objects[path]
 
 
