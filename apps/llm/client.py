@@ -57,6 +57,8 @@ T = TypeVar("T")
 
 DEFAULT_CHAT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+#: Model names whose route (providers to try, in order) a client remembers.
+ROUTES_REMEMBERED = 1024
 #: Output tokens assumed by budget checks when the call sets no max_tokens.
 OUTPUT_TOKENS_ESTIMATE = 1024
 
@@ -121,6 +123,7 @@ class LLMClient:
                 given = configured.get(name) or ProviderSettings()
                 configured[name] = ProviderSettings(api_key=key or given.api_key, base_url=url or given.base_url)
         self.providers: dict[str, Provider] = configured_providers(configured, timeout=timeout)
+        self._routes: dict[tuple[str, str | None], list[Provider]] = {}
 
         self.retry = retry or RetryPolicy()
         if cache_backend is None:
@@ -511,7 +514,15 @@ class LLMClient:
     # -- routing, retries and fallback -----------------------------------------------------
 
     def _route(self, model: str, provider: str | None) -> list[Provider]:
-        """The providers to try for ``model``, the chosen or primary one first."""
+        """The providers to try for ``model``, the chosen or primary one first (worked out once per name)."""
+        route = self._routes.get((model, provider))
+        if route is None:
+            route = self._find_route(model, provider)
+            if len(self._routes) < ROUTES_REMEMBERED:  # model names come from callers: bounded
+                self._routes[(model, provider)] = route
+        return route
+
+    def _find_route(self, model: str, provider: str | None) -> list[Provider]:
         if not self.providers:
             raise errors.NoProviderConfigured()
         first: Provider | None
