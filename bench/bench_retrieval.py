@@ -534,20 +534,21 @@ def main() -> None:
                 )
             )
 
-        sample = chosen[:: max(1, len(chosen) // args.latency_claims)][: args.latency_claims]
-        from apps.knowledge.models import Chunk
+        if args.latency_claims > 0:  # 0: the quality tables only
+            sample = chosen[:: max(1, len(chosen) // args.latency_claims)][: args.latency_claims]
+            from apps.knowledge.models import Chunk
 
-        chunks = Chunk.objects.count()
-        log(f"\nLatency: search(claim, k=10, mode=...) on {len(sample)} claims, query embedding included")
-        latency_table = latency_rows(f"{chunks:,} chunks", latency(sample), embed_latency(sample))
-        if args.scale_to:
-            log(f"\nGrowing the table to {args.scale_to:,} chunks (copies of the SciFact chunks, noisy vectors)")
-            have, seconds = scale_to(url, args.scale_to)
-            log(f"  {have:,} chunks ({seconds:.0f} s with the HNSW index rebuilt)")
-            latency_table += latency_rows(f"{have:,} chunks", latency(sample), embed_latency(sample))
-        log()
-        log(table(["table", "mode", "queries", "p50 ms", "p99 ms", "mean ms"], latency_table))
-        explain_keyword(sample[0]["text"])
+            chunks = Chunk.objects.count()
+            log(f"\nLatency: search(claim, k=10, mode=...) on {len(sample)} claims, query embedding included")
+            latency_table = latency_rows(f"{chunks:,} chunks", latency(sample), embed_latency(sample))
+            if args.scale_to:
+                log(f"\nGrowing the table to {args.scale_to:,} chunks (copies of the SciFact chunks, noisy vectors)")
+                have, seconds = scale_to(url, args.scale_to)
+                log(f"  {have:,} chunks ({seconds:.0f} s with the HNSW index rebuilt)")
+                latency_table += latency_rows(f"{have:,} chunks", latency(sample), embed_latency(sample))
+            log()
+            log(table(["table", "mode", "queries", "p50 ms", "p99 ms", "mean ms"], latency_table))
+            explain_keyword(sample[0]["text"])
     finally:
         if args.keep:
             log(f"\nkept the scratch database {args.db} (--reuse measures it again)")
