@@ -7,6 +7,7 @@ import random
 import re
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from apps.llm import LLMError, llm_context, llm_trace
@@ -65,6 +66,9 @@ def traces(sim, make_client, django_user_model, price_table):
 
 @pytest.fixture
 def page(live_server, browser, django_user_model):
+    # An earlier test may have cut this process's connection on the server (the outage tests do).
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
     django_user_model.objects.create_superuser(email="browser@example.com", password=PASSWORD, username="browser")
     page = browser.new_page(viewport={"width": 1440, "height": 1400})
     page.goto(f"{live_server.url}/admin/login/")
