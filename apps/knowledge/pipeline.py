@@ -128,6 +128,15 @@ def _held(document: Document) -> QuerySet[Document]:
     )
 
 
+def _held_all(documents: list[Document]) -> QuerySet[Document]:
+    """The documents among ``documents`` whose lease is still held (by the group's claim times)."""
+    return Document.objects.filter(
+        pk__in=[d.pk for d in documents],
+        status=Document.Status.PROCESSING,
+        processing_started_at__in={d.processing_started_at for d in documents},
+    )
+
+
 def fail(document: Document, reason: str) -> None:
     _held(document).update(status=Document.Status.FAILED, error_message=reason[:5000], processed_at=timezone.now())
 
@@ -308,10 +317,7 @@ def _record_extraction(work: list[_Work]) -> None:
     prepared = [item.document for item in work if not item.failed]
     if not prepared:
         return
-    Document.objects.filter(
-        status=Document.Status.PROCESSING,
-        processing_started_at__in={document.processing_started_at for document in prepared},
-    ).bulk_update(prepared, ["chunk_count", "mime_type", "warnings", "page_starts"])
+    _held_all(prepared).bulk_update(prepared, ["chunk_count", "mime_type", "warnings", "page_starts"])
 
 
 def _fail(item: _Work, reason: str) -> None:
